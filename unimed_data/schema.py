@@ -1,0 +1,97 @@
+"""The record schema: one row per image, shared by every stage.
+
+This module is the single owner of column names and types, of how keys are made and of how
+patient identifiers are hashed, so that no stage invents its own variant.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+
+import pyarrow as pa
+
+MODALITIES = (
+    "xray",
+    "ct",
+    "mri",
+    "ultrasound",
+    "pathology",
+    "fundus",
+    "oct",
+    "dermatology",
+    "endoscopy",
+    "other",
+)
+
+SPLITS = ("train", "val", "test")
+
+CAPTION_SOURCES_FIXED = ("original", "template")  # plus "llm:<model>"
+
+RECORD_SCHEMA = pa.schema(
+    [
+        pa.field("key", pa.string(), nullable=False),
+        pa.field("dataset", pa.string(), nullable=False),
+        pa.field("modality", pa.string(), nullable=False),
+        pa.field("source_path", pa.string(), nullable=False),
+        pa.field("image_path", pa.string()),
+        pa.field("labels", pa.list_(pa.string())),
+        # Labels the source marks as uncertain (CheXpert -1.0) and that the uncertainty
+        # policy kept; captioners word them as possible, never as findings.
+        pa.field("uncertain_labels", pa.list_(pa.string())),
+        pa.field("report", pa.string()),
+        pa.field("captions", pa.list_(pa.string())),
+        pa.field("caption_source", pa.string()),
+        pa.field("patient_id", pa.string()),
+        pa.field("split", pa.string(), nullable=False),
+        pa.field("license", pa.string()),
+        pa.field("width", pa.int32()),
+        pa.field("height", pa.int32()),
+        pa.field("sha256", pa.string()),
+    ]
+)
+
+ERROR_SCHEMA = pa.schema(
+    [
+        pa.field("dataset", pa.string(), nullable=False),
+        pa.field("stage", pa.string(), nullable=False),
+        pa.field("key", pa.string()),
+        pa.field("source_path", pa.string()),
+        pa.field("reason", pa.string(), nullable=False),
+    ]
+)
+
+_UNSAFE = re.compile(r"[^a-z0-9_-]+")
+
+
+def dataset_slug(name: str) -> str:
+    """A dataset name reduced to characters that are safe in keys and folder names."""
+    slug = _UNSAFE.sub("-", name.lower()).strip("-")
+    if not slug:
+        raise ValueError(f"dataset name {name!r} has no usable characters")
+    return slug
+
+
+def make_key(dataset: str, item_id: str) -> str:
+    """A stable WebDataset key for one item of a dataset.
+
+    WebDataset splits member names at the first dot and treats slashes as folders, so the key
+    is the dataset slug plus a digest of the item's identity (usually its path relative to the
+    dataset root): unique, reproducible, and free of anything from the file's content.
+    """
+    digest = hashlib.sha1(item_id.encode("utf-8")).hexdigest()[:20]
+    return f"{dataset_slug(dataset)}_{digest}"
+
+
+def hash_patient(raw_id: str, salt: str) -> str:
+    """A salted keyed hash of a patient identifier; the raw id is never stored."""
+    return hmac.new(salt.encode("utf-8"), raw_id.encode("utf-8"), hashlib.sha256).hexdigest()[:32]
+
+
+def empty_records() -> pa.Table:
+    return RECORD_SCHEMA.empty_table()
+
+
+def empty_errors() -> pa.Table:
+    return ERROR_SCHEMA.empty_table()

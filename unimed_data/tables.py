@@ -1,0 +1,73 @@
+"""Parquet I/O with atomic publication: tables appear complete or not at all."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+BATCH_ROWS = 2048
+
+
+def temp_path(path: Path) -> Path:
+    """The in-progress name of a file; it is renamed onto `path` only once complete."""
+    return path.with_name(f".{path.name}.{os.getpid()}.tmp")
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = temp_path(path)
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+@contextmanager
+def table_writer(path: Path, schema: pa.Schema) -> Iterator[pq.ParquetWriter]:
+    """Stream record batches into `path`; the file is published only if the block succeeds."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = temp_path(path)
+    writer = pq.ParquetWriter(tmp, schema)
+    try:
+        yield writer
+    except BaseException:
+        writer.close()
+        tmp.unlink(missing_ok=True)
+        raise
+    writer.close()
+    os.replace(tmp, path)
+
+
+def write_rows(path: Path, schema: pa.Schema, rows: Iterable[dict]) -> int:
+    """Write dict rows in bounded batches; returns the row count."""
+    count = 0
+    with table_writer(path, schema) as writer:
+        batch: list[dict] = []
+        for row in rows:
+            batch.append(row)
+            if len(batch) >= BATCH_ROWS:
+                writer.write_table(pa.Table.from_pylist(batch, schema=schema))
+                count += len(batch)
+                batch = []
+        if batch or count == 0:
+            writer.write_table(pa.Table.from_pylist(batch, schema=schema))
+            count += len(batch)
+    return count
+
+
+def iter_rows(path: Path, columns: list[str] | None = None) -> Iterator[dict]:
+    """Rows of a Parquet file as dicts, read batch by batch so memory stays flat."""
+    parquet = pq.ParquetFile(path)
+    for batch in parquet.iter_batches(batch_size=BATCH_ROWS, columns=columns):
+        yield from batch.to_pylist()
+
+
+def row_count(path: Path) -> int:
+    return pq.ParquetFile(path).metadata.num_rows
