@@ -1,1 +1,176 @@
-def app(): ...
+"""The `unimed-data` command line: build, the stages one by one, validate and stats."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from unimed_data.config import BuildConfig, ConfigError, DatasetEntry, load_config
+from unimed_data.manifest import ManifestError, validate_manifest
+from unimed_data.schema import MODALITIES
+from unimed_data.workspace import STAGES
+
+app = typer.Typer(
+    help="Build medical image-text corpora as WebDataset shards: ingest, convert, caption, shard.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+console = Console(stderr=True)
+
+ConfigArg = Annotated[Path | None, typer.Argument(help="Build config YAML (datasets and stage options).")]
+OutOpt = Annotated[Path, typer.Option("--out", "-o", help="Output folder (shards, stats, work tables).")]
+DemoOpt = Annotated[bool, typer.Option("--demo", help="Use the embedded demo corpus (pydicom's DICOM files).")]
+FolderOpt = Annotated[
+    Path | None, typer.Option("--from-folder", help="A folder-per-class tree of images/DICOM (class = folder name).")
+]
+ModalityOpt = Annotated[str | None, typer.Option("--modality", help=f"Modality of --from-folder: {', '.join(MODALITIES)}.")]
+LicenseOpt = Annotated[str, typer.Option("--license", help="Licence recorded for --from-folder data.")]
+WorkersOpt = Annotated[int | None, typer.Option("--workers", min=1, help="Processes (default: all cores).")]
+SeedOpt = Annotated[int | None, typer.Option("--seed", help="Seed for splits, shuffle and caption choice.")]
+ShardSizeOpt = Annotated[int | None, typer.Option("--shard-size", min=1, help="Samples per shard (default 1000).")]
+MaxSideOpt = Annotated[int | None, typer.Option("--max-side", min=16, help="Longest image side (default 512).")]
+QualityOpt = Annotated[int | None, typer.Option("--jpeg-quality", min=1, max=100, help="JPEG quality (default 90).")]
+
+
+def _fail(message: str) -> None:
+    console.print(f"[red]error:[/red] {message}", highlight=False)
+    raise typer.Exit(2)
+
+
+def _plan(config_path, out, demo, from_folder, modality, license, workers, seed, shard_size, max_side, quality):
+    """The config and datasets of a command, from a config file, --demo or --from-folder."""
+    from unimed_data.demo import stage_demo
+    from unimed_data.pipeline import Dataset, resolve_datasets
+
+    sources = sum([config_path is not None, demo, from_folder is not None])
+    if sources != 1:
+        _fail("give exactly one of: a CONFIG file, --demo, or --from-folder DIR")
+    try:
+        if config_path is not None:
+            config = load_config(config_path)
+            datasets = resolve_datasets(config)
+        elif demo:
+            raw = out / "work" / "demo-raw"
+            datasets = [Dataset(m, raw) for m in stage_demo(raw)]
+            config = BuildConfig(datasets=[DatasetEntry(manifest=d.manifest.name, root=raw) for d in datasets])
+        else:
+            if not from_folder.is_dir():
+                _fail(f"--from-folder {from_folder}: not a folder")
+            if modality not in MODALITIES:
+                _fail(f"--from-folder needs --modality, one of: {', '.join(MODALITIES)}")
+            folder = from_folder.resolve()
+            manifest = validate_manifest(
+                {"name": folder.name, "modality": modality, "license": license, "layout": {"type": "folder"}},
+                f"--from-folder {from_folder}",
+            )
+            datasets = [Dataset(manifest, folder.parent)]
+            config = BuildConfig(datasets=[DatasetEntry(manifest=manifest.name, root=folder.parent)])
+    except (ConfigError, ManifestError, ValueError) as exc:
+        _fail(str(exc))
+    overrides = {"workers": workers, "seed": seed}
+    config = config.model_copy(update={k: v for k, v in overrides.items() if v is not None})
+    if shard_size is not None:
+        config.shard.shard_size = shard_size
+    if max_side is not None:
+        config.convert.max_side = max_side
+    if quality is not None:
+        config.convert.jpeg_quality = quality
+    return config, datasets
+
+
+def _run(stages, config_path, out, demo, from_folder, modality, license, workers, seed, shard_size, max_side, quality):
+    from unimed_data.pipeline import StageOrderError, run_stages
+    from unimed_data.stats import render_stats
+
+    config, datasets = _plan(
+        config_path, out, demo, from_folder, modality, license, workers, seed, shard_size, max_side, quality
+    )
+    try:
+        stats = run_stages(config, out, datasets, stages)
+    except (StageOrderError, ManifestError, ValueError, FileNotFoundError) as exc:
+        _fail(str(exc))
+    if stats is not None:
+        render_stats(stats, Console())
+        _print_error_examples(out)
+        console.print(f"Shards, stats.json, errors.parquet and README.md are in {out}")
+    else:
+        console.print(f"{', '.join(stages)} done; work tables in {out / 'work'}")
+
+
+def _print_error_examples(out: Path, limit: int = 5) -> None:
+    from unimed_data.tables import iter_rows
+
+    errors = out / "errors.parquet"
+    for shown, row in enumerate(iter_rows(errors)):
+        if shown == limit:
+            console.print(f"... and more: see {errors}")
+            break
+        console.print(f"  {row['stage']}: {row['source_path']}: {row['reason']}", highlight=False, markup=False)
+
+
+def _stage_command(stages: tuple[str, ...], help_text: str):
+    def command(
+        config: ConfigArg = None,
+        out: OutOpt = ...,
+        demo: DemoOpt = False,
+        from_folder: FolderOpt = None,
+        modality: ModalityOpt = None,
+        license: LicenseOpt = "unknown",
+        workers: WorkersOpt = None,
+        seed: SeedOpt = None,
+        shard_size: ShardSizeOpt = None,
+        max_side: MaxSideOpt = None,
+        jpeg_quality: QualityOpt = None,
+    ) -> None:
+        _run(stages, config, out, demo, from_folder, modality, license, workers, seed, shard_size, max_side, jpeg_quality)
+
+    command.__doc__ = help_text
+    return command
+
+
+app.command("build")(_stage_command(STAGES, "Run every stage: ingest, convert, caption, shard."))
+app.command("ingest")(_stage_command(("ingest",), "Read manifests into work/<dataset>/records.parquet."))
+app.command("convert")(_stage_command(("convert",), "Convert source images to capped JPEGs."))
+app.command("caption")(_stage_command(("caption",), "Give every record captions (template backend)."))
+app.command("shard")(_stage_command(("shard",), "Write WebDataset shards, sizes.json, index, stats and card."))
+
+
+@app.command()
+def validate(
+    out: Annotated[Path, typer.Argument(help="Output folder of a build.")],
+    workers: WorkersOpt = None,
+) -> None:
+    """Re-read every shard with webdataset and check images, keys, json and counts."""
+    from unimed_data.parallel import default_workers
+    from unimed_data.validate import validate_output
+
+    problems = validate_output(out, workers=workers or default_workers())
+    for problem in problems:
+        console.print(f"[red]problem:[/red] {problem}", highlight=False)
+    if problems:
+        console.print(f"{len(problems)} problem(s) in {out}")
+        raise typer.Exit(1)
+    console.print(f"[green]ok[/green]: every shard in {out} reads back and matches sizes.json and stats.json")
+
+
+@app.command()
+def stats(
+    out: Annotated[Path, typer.Argument(help="Output folder of a build.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print stats.json instead of tables.")] = False,
+) -> None:
+    """Counts per dataset, modality, split, caption source, and errors."""
+    from unimed_data.stats import load_stats, render_stats
+
+    try:
+        data = load_stats(out)
+    except FileNotFoundError as exc:
+        _fail(str(exc))
+    if as_json:
+        sys.stdout.write(json.dumps(data, indent=2) + "\n")
+    else:
+        render_stats(data, Console())

@@ -29,14 +29,36 @@ def atomic_write_text(path: Path, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
 
 
+class RowWriter:
+    """Buffers dict rows and writes them to Parquet in bounded batches."""
+
+    def __init__(self, writer: pq.ParquetWriter, schema: pa.Schema):
+        self._writer = writer
+        self._schema = schema
+        self._buffer: list[dict] = []
+        self.count = 0
+
+    def write(self, row: dict) -> None:
+        self._buffer.append(row)
+        self.count += 1
+        if len(self._buffer) >= BATCH_ROWS:
+            self.flush()
+
+    def flush(self) -> None:
+        self._writer.write_table(pa.Table.from_pylist(self._buffer, schema=self._schema))
+        self._buffer = []
+
+
 @contextmanager
-def table_writer(path: Path, schema: pa.Schema) -> Iterator[pq.ParquetWriter]:
-    """Stream record batches into `path`; the file is published only if the block succeeds."""
+def table_writer(path: Path, schema: pa.Schema) -> Iterator[RowWriter]:
+    """Stream rows into `path`; the file is published only if the block succeeds."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = temp_path(path)
     writer = pq.ParquetWriter(tmp, schema)
+    rows = RowWriter(writer, schema)
     try:
-        yield writer
+        yield rows
+        rows.flush()
     except BaseException:
         writer.close()
         tmp.unlink(missing_ok=True)
@@ -47,19 +69,10 @@ def table_writer(path: Path, schema: pa.Schema) -> Iterator[pq.ParquetWriter]:
 
 def write_rows(path: Path, schema: pa.Schema, rows: Iterable[dict]) -> int:
     """Write dict rows in bounded batches; returns the row count."""
-    count = 0
     with table_writer(path, schema) as writer:
-        batch: list[dict] = []
         for row in rows:
-            batch.append(row)
-            if len(batch) >= BATCH_ROWS:
-                writer.write_table(pa.Table.from_pylist(batch, schema=schema))
-                count += len(batch)
-                batch = []
-        if batch or count == 0:
-            writer.write_table(pa.Table.from_pylist(batch, schema=schema))
-            count += len(batch)
-    return count
+            writer.write(row)
+    return writer.count
 
 
 def iter_rows(path: Path, columns: list[str] | None = None) -> Iterator[dict]:

@@ -1,0 +1,3 @@
+from unimed_data.cli import app
+
+app()

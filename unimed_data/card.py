@@ -1,0 +1,82 @@
+"""The dataset card (OUT/README.md): what is in the shards, where it came from, under which licence."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from unimed_data.schema import SPLITS
+from unimed_data.tables import atomic_write_text
+from unimed_data.workspace import Workspace
+
+
+@dataclass(frozen=True)
+class SourceInfo:
+    slug: str
+    name: str
+    modality: str
+    license: str
+    homepage: str | None = None
+    citation: str | None = None
+
+
+def render_card(stats: dict, sources: list[SourceInfo], shard_prefix: str) -> str:
+    totals = stats["totals"]
+    lines = [
+        "# Medical image-text shards built with unimed-data",
+        "",
+        f"{totals['samples']} image-text pairs from {len(sources)} source(s) in WebDataset format. "
+        f"Each sample holds `jpg` (the image), `txt` (its primary caption) and `json` "
+        "(all captions, labels, modality, dataset, caption source, licence, split, width, height).",
+        "",
+        "## Splits",
+        "",
+        "| split | samples | shards | files |",
+        "| --- | ---: | ---: | --- |",
+    ]
+    for split in SPLITS:
+        if split in stats["splits"]:
+            info = stats["splits"][split]
+            last = info["shards"] - 1
+            files = f"`{split}/{shard_prefix}-{{000000..{last:06d}}}.tar`"
+            lines.append(f"| {split} | {info['samples']} | {info['shards']} | {files} |")
+    lines += [
+        "",
+        "## Sources and licences",
+        "",
+        "Every sample keeps its source licence in `json.license`; respect each source's terms.",
+        "",
+        "| dataset | modality | samples | licence | homepage |",
+        "| --- | --- | ---: | --- | --- |",
+    ]
+    for src in sources:
+        samples = stats["datasets"].get(src.slug, {}).get("samples", 0)
+        lines.append(f"| {src.name} | {src.modality} | {samples} | {src.license} | {src.homepage or ''} |")
+    citations = [src for src in sources if src.citation]
+    if citations:
+        lines += ["", "## Citations", ""]
+        lines += [f"- {src.name}: {src.citation.strip()}" for src in citations]
+    lines += [
+        "",
+        "## Accounting",
+        "",
+        f"Inputs {totals['inputs']} = samples {totals['samples']} + errors {totals['errors']}"
+        f" ({'balanced' if totals['balanced'] else 'NOT balanced'}). Errors by stage: "
+        + (", ".join(f"{k} {v}" for k, v in stats["errors_by_stage"].items()) or "none")
+        + ". Each error is a row of `errors.parquet` with its source path and reason.",
+        "",
+        "## Loading",
+        "",
+        "```python",
+        "import webdataset as wds",
+        f'ds = wds.WebDataset("train/{shard_prefix}-{{000000..000009}}.tar").decode("pil").to_tuple("jpg", "json")',
+        "```",
+        "",
+        "open_clip: `--train-data 'train/...tar' --dataset-type webdataset` (sample counts come from"
+        " `sizes.json` beside the shards).",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def write_card(ws: Workspace, stats: dict, sources: list[SourceInfo], shard_prefix: str) -> None:
+    atomic_write_text(ws.card, render_card(stats, sources, shard_prefix))

@@ -1,0 +1,89 @@
+"""The build configuration: which datasets, and every stage option in one validated place."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from unimed_data.imaging import ConvertOptions
+from unimed_data.stages.shard import ShardOptions
+
+
+class ConfigError(ValueError):
+    """A configuration problem, naming the file and the field."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class DatasetEntry(_Strict):
+    manifest: str = Field(description="a bundled manifest name or a path to a manifest YAML")
+    root: Path = Field(description="raw data root; the dataset's files lie under root/<manifest.root or name>")
+
+
+class ConvertConfig(_Strict):
+    max_side: int = Field(512, ge=16)
+    jpeg_quality: int = Field(90, ge=1, le=100)
+    max_pixels: int = Field(200_000_000, ge=1)
+    frame: Literal["first", "middle", "last"] = "middle"
+
+    def options(self) -> ConvertOptions:
+        return ConvertOptions(**self.model_dump())
+
+
+class CaptionConfig(_Strict):
+    backend: Literal["template"] = "template"
+    per_record: int = Field(10, ge=1, le=100)
+    templates_dir: Path | None = None
+
+
+class ShardConfig(_Strict):
+    shard_size: int = Field(1000, ge=1)
+    prefix: str = "unimed"
+
+    def options(self, seed: int) -> ShardOptions:
+        return ShardOptions(shard_size=self.shard_size, prefix=self.prefix, seed=seed)
+
+
+class BuildConfig(_Strict):
+    datasets: list[DatasetEntry] = Field(min_length=1)
+    seed: int = 0
+    workers: int | None = Field(None, ge=1, description="processes for convert/shard; default: all cores")
+    patient_salt_env: str = Field(
+        "UNIMED_PATIENT_SALT",
+        description="environment variable holding the salt for patient-id hashes; "
+        "if unset, a random salt is kept in OUT/work/salt",
+    )
+    convert: ConvertConfig = ConvertConfig()
+    captions: CaptionConfig = CaptionConfig()
+    shard: ShardConfig = ShardConfig()
+
+
+def load_config(path: Path) -> BuildConfig:
+    """Read a YAML build config; relative paths are taken from the config file's folder."""
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from exc
+    try:
+        config = BuildConfig.model_validate(data or {})
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or '(top level)'}: {err['msg']}" for err in exc.errors()
+        )
+        raise ConfigError(f"{path}: {problems}") from exc
+    base = path.parent.resolve()
+    for entry in config.datasets:
+        entry.root = (base / entry.root).resolve()
+        candidate = base / entry.manifest
+        if candidate.suffix in (".yaml", ".yml"):
+            entry.manifest = str(candidate.resolve())
+    if config.captions.templates_dir is not None:
+        config.captions.templates_dir = (base / config.captions.templates_dir).resolve()
+    return config

@@ -1,0 +1,42 @@
+"""One file in, one JPEG out: dispatch on content, decode, encode; every failure is an ImageError."""
+
+from pathlib import Path
+
+from PIL import Image
+
+from .dicom import has_dicom_magic, read_dicom
+from .encode import EncodedImage, encode_jpeg
+from .errors import ImageError, UnrecognisedFormatError, describe
+from .options import ConvertOptions
+from .raster import is_tiff, read_pillow, read_tiff
+
+HEAD_SIZE = 132  # DICOM preamble (128 bytes) + 'DICM'; also covers the TIFF magic
+
+
+def convert_file(path: Path, options: ConvertOptions | None = None) -> EncodedImage:
+    """Convert a DICOM, TIFF or Pillow-readable image to a capped, metadata-free JPEG.
+
+    The format is recognised from the content, not the extension: medical archives are full of
+    DICOM files named `.jpg` or with no extension at all. Raises ImageError with a reason (not
+    repeating the path) for anything that cannot be converted, including unexpected decoder errors.
+    """
+    options = options or ConvertOptions()
+    try:
+        return encode_jpeg(_decode(Path(path), options), options)
+    except ImageError:
+        raise
+    except Exception as exc:  # a decoder bug or unusual corruption is still one bad file, not a crash
+        raise ImageError(f"cannot read image ({describe(exc)})") from exc
+
+
+def _decode(path: Path, options: ConvertOptions) -> Image.Image:
+    with path.open("rb") as file:
+        head = file.read(HEAD_SIZE)
+    if has_dicom_magic(head):
+        return Image.fromarray(read_dicom(path, options))
+    if is_tiff(head):
+        return read_tiff(path, options)
+    try:
+        return read_pillow(path, options)
+    except UnrecognisedFormatError:
+        return Image.fromarray(read_dicom(path, options))  # a bare DICOM dataset, without preamble

@@ -1,0 +1,140 @@
+"""DICOM -> 8-bit greyscale (H, W) or RGB (H, W, 3) array, close to a viewer's default display.
+
+Greyscale: modality LUT (rescale slope/intercept) -> the file's own VOI LUT or window (the first of
+several) -> else a percentile window -> 0..255, with MONOCHROME1 inverted so bone is bright as in
+MONOCHROME2. Colour: YBR is turned into RGB by pydicom, PALETTE COLOR through its lookup table, and
+more than 8 bits per sample scaled down. Only the chosen frame of a multi-frame file is decoded.
+"""
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+from pydicom import dcmread
+from pydicom.dataset import Dataset
+from pydicom.errors import InvalidDicomError
+from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_voi_lut, pixel_array
+from pydicom.pixels.utils import get_expected_length
+from pydicom.uid import UID, ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
+
+from .encode import percentile_range, to_uint8
+from .errors import ImageError, UnrecognisedFormatError, describe
+from .options import ConvertOptions
+
+PIXEL_KEYWORDS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
+# Values larger than this (the pixel data) are read only when decoded, after the size checks.
+DEFER_SIZE = "1 MB"
+# Transfer syntax implied by how pydicom parsed a dataset lacking one: (implicit VR, little endian).
+SYNTAX_BY_ENCODING = {
+    (True, True): ImplicitVRLittleEndian,
+    (False, True): ExplicitVRLittleEndian,
+    (False, False): ExplicitVRBigEndian,
+}
+
+
+def has_dicom_magic(head: bytes) -> bool:
+    """Whether a file's first bytes hold the DICOM File Format's 'DICM' marker after the preamble."""
+    return head[128:132] == b"DICM"
+
+
+def read_dicom(path: Path, options: ConvertOptions) -> np.ndarray:
+    """Decode the chosen frame of a DICOM file into an 8-bit display array.
+
+    pydicom warns freely about slightly non-conformant files that still decode; those warnings
+    are silenced here, and a file that cannot be decoded raises ImageError instead.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ds = _read_dataset(path)
+        index = options.frame_index(_checked_frame_count(ds, options))
+        frame = _decode_frame(ds, index)
+        return _to_display(frame, ds)
+
+
+def _read_dataset(path: Path) -> Dataset:
+    try:
+        return dcmread(path, defer_size=DEFER_SIZE)
+    except InvalidDicomError:
+        pass  # no 'DICM' marker: some archives write a bare dataset, which needs force=True
+    except Exception as exc:
+        raise ImageError(f"unreadable DICOM header ({describe(exc)})") from exc
+    try:
+        ds = dcmread(path, force=True, defer_size=DEFER_SIZE)
+    except Exception as exc:
+        raise UnrecognisedFormatError() from exc
+    # force=True parses almost any bytes into some elements; a real dataset has these.
+    if "SOPClassUID" not in ds and "Rows" not in ds:
+        raise UnrecognisedFormatError()
+    return ds
+
+
+def _checked_frame_count(ds: Dataset, options: ConvertOptions) -> int:
+    """Number of frames, after checking the declared size against the decompression-bomb guard."""
+    if not any(keyword in ds for keyword in PIXEL_KEYWORDS):
+        raise ImageError("DICOM has no pixel data (not an image object)")
+    try:
+        rows, columns = int(ds.Rows), int(ds.Columns)
+        frames = int(ds.get("NumberOfFrames") or 1)
+    except (AttributeError, TypeError, ValueError) as exc:
+        raise ImageError("DICOM has missing or invalid Rows, Columns or Number of Frames") from exc
+    if min(rows, columns, frames) < 1:
+        raise ImageError(f"DICOM declares an empty image ({rows} x {columns}, {frames} frames)")
+    pixels = rows * columns * frames
+    if pixels > options.max_pixels:
+        raise ImageError(
+            f"image of {pixels} pixels ({rows} x {columns}, {frames} frames) exceeds "
+            f"max_pixels={options.max_pixels} (decompression-bomb guard)"
+        )
+    return frames
+
+
+def _decode_frame(ds: Dataset, index: int) -> np.ndarray:
+    syntax = ds.file_meta.get("TransferSyntaxUID")
+    if not syntax:
+        syntax = ds.file_meta.TransferSyntaxUID = SYNTAX_BY_ENCODING[ds.original_encoding]
+    syntax = UID(syntax)
+    if "PixelData" in ds and not syntax.is_encapsulated:
+        expected, found = get_expected_length(ds), len(ds.PixelData)
+        if found < expected:
+            raise ImageError(f"truncated pixel data: expected {expected} bytes, found {found}")
+    try:
+        return pixel_array(ds, index=index)
+    except NotImplementedError as exc:
+        raise ImageError(
+            f"unsupported transfer syntax {syntax} ({syntax.name}): no installed decoder handles it"
+        ) from exc
+    except Exception as exc:
+        raise ImageError(f"cannot decode {syntax.name} pixel data ({describe(exc)})") from exc
+
+
+def _to_display(frame: np.ndarray, ds: Dataset) -> np.ndarray:
+    photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).strip()
+    if photometric == "PALETTE COLOR":
+        rgb = apply_color_lut(frame, ds)
+        return to_uint8(rgb, 0, np.iinfo(rgb.dtype).max) if rgb.dtype != np.uint8 else rgb
+    if frame.ndim == 3:
+        if frame.shape[-1] != 3:
+            raise ImageError(f"unsupported DICOM colour layout: {frame.shape[-1]} samples per pixel")
+        # pydicom has already turned YBR_FULL/YBR_FULL_422 into RGB, and J2K YBR_RCT/ICT decode as RGB.
+        bits = int(ds.get("BitsStored") or frame.dtype.itemsize * 8)
+        return frame if frame.dtype == np.uint8 else to_uint8(frame, 0, 2**bits - 1)
+    grey = _window(frame, ds)
+    return 255 - grey if photometric == "MONOCHROME1" else grey
+
+
+def _window(frame: np.ndarray, ds: Dataset) -> np.ndarray:
+    """Greyscale to 8 bits through the file's own VOI LUT or window where it has one.
+
+    Otherwise, and for a malformed VOI (e.g. width 0), a percentile window. Float pixel data holds
+    real-world values with no modality or VOI transform, so it always takes the percentile window.
+    """
+    if frame.dtype.kind == "f":
+        return to_uint8(frame, *percentile_range(frame))
+    values = apply_modality_lut(frame, ds)
+    try:
+        shown = apply_voi_lut(values, ds, index=0)
+    except (ValueError, IndexError, TypeError, AttributeError, NotImplementedError):
+        shown = values
+    if shown is values:  # pydicom returns its input untouched when the file has no VOI
+        return to_uint8(values, *percentile_range(values))
+    return to_uint8(shown, float(shown.min()), float(shown.max()))

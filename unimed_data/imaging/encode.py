@@ -1,0 +1,70 @@
+"""The shared output end of every decoder: scale to 8 bits, resize to the cap, encode a JPEG.
+
+Encoding is deterministic (same pixels and options give the same bytes) and writes no metadata
+(no EXIF, ICC profile or comment), so nothing from an input header can reach a shard.
+"""
+
+import io
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image
+
+from .options import ConvertOptions
+
+# Percentiles of the fallback window: clips the few outliers (metal, burned-in text, dead pixels)
+# that would otherwise squash the useful range into a handful of grey levels.
+LOW_PERCENTILE, HIGH_PERCENTILE = 0.5, 99.5
+# Percentiles are estimated on at most about this many pixels: accurate enough, and fast.
+PERCENTILE_SAMPLES = 1 << 20
+
+
+@dataclass(frozen=True)
+class EncodedImage:
+    """An encoded output image and its size in pixels."""
+
+    jpeg: bytes
+    width: int
+    height: int
+
+
+def percentile_range(arr: np.ndarray) -> tuple[float, float]:
+    """Robust display range of `arr`; falls back to min..max where the percentiles coincide."""
+    finite = arr[np.isfinite(arr)] if arr.dtype.kind == "f" else arr.ravel()
+    if finite.size == 0:
+        return 0.0, 0.0
+    sample = finite.ravel()[:: max(1, finite.size // PERCENTILE_SAMPLES)]
+    low, high = np.percentile(sample, [LOW_PERCENTILE, HIGH_PERCENTILE])
+    if high <= low:
+        low, high = finite.min(), finite.max()
+    return float(low), float(high)
+
+
+def to_uint8(arr: np.ndarray, low: float, high: float) -> np.ndarray:
+    """Map `low..high` linearly onto 0..255, clipping outside; a constant image maps to 0."""
+    if high <= low:
+        return np.zeros(arr.shape, dtype=np.uint8)
+    scaled = (np.asarray(arr, dtype=np.float32) - np.float32(low)) * np.float32(255.0 / (high - low))
+    return np.clip(np.nan_to_num(scaled, nan=0.0), 0, 255).round().astype(np.uint8)
+
+
+def fit_size(width: int, height: int, max_side: int) -> tuple[int, int]:
+    """Size with the longest side exactly `max_side` and the aspect kept; never larger than the input."""
+    longest = max(width, height)
+    if longest <= max_side:
+        return width, height
+    scale = max_side / longest
+    return (
+        max_side if width == longest else max(1, round(width * scale)),
+        max_side if height == longest else max(1, round(height * scale)),
+    )
+
+
+def encode_jpeg(image: Image.Image, options: ConvertOptions) -> EncodedImage:
+    """Resize an "L" or "RGB" image to the cap (Lanczos) and encode it as a metadata-free JPEG."""
+    size = fit_size(*image.size, options.max_side)
+    out = image.resize(size, Image.Resampling.LANCZOS) if size != image.size else image.copy()
+    out.info = {}  # Pillow re-emits some info entries (e.g. a JPEG comment) when saving
+    buffer = io.BytesIO()
+    out.save(buffer, "JPEG", quality=options.jpeg_quality, optimize=True)
+    return EncodedImage(buffer.getvalue(), *out.size)

@@ -1,0 +1,25 @@
+"""The one exception the imaging package raises for an input it cannot turn into a JPEG."""
+
+
+class ImageError(Exception):
+    """An input image could not be converted; the message is a reason a person can act on.
+
+    The caller adds the file path, so a reason never repeats it, and a reason never quotes a DICOM
+    header value, so an error table can be shared without leaking patient identity.
+    """
+
+
+class UnrecognisedFormatError(ImageError):
+    """No decoder recognises the file's content; lets the dispatcher try the next decoder."""
+
+    def __init__(self, reason: str = "not a recognised image format") -> None:
+        super().__init__(reason)
+
+
+def describe(exc: BaseException, limit: int = 300) -> str:
+    """An exception as one short line, "Type: message": decoder messages can run to many lines.
+
+    An OSError's strerror is used where it has one, as it leaves out the file name.
+    """
+    detail = getattr(exc, "strerror", None) or " ".join(str(exc).split())
+    return f"{type(exc).__name__}: {detail}"[:limit]

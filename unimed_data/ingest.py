@@ -1,0 +1,149 @@
+"""The ingest stage: a manifest's annotations -> `records.parquet` + `errors-ingest.parquet`.
+
+Every row the layout yields ends up in exactly one place: a record, an error row (bad row, duplicate
+item, unusable split or modality), or the `filtered` count (rows the manifest excludes on purpose,
+such as lateral views), so `items seen = records + errors` always holds. Rows stream through in
+bounded batches; only the set of keys already written is held, to catch duplicates.
+
+The stage is skipped when `ingest.json` holds the fingerprint of the same inputs: the manifest's
+canonical JSON, a hash of the salt (never the salt), the seed, the dataset root and the size and
+mtime of the annotation files (the shared `stamps` format, read back by the pipeline).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from unimed_data import stamps
+from unimed_data.layouts import Filtered, ItemError, annotation_files, iter_items
+from unimed_data.layouts.item import Item
+from unimed_data.manifest import Manifest
+from unimed_data.schema import ERROR_SCHEMA, MODALITIES, RECORD_SCHEMA, hash_patient, make_key
+from unimed_data.splits import assign_split
+from unimed_data.tables import table_writer
+
+STAGE = "ingest"
+FORMAT_VERSION = 1  # bump when the records this stage writes change for the same inputs
+
+
+@dataclass(frozen=True)
+class IngestSummary:
+    dataset: str
+    records: int
+    errors: int
+    filtered: int  # rows excluded by the manifest (e.g. the view filter); neither records nor errors
+    skipped: bool = False  # True when the outputs were already up to date
+
+
+def dataset_root(manifest: Manifest, raw_root: Path) -> Path:
+    return (raw_root / (manifest.root or manifest.name)).absolute()
+
+
+def output_dir(manifest: Manifest, work_dir: Path) -> Path:
+    return work_dir / manifest.slug
+
+
+def fingerprint(manifest: Manifest, root: Path, *, salt: str, seed: int) -> str:
+    options = {
+        "version": FORMAT_VERSION,
+        "manifest": manifest.model_dump(mode="json"),
+        "salt_sha256": hashlib.sha256(salt.encode()).hexdigest(),
+        "seed": seed,
+        "root": str(root),
+    }
+    # A missing file is left out: the digest then differs, and reading the dataset reports it.
+    return stamps.fingerprint([path for path in annotation_files(manifest, root) if path.exists()], options)
+
+
+def _readable(manifest: Manifest, raw_labels: list[str]) -> list[str]:
+    return list(dict.fromkeys(manifest.readable(label) for label in raw_labels))
+
+
+def _record(manifest: Manifest, root: Path, item: Item, key: str, *, salt: str, seed: int) -> dict:
+    """The record for an item; raises ValueError when its split or modality is unusable."""
+    modality = item.modality or manifest.modality
+    if modality not in MODALITIES:
+        raise ValueError(f"unknown modality {modality!r}")
+    split = assign_split(
+        manifest.split, item_id=item.item_id, patient=item.patient, source_split=item.split, seed=seed
+    )
+    return {
+        "key": key,
+        "dataset": manifest.name,
+        "modality": modality,
+        "source_path": os.fspath(root / item.source_path),
+        "image_path": None,
+        "labels": _readable(manifest, item.labels),
+        "uncertain_labels": _readable(manifest, item.uncertain_labels),
+        "report": item.report,
+        "captions": item.captions,
+        "caption_source": "original" if item.captions else None,
+        "patient_id": hash_patient(item.patient, salt) if item.patient is not None else None,
+        "split": split,
+        "license": manifest.license,
+        "width": None,
+        "height": None,
+        "sha256": None,
+    }
+
+
+def _error(manifest: Manifest, root: Path, item_id: str | None, source: str | None, reason: str) -> dict:
+    return {
+        "dataset": manifest.name,
+        "stage": STAGE,
+        "key": make_key(manifest.name, item_id) if item_id is not None else None,
+        "source_path": os.fspath(root / source) if source is not None else None,
+        "reason": reason,
+    }
+
+
+def ingest_dataset(
+    manifest: Manifest, raw_root: Path, work_dir: Path, *, salt: str, seed: int
+) -> IngestSummary:
+    """Write the dataset's records and ingest errors, unless they are already up to date."""
+    root = dataset_root(manifest, raw_root)
+    out = output_dir(manifest, work_dir)
+    records_path, errors_path, state_path = (
+        out / "records.parquet",
+        out / "errors-ingest.parquet",
+        out / "ingest.json",
+    )
+    current = fingerprint(manifest, root, salt=salt, seed=seed)
+    stored = stamps.read_stamp(state_path, current, [records_path, errors_path])
+    if stored is not None:
+        return IngestSummary(**{**stored, "skipped": True})
+    state_path.unlink(missing_ok=True)
+
+    seen: set[str] = set()
+    filtered = 0
+    with (
+        table_writer(records_path, RECORD_SCHEMA) as records,
+        table_writer(errors_path, ERROR_SCHEMA) as errors,
+    ):
+        for entry in iter_items(manifest, root):
+            if isinstance(entry, Filtered):
+                filtered += 1
+            elif isinstance(entry, ItemError):
+                errors.write(_error(manifest, root, entry.item_id, entry.source_path, entry.reason))
+            elif (key := make_key(manifest.name, entry.item_id)) in seen:
+                reason = (
+                    f"{entry.origin or entry.item_id}: duplicate item {entry.item_id!r}, already ingested"
+                )
+                errors.write(_error(manifest, root, entry.item_id, entry.source_path, reason))
+            else:
+                try:
+                    record = _record(manifest, root, entry, key, salt=salt, seed=seed)
+                except ValueError as exc:
+                    reason = f"{entry.origin or entry.item_id}: {exc}"
+                    errors.write(_error(manifest, root, entry.item_id, entry.source_path, reason))
+                else:
+                    records.write(record)
+                    seen.add(key)
+
+    summary = IngestSummary(manifest.name, records.count, errors.count, filtered)
+    stamps.write_stamp(state_path, current, dataclasses.asdict(summary))
+    return summary

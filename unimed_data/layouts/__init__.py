@@ -1,0 +1,50 @@
+"""Layout parsers: each turns one kind of source annotation into a stream of `Item`s.
+
+One module per layout, each with a pydantic config model, `iter_items(layout, dataset_root)` and
+`annotation_files(layout, dataset_root)` (the files whose size and mtime say whether the input
+changed). This module picks the module from the manifest's `layout.type`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+from pydantic import Field
+
+from unimed_data.layouts import captions, chexpert, csv_label, flair, folder
+from unimed_data.layouts.captions import CaptionsLayout
+from unimed_data.layouts.chexpert import ChexpertLayout
+from unimed_data.layouts.csv_label import CsvLabelLayout
+from unimed_data.layouts.flair import FlairLayout
+from unimed_data.layouts.folder import FolderLayout
+from unimed_data.layouts.item import Filtered, Item, ItemError, LayoutError
+
+if TYPE_CHECKING:
+    from unimed_data.manifest import Manifest
+
+__all__ = ["Filtered", "Item", "ItemError", "Layout", "LayoutError", "annotation_files", "iter_items"]
+
+Layout = Annotated[
+    FolderLayout | CsvLabelLayout | ChexpertLayout | FlairLayout | CaptionsLayout,
+    Field(discriminator="type"),
+]
+
+_MODULES = {
+    "folder": folder,
+    "csv_label": csv_label,
+    "chexpert": chexpert,
+    "flair": flair,
+    "captions": captions,
+}
+LAYOUT_TYPES = tuple(_MODULES)
+
+
+def iter_items(manifest: Manifest, dataset_root: Path) -> Iterator[Item | ItemError | Filtered]:
+    """The dataset's items in source order; raises `LayoutError` if the annotations are unreadable."""
+    return _MODULES[manifest.layout.type].iter_items(manifest.layout, dataset_root)
+
+
+def annotation_files(manifest: Manifest, dataset_root: Path) -> list[Path]:
+    return _MODULES[manifest.layout.type].annotation_files(manifest.layout, dataset_root)

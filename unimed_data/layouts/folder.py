@@ -1,0 +1,78 @@
+"""Folder-per-class trees (`<path>/<class>/<image>`): the class is the image's parent folder name.
+
+Files are visited in sorted order so the records come out the same on every machine. Files without
+an extension are kept only when they carry the DICOM magic (`DICM` at byte 128), because many
+scanners export DICOM with bare names such as `IM000001`.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, field_validator
+
+from unimed_data.layouts.item import Item, ItemError, LayoutError, RelPath
+
+DEFAULT_EXTENSIONS = [".dcm", ".dicom", ".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp"]
+
+
+class FolderLayout(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    type: Literal["folder"]
+    path: RelPath = "."
+    extensions: list[str] = DEFAULT_EXTENSIONS
+
+    @field_validator("extensions")
+    @classmethod
+    def _dotted_lower(cls, values: list[str]) -> list[str]:
+        return ["." + value.lower().lstrip(".") for value in values]
+
+
+def is_dicom(path: Path) -> bool:
+    with path.open("rb") as handle:
+        handle.seek(128)
+        return handle.read(4) == b"DICM"
+
+
+def _walk(folder: Path) -> Iterator[Path]:
+    """Every non-hidden file under `folder`, in path order (folders and files interleaved by name).
+
+    Symlinked files are followed; symlinked sub-folders are not, so a link cycle cannot loop.
+    """
+    with os.scandir(folder) as scan:
+        entries = sorted((entry for entry in scan if not entry.name.startswith(".")), key=lambda e: e.name)
+    for entry in entries:
+        if entry.is_dir(follow_symlinks=False):
+            yield from _walk(Path(entry.path))
+        elif entry.is_file():
+            yield Path(entry.path)
+
+
+def annotation_files(layout: FolderLayout, dataset_root: Path) -> list[Path]:
+    """The tree's folders: their mtimes change whenever an image is added, removed or renamed."""
+    top = dataset_root / layout.path
+    return [top, *(Path(folder) / name for folder, dirs, _ in os.walk(top) for name in dirs)]
+
+
+def iter_items(layout: FolderLayout, dataset_root: Path) -> Iterator[Item | ItemError]:
+    top = dataset_root / layout.path
+    if not top.is_dir():
+        raise LayoutError(f"{layout.path}: image folder not found under {dataset_root}")
+    wanted = set(layout.extensions)
+    for path in _walk(top):
+        relpath = path.relative_to(dataset_root).as_posix()
+        suffix = path.suffix.lower()
+        try:
+            if suffix not in wanted and not (suffix == "" and is_dicom(path)):
+                continue
+        except OSError as exc:
+            yield ItemError(relpath, relpath, f"{relpath}: unreadable ({exc.strerror})")
+            continue
+        if path.parent == top:
+            yield ItemError(relpath, relpath, f"{relpath}: image is not inside a class folder")
+        else:
+            yield Item(item_id=relpath, source_path=relpath, labels=[path.parent.name])

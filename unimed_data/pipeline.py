@@ -1,0 +1,126 @@
+"""Runs the stages in order over the datasets of a build; each stage can also run alone."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+
+from unimed_data.captions import make_captioner
+from unimed_data.card import SourceInfo, write_card
+from unimed_data.config import BuildConfig
+from unimed_data.ingest import ingest_dataset
+from unimed_data.manifest import Manifest, find_manifest, load_manifest
+from unimed_data.parallel import default_workers
+from unimed_data.schema import dataset_slug
+from unimed_data.stages.caption import caption_dataset
+from unimed_data.stages.convert import convert_dataset
+from unimed_data.stages.shard import shard_datasets
+from unimed_data.stats import collect_errors, compute_stats, write_stats
+from unimed_data.tables import atomic_write_text
+from unimed_data.workspace import STAGES, Workspace
+
+
+class StageOrderError(RuntimeError):
+    """A stage was asked to run before the stage it reads from."""
+
+
+@dataclass(frozen=True)
+class Dataset:
+    manifest: Manifest
+    root: Path
+
+    @property
+    def slug(self) -> str:
+        return dataset_slug(self.manifest.name)
+
+
+def resolve_datasets(config: BuildConfig) -> list[Dataset]:
+    datasets = [Dataset(load_manifest(find_manifest(e.manifest)), e.root) for e in config.datasets]
+    slugs = [d.slug for d in datasets]
+    if duplicates := sorted({s for s in slugs if slugs.count(s) > 1}):
+        raise ValueError(f"datasets listed twice in the build: {', '.join(duplicates)}")
+    return datasets
+
+
+def patient_salt(config: BuildConfig, ws: Workspace) -> str:
+    """The salt from the environment, else one random salt kept for this output folder."""
+    if salt := os.environ.get(config.patient_salt_env):
+        return salt
+    path = ws.work / "salt"
+    if not path.exists():
+        atomic_write_text(path, secrets.token_hex(32))
+        path.chmod(0o600)
+    return path.read_text()
+
+
+def run_stages(
+    config: BuildConfig, out: Path, datasets: list[Dataset], stages: tuple[str, ...] = STAGES
+) -> dict | None:
+    """Run `stages` (in pipeline order); returns the stats when the shard stage ran."""
+    ws = Workspace(out)
+    workers = config.workers or default_workers()
+    _remove_stale_temp_files(ws)
+    captioner = make_captioner(
+        config.captions.backend, seed=config.seed, **config.captions.model_dump(exclude={"backend"})
+    )
+    for stage in STAGES:
+        if stage not in stages:
+            continue
+        for dataset in datasets if stage != "shard" else []:
+            _require_input(ws, stage, dataset.slug)
+            if stage == "ingest":
+                ingest_dataset(
+                    dataset.manifest, dataset.root, ws.work, salt=patient_salt(config, ws), seed=config.seed
+                )
+            elif stage == "convert":
+                convert_dataset(ws, dataset.slug, config.convert.options(), workers=workers)
+            elif stage == "caption":
+                caption_dataset(ws, dataset.slug, captioner)
+        if stage == "shard":
+            for dataset in datasets:
+                _require_input(ws, stage, dataset.slug)
+            return finish(config, ws, datasets, workers)
+    return None
+
+
+def _remove_stale_temp_files(ws: Workspace) -> None:
+    """Half-written files left by a killed run; their final names were never published."""
+    if ws.out.is_dir():
+        for path in ws.out.rglob(".*.tmp"):
+            path.unlink(missing_ok=True)
+
+
+def finish(config: BuildConfig, ws: Workspace, datasets: list[Dataset], workers: int) -> dict:
+    slugs = [d.slug for d in datasets]
+    shard_datasets(ws, slugs, config.shard.options(config.seed), workers=workers)
+    collect_errors(ws, slugs)
+    filtered = {slug: _ingest_filtered(ws, slug) for slug in slugs}
+    stats = compute_stats(ws, slugs, filtered=filtered, config={"seed": config.seed, **config.shard.model_dump()})
+    write_stats(ws, stats)
+    sources = [
+        SourceInfo(d.slug, d.manifest.name, d.manifest.modality, d.manifest.license, d.manifest.homepage,
+                   d.manifest.citation)
+        for d in datasets
+    ]
+    write_card(ws, stats, sources, config.shard.prefix)
+    return stats
+
+
+_STAGE_INPUT = {"convert": ("records", "ingest"), "caption": ("converted", "convert"), "shard": ("captioned", "caption")}
+
+
+def _require_input(ws: Workspace, stage: str, slug: str) -> None:
+    if stage not in _STAGE_INPUT:
+        return
+    table, before = _STAGE_INPUT[stage]
+    path = getattr(ws, table)(slug)
+    if not path.exists():
+        raise StageOrderError(f"{stage} needs {path}, which the {before} stage writes: run `{before}` first")
+
+
+def _ingest_filtered(ws: Workspace, slug: str) -> int:
+    stamp = ws.dataset_dir(slug) / "ingest.json"
+    return json.loads(stamp.read_text()).get("summary", {}).get("filtered", 0) if stamp.exists() else 0

@@ -1,0 +1,263 @@
+"""Shard stage: captioned records of all datasets -> seeded-shuffled WebDataset tars per split.
+
+The shuffle is an external sort on a seeded hash of each key, so the order depends only on the
+seed and the keys (not on input order, worker count or memory): rows are streamed into hash-range
+buckets small enough to sort in memory, and shard i of a split is ranks [i*n, (i+1)*n) of the
+concatenated sorted buckets. Each shard is written to a temporary name and renamed when complete;
+a finished shard is never rewritten, so an interrupted build resumes to byte-identical output.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import tarfile
+from collections import Counter
+from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import webdataset as wds
+
+from unimed_data.parallel import ordered_map
+from unimed_data.schema import SPLITS
+from unimed_data.stamps import fingerprint, read_stamp, write_stamp
+from unimed_data.tables import atomic_write_text, iter_rows, table_writer, temp_path
+from unimed_data.workspace import Workspace
+
+SAMPLE_COLUMNS = [
+    "key",
+    "dataset",
+    "modality",
+    "image_path",
+    "labels",
+    "uncertain_labels",
+    "captions",
+    "caption_source",
+    "split",
+    "license",
+    "width",
+    "height",
+]
+INDEX_SCHEMA = pa.schema(
+    [
+        ("key", pa.string()),
+        ("shard", pa.string()),
+        ("offset", pa.int64()),
+        ("dataset", pa.string()),
+        ("modality", pa.string()),
+        ("caption_source", pa.string()),
+    ]
+)
+BUCKETS_PER_SHARD = 16  # a bucket holds ~16 shards of rows: small to sort, few reads per shard
+
+
+@dataclass(frozen=True)
+class ShardOptions:
+    shard_size: int = 1000
+    prefix: str = "unimed"
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.shard_size < 1:
+            raise ValueError("shard_size must be at least 1")
+        if not self.prefix or any(c in self.prefix for c in "/.\\ "):
+            raise ValueError(
+                f"shard prefix {self.prefix!r} must be non-empty, without dots, slashes or spaces"
+            )
+
+
+@dataclass(frozen=True)
+class ShardTask:
+    target: str
+    slices: tuple[tuple[str, int, int], ...]  # (bucket file, start, stop) in sorted bucket order
+    seed: int
+
+
+def shuffle_order(seed: int, key: str) -> int:
+    return int.from_bytes(hashlib.blake2b(f"{seed}:{key}".encode(), digest_size=8).digest(), "big")
+
+
+def shard_datasets(ws: Workspace, slugs: list[str], options: ShardOptions, *, workers: int) -> dict[str, int]:
+    """Write all shards; returns samples per split."""
+    tables = [ws.captioned(slug) for slug in slugs]
+    stamp = ws.shuffle / "shard.json"
+    digest = fingerprint(tables, vars(options))
+    stored = read_stamp(stamp, digest, [])
+    if stored is not None and all((ws.split_dir(s) / "sizes.json").exists() for s, n in stored.items() if n):
+        return stored
+    _drop_shards_of_other_plans(ws, digest)
+    buckets = _bucket(ws, tables, options)
+    samples = {}
+    for split in SPLITS:
+        samples[split] = _write_split(ws, split, buckets.get(split, []), options, workers)
+    write_stamp(stamp, digest, samples)
+    return samples
+
+
+def _drop_shards_of_other_plans(ws: Workspace, digest: str) -> None:
+    """Shards left by a different config would mix with the new ones: remove them first."""
+    plan = ws.shuffle / "plan.txt"
+    if plan.exists() and plan.read_text() == digest:
+        return
+    for split in SPLITS:
+        folder = ws.split_dir(split)
+        for path in [*folder.glob("*.tar"), folder / "sizes.json", folder / "index.parquet"]:
+            path.unlink(missing_ok=True)
+    atomic_write_text(plan, digest)
+
+
+def _bucket(ws: Workspace, tables: list[Path], options: ShardOptions) -> dict[str, list[tuple[Path, int]]]:
+    """Stream rows into per-split hash-range buckets; returns (bucket file, rows) per split."""
+    per_split = Counter()
+    for table in tables:
+        for row in iter_rows(table, ["split"]):
+            per_split[row["split"]] += 1
+    unknown = set(per_split) - set(SPLITS)
+    if unknown:
+        raise ValueError(f"records have unknown split values {sorted(unknown)}; expected {SPLITS}")
+    n_buckets = {
+        s: max(1, math.ceil(n / (options.shard_size * BUCKETS_PER_SHARD))) for s, n in per_split.items()
+    }
+    schema = pa.schema([*_sample_schema(tables[0]), ("order", pa.uint64())])
+    folder = ws.shuffle / "buckets"
+    paths = {s: [folder / f"{s}-{b:05d}.parquet" for b in range(n)] for s, n in n_buckets.items()}
+    with ExitStack() as stack:
+        writers = {
+            (split, b): stack.enter_context(table_writer(path, schema))
+            for split, files in paths.items()
+            for b, path in enumerate(files)
+        }
+        for table in tables:
+            for row in iter_rows(table, SAMPLE_COLUMNS):
+                order = shuffle_order(options.seed, row["key"])
+                bucket = (order * n_buckets[row["split"]]) >> 64
+                writers[(row["split"], bucket)].write({**row, "order": order})
+    return {s: [(p, writers[(s, b)].count) for b, p in enumerate(files)] for s, files in paths.items()}
+
+
+def _sample_schema(table: Path) -> pa.Schema:
+    schema = pq.read_schema(table)
+    return pa.schema([schema.field(name) for name in SAMPLE_COLUMNS])
+
+
+def _plan_split(buckets: list[tuple[Path, int]], shard_size: int) -> list[tuple[tuple[str, int, int], ...]]:
+    """Cut the concatenated sorted buckets into runs of `shard_size` rows."""
+    shards: list[tuple[tuple[str, int, int], ...]] = []
+    current: list[tuple[str, int, int]] = []
+    room = shard_size
+    for path, rows in buckets:
+        start = 0
+        while start < rows:
+            take = min(room, rows - start)
+            current.append((str(path), start, start + take))
+            start += take
+            room -= take
+            if room == 0:
+                shards.append(tuple(current))
+                current, room = [], shard_size
+    if current:
+        shards.append(tuple(current))
+    return shards
+
+
+def _write_split(
+    ws: Workspace, split: str, buckets: list[tuple[Path, int]], options: ShardOptions, workers: int
+) -> int:
+    folder = ws.split_dir(split)
+    plan = _plan_split(buckets, options.shard_size)
+    if not plan:
+        return 0
+    folder.mkdir(parents=True, exist_ok=True)
+    tasks = [
+        ShardTask(str(folder / f"{options.prefix}-{i:06d}.tar"), slices, options.seed)
+        for i, slices in enumerate(plan)
+    ]
+    sizes = {}
+    with table_writer(folder / "index.parquet", INDEX_SCHEMA) as index:
+        for task, rows in zip(
+            tasks,
+            ordered_map(write_shard, tasks, workers=workers, desc=f"shard {split}", total=len(tasks)),
+            strict=True,
+        ):
+            sizes[Path(task.target).name] = len(rows)
+            for row in rows:
+                index.write(row)
+    atomic_write_text(folder / "sizes.json", json.dumps(sizes, indent=1))
+    return sum(sizes.values())
+
+
+def write_shard(task: ShardTask) -> list[dict]:
+    """Write one shard (unless already complete) and return its index rows."""
+    target = Path(task.target)
+    if target.exists():
+        return _index_existing(target)
+    rows = _load_slices(task.slices)
+    index = []
+    tmp = temp_path(target)
+    with open(tmp, "wb") as stream:
+        writer = wds.TarWriter(stream, user="unimed", group="unimed", mode=0o444, mtime=0, encoder=False)
+        for row in rows:
+            offset = writer.tarstream.offset
+            writer.write(to_sample(row))
+            index.append(
+                {
+                    "key": row["key"],
+                    "shard": target.name,
+                    "offset": offset,
+                    "dataset": row["dataset"],
+                    "modality": row["modality"],
+                    "caption_source": row["caption_source"],
+                }
+            )
+        writer.close()
+    tmp.replace(target)
+    return index
+
+
+def to_sample(row: dict) -> dict:
+    """A record as a WebDataset sample: jpg, primary caption as txt, everything else as json."""
+    meta = {
+        "captions": row["captions"],
+        "labels": row["labels"] or [],
+        "uncertain_labels": row["uncertain_labels"] or [],
+        "modality": row["modality"],
+        "dataset": row["dataset"],
+        "caption_source": row["caption_source"],
+        "license": row["license"],
+        "split": row["split"],
+        "width": row["width"],
+        "height": row["height"],
+    }
+    return {
+        "__key__": row["key"],
+        "jpg": Path(row["image_path"]).read_bytes(),
+        "txt": row["captions"][0].encode("utf-8"),
+        "json": json.dumps(meta, ensure_ascii=False, sort_keys=True).encode("utf-8"),
+    }
+
+
+def _load_slices(slices: tuple[tuple[str, int, int], ...]) -> list[dict]:
+    rows: list[dict] = []
+    for path, start, stop in slices:
+        table = pq.read_table(path).sort_by([("order", "ascending"), ("key", "ascending")])
+        rows.extend(table.slice(start, stop - start).to_pylist())
+    return rows
+
+
+def _index_existing(target: Path) -> list[dict]:
+    """Index rows of a finished shard, read from its tar headers and json members."""
+    rows: dict[str, dict] = {}
+    with tarfile.open(target) as tar:
+        for member in tar:
+            key, _, ext = member.name.partition(".")
+            row = rows.setdefault(key, {"key": key, "shard": target.name, "offset": member.offset})
+            if ext == "json":
+                meta = json.loads(tar.extractfile(member).read())
+                row.update(
+                    dataset=meta["dataset"], modality=meta["modality"], caption_source=meta["caption_source"]
+                )
+    return list(rows.values())

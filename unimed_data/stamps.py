@@ -1,0 +1,38 @@
+"""Stage stamps: a stage is skipped when its inputs and options are unchanged since it ran.
+
+A stamp is a JSON file beside a stage's output holding a digest of the input files' sizes and
+modification times plus the stage options. Outputs are published atomically before the stamp,
+so a stamp never vouches for a partial output.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+from unimed_data.tables import atomic_write_text
+
+
+def fingerprint(inputs: list[Path], options: dict[str, Any]) -> str:
+    parts = []
+    for path in inputs:
+        stat = path.stat()
+        parts.append([str(path), stat.st_size, stat.st_mtime_ns])
+    payload = json.dumps({"inputs": parts, "options": options}, sort_keys=True, default=str)
+    return hashlib.sha256(payload.encode("utf-8")).hexdigest()
+
+
+def read_stamp(stamp: Path, digest: str, outputs: list[Path]) -> dict[str, Any] | None:
+    """The stored summary if the stamp matches `digest` and every output still exists."""
+    if not stamp.exists() or not all(p.exists() for p in outputs):
+        return None
+    stored = json.loads(stamp.read_text())
+    return stored["summary"] if stored.get("fingerprint") == digest else None
+
+
+def write_stamp(stamp: Path, digest: str, summary: dict[str, Any]) -> None:
+    atomic_write_text(
+        stamp, json.dumps({"fingerprint": digest, "summary": summary}, indent=2, sort_keys=True)
+    )

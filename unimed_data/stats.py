@@ -1,0 +1,138 @@
+"""Build accounting: stats.json, the combined errors table, and the readable stats table.
+
+Counts come from the tables themselves (records, error tables, shard indexes), not from
+in-memory tallies, so `stats` and `validate` can re-derive them from any finished output folder.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+
+import pyarrow.parquet as pq
+from rich.console import Console
+from rich.table import Table
+
+from unimed_data.schema import ERROR_SCHEMA, SPLITS, dataset_slug
+from unimed_data.tables import atomic_write_text, iter_rows, row_count, table_writer
+from unimed_data.workspace import STAGES, Workspace
+
+
+def collect_errors(ws: Workspace, slugs: list[str]) -> int:
+    """Concatenate every stage's error table into OUT/errors.parquet; returns the row count."""
+    with table_writer(ws.all_errors, ERROR_SCHEMA) as out:
+        for slug in slugs:
+            for stage in STAGES:
+                path = ws.errors(slug, stage)
+                if path.exists():
+                    for row in iter_rows(path):
+                        out.write(row)
+    return out.count
+
+
+def compute_stats(ws: Workspace, slugs: list[str], *, filtered: dict[str, int], config: dict) -> dict:
+    datasets: dict[str, dict] = {}
+    errors_by_stage: Counter = Counter()
+    for slug in slugs:
+        errors = {}
+        for stage in STAGES:
+            path = ws.errors(slug, stage)
+            errors[stage] = row_count(path) if path.exists() else 0
+            errors_by_stage[stage] += errors[stage]
+        records = row_count(ws.records(slug))
+        datasets[slug] = {
+            "inputs": records + errors["ingest"],
+            "records": records,
+            "filtered": filtered.get(slug, 0),
+            "errors": {k: v for k, v in errors.items() if v},
+            "samples": 0,
+            "splits": {},
+        }
+    splits: dict[str, dict] = {}
+    modalities: Counter = Counter()
+    sources: Counter = Counter()
+    for split in SPLITS:
+        index = ws.split_dir(split) / "index.parquet"
+        if not index.exists():
+            continue
+        sizes = json.loads((ws.split_dir(split) / "sizes.json").read_text())
+        splits[split] = {"samples": sum(sizes.values()), "shards": len(sizes)}
+        table = pq.read_table(index, columns=["dataset", "modality", "caption_source"])
+        for dataset, modality, source in zip(*(table.column(i).to_pylist() for i in range(3)), strict=True):
+            info = datasets[dataset_slug(dataset)]
+            info["samples"] += 1
+            info["splits"][split] = info["splits"].get(split, 0) + 1
+            modalities[modality] += 1
+            sources[source] += 1
+    for info in datasets.values():
+        info["balanced"] = info["inputs"] == info["samples"] + sum(info["errors"].values())
+    samples = sum(d["samples"] for d in datasets.values())
+    errors_total = sum(errors_by_stage.values())
+    inputs = sum(d["inputs"] for d in datasets.values())
+    return {
+        "totals": {
+            "inputs": inputs,
+            "samples": samples,
+            "errors": errors_total,
+            "filtered": sum(filtered.values()),
+            "balanced": inputs == samples + errors_total,
+        },
+        "splits": splits,
+        "datasets": datasets,
+        "modalities": dict(sorted(modalities.items())),
+        "caption_sources": dict(sorted(sources.items())),
+        "errors_by_stage": {s: errors_by_stage[s] for s in STAGES if errors_by_stage[s]},
+        "config": config,
+    }
+
+
+def write_stats(ws: Workspace, stats: dict) -> None:
+    atomic_write_text(ws.stats, json.dumps(stats, indent=2, sort_keys=True))
+
+
+def load_stats(out: Path) -> dict:
+    path = Workspace(out).stats
+    if not path.exists():
+        raise FileNotFoundError(f"{path} not found: is {out} the output folder of a finished build?")
+    return json.loads(path.read_text())
+
+
+def render_stats(stats: dict, console: Console | None = None) -> None:
+    """Print the counts a person checks after a build, as tables."""
+    console = console or Console()
+    totals = stats["totals"]
+    datasets = Table(title="Samples per dataset")
+    datasets.add_column("dataset", no_wrap=True)
+    for column in ("inputs", "samples", "errors", "filtered", *SPLITS):
+        datasets.add_column(column, justify="right")
+    for name, info in sorted(stats["datasets"].items()):
+        datasets.add_row(
+            name,
+            str(info["inputs"]),
+            str(info["samples"]),
+            str(sum(info["errors"].values())),
+            str(info["filtered"]),
+            *(str(info["splits"].get(split, 0)) for split in SPLITS),
+        )
+    console.print(datasets)
+    tallies = (
+        ("Modality", stats["modalities"]),
+        ("Caption source", stats["caption_sources"]),
+        ("Stage", stats["errors_by_stage"]),
+    )
+    for title, counts in tallies:
+        what = "errors" if title == "Stage" else "samples"
+        table = Table(title=f"{what.capitalize()} per {title.lower()}")
+        table.add_column(title, no_wrap=True)
+        table.add_column(what, justify="right")
+        for name, n in counts.items():
+            table.add_row(name, str(n))
+        console.print(table)
+    splits = ", ".join(f"{s}: {v['samples']} in {v['shards']} shards" for s, v in stats["splits"].items())
+    console.print(f"Splits: {splits or 'none'}")
+    balance = "adds up" if totals["balanced"] else "DOES NOT ADD UP"
+    console.print(
+        f"Inputs {totals['inputs']} = samples {totals['samples']} + errors {totals['errors']} ({balance}); "
+        f"filtered out by manifest rules: {totals['filtered']}"
+    )

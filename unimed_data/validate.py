@@ -1,0 +1,158 @@
+"""`unimed-data validate`: re-read every shard with webdataset and check it against the metadata.
+
+Every image is decoded, every json parsed, every key checked, and the counts compared with
+`sizes.json`, the index and `stats.json`. Problems are collected (not raised) so one run names
+all of them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import re
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import webdataset as wds
+from PIL import Image
+
+from unimed_data.parallel import ordered_map
+from unimed_data.schema import SPLITS, dataset_slug
+from unimed_data.stats import load_stats
+from unimed_data.workspace import Workspace
+
+KEY_PATTERN = re.compile(r"^[a-z0-9_-]+$")
+REQUIRED_MEMBERS = {"jpg", "txt", "json"}
+REQUIRED_JSON = {"captions", "labels", "modality", "dataset", "caption_source", "license", "split", "width", "height"}
+
+
+@dataclass
+class ShardReport:
+    shard: str
+    samples: int = 0
+    key_hashes: list[int] = field(default_factory=list)
+    per_dataset: Counter = field(default_factory=Counter)
+    problems: list[str] = field(default_factory=list)
+
+
+def check_shard(args: tuple[str, str]) -> ShardReport:
+    path, split = args
+    report = ShardReport(Path(path).name)
+    where = f"{split}/{report.shard}"
+
+    def problem(message: str) -> None:
+        report.problems.append(f"{where}: {message}")
+
+    try:
+        for sample in wds.WebDataset(path, shardshuffle=False, empty_check=False):
+            key = sample["__key__"]
+            report.samples += 1
+            report.key_hashes.append(int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest(), "big"))
+            for message in _check_sample(sample, split):
+                problem(f"sample {key}: {message}")
+            meta = _json_or_none(sample.get("json"))
+            if meta is not None and "dataset" in meta:
+                report.per_dataset[dataset_slug(meta["dataset"])] += 1
+    except Exception as exc:  # a truncated or corrupt tar: report it and move on
+        problem(f"unreadable shard after {report.samples} samples: {type(exc).__name__}: {exc}")
+    return report
+
+
+def _check_sample(sample: dict, split: str) -> list[str]:
+    problems = []
+    key = sample["__key__"]
+    if not KEY_PATTERN.match(key):
+        problems.append("key has characters other than a-z, 0-9, '_' and '-'")
+    members = {k for k in sample if not k.startswith("__")}
+    if missing := REQUIRED_MEMBERS - members:
+        problems.append(f"missing members {sorted(missing)}")
+        return problems
+    meta = _json_or_none(sample["json"])
+    if meta is None or not isinstance(meta, dict):
+        return [*problems, "json is not a JSON object"]
+    if missing := REQUIRED_JSON - set(meta):
+        problems.append(f"json lacks fields {sorted(missing)}")
+        return problems
+    captions = meta["captions"]
+    if not isinstance(captions, list) or not captions or not all(isinstance(c, str) and c.strip() for c in captions):
+        problems.append("json.captions must be a non-empty list of non-empty strings")
+    elif sample["txt"].decode("utf-8", "replace") != captions[0]:
+        problems.append("txt is not the first of json.captions")
+    if meta["split"] != split:
+        problems.append(f"json.split is {meta['split']!r} but the shard is in {split!r}")
+    try:
+        with Image.open(io.BytesIO(sample["jpg"])) as image:
+            image.load()
+            if image.format != "JPEG":
+                problems.append(f"jpg is {image.format}, not JPEG")
+            if image.size != (meta["width"], meta["height"]):
+                problems.append(f"image is {image.size}, json says {(meta['width'], meta['height'])}")
+    except Exception as exc:
+        problems.append(f"jpg does not decode: {exc}")
+    return problems
+
+
+def _json_or_none(data: bytes | None):
+    try:
+        return json.loads(data) if data is not None else None
+    except ValueError:
+        return None
+
+
+def validate_output(out: Path, *, workers: int = 1) -> list[str]:
+    """All problems found in the output folder `out`; empty when everything holds."""
+    ws = Workspace(out)
+    try:
+        stats = load_stats(out)
+    except (FileNotFoundError, ValueError) as exc:
+        return [str(exc)]
+    problems: list[str] = []
+    tasks: list[tuple[str, str]] = []
+    sizes_by_shard: dict[tuple[str, str], int] = {}
+    for split in SPLITS:
+        folder = ws.split_dir(split)
+        sizes_path = folder / "sizes.json"
+        expected = stats["splits"].get(split)
+        if not sizes_path.exists():
+            if expected:
+                problems.append(f"{split}/sizes.json missing but stats.json lists {expected['samples']} samples")
+            continue
+        sizes = json.loads(sizes_path.read_text())
+        on_disk = {p.name for p in folder.glob("*.tar")}
+        for name in sorted(on_disk - set(sizes)):
+            problems.append(f"{split}/{name}: shard not listed in sizes.json")
+        for name in sorted(set(sizes) - on_disk):
+            problems.append(f"{split}/{name}: listed in sizes.json but missing")
+        for name in sorted(set(sizes) & on_disk):
+            tasks.append((str(folder / name), split))
+            sizes_by_shard[(split, name)] = sizes[name]
+        if expected is None or expected["samples"] != sum(sizes.values()):
+            problems.append(f"{split}: sizes.json sums to {sum(sizes.values())}, stats.json says {expected}")
+        index = folder / "index.parquet"
+        if not index.exists() or pq.ParquetFile(index).metadata.num_rows != sum(sizes.values()):
+            problems.append(f"{split}/index.parquet missing or its row count differs from sizes.json")
+
+    per_dataset: Counter = Counter()
+    hashes: list[np.ndarray] = []
+    for (_, split), report in zip(
+        tasks, ordered_map(check_shard, tasks, workers=workers, desc="validate", total=len(tasks)), strict=True
+    ):
+        problems.extend(report.problems)
+        expected = sizes_by_shard[(split, report.shard)]
+        if report.samples != expected:
+            problems.append(f"{split}/{report.shard}: {report.samples} samples, sizes.json says {expected}")
+        per_dataset.update(report.per_dataset)
+        hashes.append(np.asarray(report.key_hashes, dtype=np.uint64))
+    all_hashes = np.concatenate(hashes) if hashes else np.empty(0, dtype=np.uint64)
+    if (duplicates := all_hashes.size - np.unique(all_hashes).size) > 0:
+        problems.append(f"{duplicates} duplicate keys across shards")
+    for slug, info in stats["datasets"].items():
+        if per_dataset.get(slug, 0) != info["samples"]:
+            problems.append(f"dataset {slug}: {per_dataset.get(slug, 0)} samples in shards, stats.json says {info['samples']}")
+    if not stats["totals"]["balanced"]:
+        problems.append("stats.json: inputs != samples + errors (items were lost)")
+    return problems
