@@ -41,10 +41,11 @@ def test_uncertain_labels_are_worded_as_possible_never_as_findings():
                for c in only_uncertain)
 
 
-def test_no_finding_is_described_as_normal():
-    captions = captions_for(CaptionUnit("chexpert", "xray", ("No Finding",)))
-    assert all("no finding" not in c.lower() for c in captions)
-    assert any("normal" in c.lower() for c in captions)
+@pytest.mark.parametrize(("modality", "label"), [("xray", "No Finding"), ("fundus", "normal fundus")])
+def test_normal_classes_are_described_as_normal_studies(modality, label):
+    captions = captions_for(CaptionUnit("d", modality, (label,)))
+    assert not any(f"showing {label.lower()}" in c.lower() for c in captions)
+    assert all(any(w in c.lower() for w in ("normal", "no ", "healthy", "unremarkable")) for c in captions)
 
 
 def test_every_modality_has_a_template_and_unknown_ones_fall_back_to_generic():

@@ -116,7 +116,10 @@ def test_every_file_with_pixel_data_converts_or_gives_its_reason(path):
 def test_files_without_pixel_data_are_rejected_with_a_reason(path):
     with pytest.raises(ImageError) as caught:
         convert_file(path)
-    assert str(caught.value) in ("DICOM has no pixel data (not an image object)", "not a recognised image format")
+    assert str(caught.value) in (
+        "DICOM has no pixel data (not an image object)",
+        "not a recognised image format",
+    )
 
 
 def test_mr_small_gives_the_same_pixels_in_every_transfer_syntax():
@@ -221,14 +224,14 @@ def test_too_short_jpeg2000_codestream_is_an_error(tmp_path):
     ds.PixelData = encapsulate([codestream[: len(codestream) // 2]])
     path = tmp_path / "too_short.dcm"
     ds.save_as(path)
-    with pytest.raises(ImageError, match="cannot decode JPEG 2000 Lossless"):
+    with pytest.raises(ImageError, match=r"^cannot decode JPEG 2000 .* failed to decode image"):
         convert_file(path)
 
 
 def test_non_dicom_bytes_are_not_an_image(tmp_path):
     path = tmp_path / "scan.dcm"
     path.write_bytes(bytes(range(256)) * 40)
-    with pytest.raises(ImageError, match="^not a recognised image format$"):
+    with pytest.raises(ImageError, match=r"^not a recognised image format$"):
         convert_file(path)
 
 
@@ -250,7 +253,9 @@ def test_dicom_without_preamble_is_recognised_by_content(tmp_path):
 
 
 def test_decompression_bomb_guard_checks_the_declared_size():
-    with pytest.raises(ImageError, match=r"16384 pixels .* exceeds max_pixels=10000 \(decompression-bomb guard\)"):
+    with pytest.raises(
+        ImageError, match=r"16384 pixels .* exceeds max_pixels=10000 \(decompression-bomb guard\)"
+    ):
         convert_file(TEST_FILES / "CT_small.dcm", ConvertOptions(max_pixels=10_000))
     # Every frame of a multi-frame file counts: 30 frames of 240 x 320.
     with pytest.raises(ImageError, match="decompression-bomb"):

@@ -131,5 +131,5 @@ def test_a_wrong_header_names_the_file(root):
 
 def test_a_missing_csv_names_the_file(root):
     (root / "valid.csv").unlink()
-    with pytest.raises(LayoutError, match="valid.csv: annotation file not found"):
+    with pytest.raises(LayoutError, match=r"valid\.csv: annotation file not found"):
         list(iter_items(manifest(), root))

@@ -72,5 +72,5 @@ def test_a_missing_column_is_a_file_level_error_naming_the_file(root):
 
 
 def test_a_missing_csv_is_a_file_level_error(tmp_path):
-    with pytest.raises(LayoutError, match="Data_Entry.csv: annotation file not found"):
+    with pytest.raises(LayoutError, match=r"Data_Entry\.csv: annotation file not found"):
         list(iter_items(manifest(label_column="Finding Labels"), tmp_path))

@@ -48,7 +48,7 @@ def check_shard(args: tuple[str, str]) -> ShardReport:
         report.problems.append(f"{where}: {message}")
 
     try:
-        for sample in wds.WebDataset(path, shardshuffle=False, empty_check=False):
+        for sample in wds.WebDataset(path, shardshuffle=False):
             key = sample["__key__"]
             report.samples += 1
             report.key_hashes.append(int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest(), "big"))

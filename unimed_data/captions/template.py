@@ -17,7 +17,13 @@ import jinja2
 
 from unimed_data.captions.base import CaptionFailure, CaptionUnit
 
-NORMAL_LABELS = frozenset({"no finding", "normal", "healthy", "no findings", "no abnormality"})
+NORMAL_LABELS = frozenset({"no finding", "no findings", "normal", "healthy", "no abnormality"})
+
+
+def is_normal(label: str) -> bool:
+    """'No Finding', 'normal', 'normal fundus', 'healthy retina': a normal study, not a finding."""
+    lowered = label.lower()
+    return lowered in NORMAL_LABELS or lowered.startswith(("normal ", "healthy "))
 
 MODALITY_NAMES = {
     "xray": "X-ray",
@@ -109,9 +115,9 @@ class TemplateCaptioner:
         return [primary, *rest][: self.per_record]
 
     def _render(self, unit: CaptionUnit) -> list[str]:
-        uncertain = [u for u in unit.uncertain if u.lower() not in NORMAL_LABELS]
-        findings = [lab for lab in unit.labels if lab.lower() not in NORMAL_LABELS and lab not in uncertain]
-        normal = any(lab.lower() in NORMAL_LABELS for lab in unit.labels)
+        uncertain = [u for u in unit.uncertain if not is_normal(u)]
+        findings = [lab for lab in unit.labels if not is_normal(lab) and lab not in uncertain]
+        normal = any(is_normal(lab) for lab in unit.labels)
         if not (findings or uncertain or normal):
             return []
         template = self.env.select_template([f"captions/{unit.modality}.j2", "captions/generic.j2"])

@@ -28,24 +28,35 @@ class EncodedImage:
     height: int
 
 
+def subsample(arr: np.ndarray) -> np.ndarray:
+    """A regular sample of at most about PERCENTILE_SAMPLES of `arr`'s values, flattened."""
+    flat = arr.ravel()
+    return flat[:: max(1, flat.size // PERCENTILE_SAMPLES)]
+
+
 def percentile_range(arr: np.ndarray) -> tuple[float, float]:
     """Robust display range of `arr`; falls back to min..max where the percentiles coincide."""
-    finite = arr[np.isfinite(arr)] if arr.dtype.kind == "f" else arr.ravel()
-    if finite.size == 0:
+    sample = subsample(arr)
+    if sample.dtype.kind == "f":
+        sample = sample[np.isfinite(sample)]
+    if sample.size == 0:
         return 0.0, 0.0
-    sample = finite.ravel()[:: max(1, finite.size // PERCENTILE_SAMPLES)]
     low, high = np.percentile(sample, [LOW_PERCENTILE, HIGH_PERCENTILE])
     if high <= low:
-        low, high = finite.min(), finite.max()
+        low, high = sample.min(), sample.max()
     return float(low), float(high)
 
 
 def to_uint8(arr: np.ndarray, low: float, high: float) -> np.ndarray:
-    """Map `low..high` linearly onto 0..255, clipping outside; a constant image maps to 0."""
+    """Map `low..high` linearly onto 0..255, clipping outside; NaN and a constant image map to 0."""
     if high <= low:
         return np.zeros(arr.shape, dtype=np.uint8)
-    scaled = (np.asarray(arr, dtype=np.float32) - np.float32(low)) * np.float32(255.0 / (high - low))
-    return np.clip(np.nan_to_num(scaled, nan=0.0), 0, 255).round().astype(np.uint8)
+    scale = 255.0 / (high - low)
+    out = np.asarray(arr, dtype=np.float32) * np.float32(scale)
+    out += np.float32(0.5 - low * scale)  # + 0.5: the truncating cast below then rounds
+    np.fmax(out, 0, out=out)  # fmax/fmin rather than clip: they also send NaN to 0
+    np.fmin(out, 255, out=out)
+    return out.astype(np.uint8)
 
 
 def fit_size(width: int, height: int, max_side: int) -> tuple[int, int]:

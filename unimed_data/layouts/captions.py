@@ -45,7 +45,7 @@ class CaptionsLayout(BaseModel):
     caption_column: str  # a caption, or (JSONL) a list of captions
     id_column: str | None = None  # item identity; default the image path
     metadata_column: str | None = None  # per-item BIOMEDICA metadata JSON, relative to the dataset root
-    modality_from_metadata: bool = False
+    modality_from_metadata: bool = False  # the only use of the metadata, for now
 
     @model_validator(mode="after")
     def _consistent(self) -> CaptionsLayout:
@@ -121,7 +121,9 @@ def iter_items(layout: CaptionsLayout, dataset_root: Path) -> Iterator[Item | It
             yield ItemError(None, None, f"{where}: {row}")
             continue
         try:
-            yield _parse_row(layout, dataset_root, where, row)
+            item = _parse_row(layout, dataset_root, where, row)
         except ValueError as exc:
             item_id = optional_cell(row, layout.id_column or layout.image_column)
             yield ItemError(item_id, None, f"{where}: {exc}")
+        else:
+            yield item

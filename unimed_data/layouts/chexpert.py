@@ -96,10 +96,13 @@ def _parse_row(
         cell = row[column].strip()
         if cell not in _VALUES:
             problems.append(f"column {column!r}: bad value {cell!r} (expected 1.0, 0.0, -1.0 or blank)")
-        elif _VALUES[cell] == 1 or (_VALUES[cell] == -1 and layout.uncertain == "positive"):
+        elif _VALUES[cell] == 1:
             labels.append(column)
-        if _VALUES.get(cell) == -1 and layout.uncertain != "negative":
-            uncertain.append(column)
+        elif _VALUES[cell] == -1:
+            if layout.uncertain == "positive":
+                labels.append(column)
+            if layout.uncertain != "negative":
+                uncertain.append(column)
     if problems:
         return ItemError(relpath, relpath, f"{where}: " + "; ".join(problems))
     match = _PATIENT.search(raw_path)

@@ -10,6 +10,7 @@ a finished shard is never rewritten, so an interrupted build resumes to byte-ide
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import math
 import tarfile
@@ -20,7 +21,6 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
-import webdataset as wds
 
 from unimed_data.parallel import ordered_map
 from unimed_data.schema import SPLITS
@@ -198,24 +198,28 @@ def write_shard(task: ShardTask) -> list[dict]:
     rows = _load_slices(task.slices)
     index = []
     tmp = temp_path(target)
-    with open(tmp, "wb") as stream:
-        writer = wds.TarWriter(stream, user="unimed", group="unimed", mode=0o444, mtime=0, encoder=False)
+    with tarfile.open(tmp, "w", format=tarfile.USTAR_FORMAT) as tar:
         for row in rows:
-            offset = writer.tarstream.offset
-            writer.write(to_sample(row))
             index.append(
-                {
-                    "key": row["key"],
-                    "shard": target.name,
-                    "offset": offset,
-                    "dataset": row["dataset"],
-                    "modality": row["modality"],
-                    "caption_source": row["caption_source"],
-                }
+                {"key": row["key"], "shard": target.name, "offset": tar.offset, "dataset": row["dataset"],
+                 "modality": row["modality"], "caption_source": row["caption_source"]}
             )
-        writer.close()
+            sample = to_sample(row)
+            for ext in sorted(k for k in sample if k != "__key__"):
+                _add_member(tar, f"{sample['__key__']}.{ext}", sample[ext])
     tmp.replace(target)
     return index
+
+
+def _add_member(tar: tarfile.TarFile, name: str, data: bytes) -> None:
+    """A member with fixed metadata (mtime 0, read-only, fixed owner), so shards are reproducible.
+
+    Written with the standard library rather than webdataset's TarWriter, whose import pulls in
+    torch (seconds and ~500 MB per process) for what is plain tar writing."""
+    info = tarfile.TarInfo(name)
+    info.size, info.mtime, info.mode = len(data), 0, 0o444
+    info.uname = info.gname = "unimed"
+    tar.addfile(info, io.BytesIO(data))
 
 
 def to_sample(row: dict) -> dict:
