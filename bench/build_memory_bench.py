@@ -41,11 +41,24 @@ def make_tree(root: Path, count: int, classes: int = 10) -> None:
 
 def run_build(tree: Path, out: Path, workers: int) -> tuple[float, int, int]:
     """Wall seconds, peak RSS of the main process, peak RSS summed over the process tree."""
-    command = [sys.executable, "-m", "unimed_data", "build", "--from-folder", str(tree), "--modality", "xray",
-               "--out", str(out), "--workers", str(workers)]
+    command = [
+        sys.executable,
+        "-m",
+        "unimed_data",
+        "build",
+        "--from-folder",
+        str(tree),
+        "--modality",
+        "xray",
+        "--out",
+        str(out),
+        "--workers",
+        str(workers),
+    ]
     start = time.perf_counter()
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                               env={**os.environ, "TQDM_DISABLE": "1"})
+    process = subprocess.Popen(
+        command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, "TQDM_DISABLE": "1"}
+    )
     main = psutil.Process(process.pid)
     peak_main = peak_tree = 0
     while process.poll() is None:
@@ -73,7 +86,9 @@ def main() -> None:
             make_tree(root, size)
             wall, peak_main, peak_tree = run_build(root / "tree", root / "out", args.workers)
             mib = 1024 * 1024
-            print(f"{size:>8} {wall:>8.1f} {size / wall:>10.1f} {peak_main / mib:>14.0f} {peak_tree / mib:>14.0f}")
+            print(
+                f"{size:>8} {wall:>8.1f} {size / wall:>10.1f} {peak_main / mib:>14.0f} {peak_tree / mib:>14.0f}"
+            )
 
 
 if __name__ == "__main__":

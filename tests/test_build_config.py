@@ -31,12 +31,17 @@ def raw(tmp_path: Path, shared_data: Path) -> Path:
     raw = tmp_path / "raw"
     chexpert = raw / "chexpert-v1.0-small"
     rows = [CHEXPERT_HEADER]
-    images = [shared_data / "samples" / "xray_cardiomegaly.jpg", shared_data / "samples" / "xray_pneumonia.png"]
+    images = [
+        shared_data / "samples" / "xray_cardiomegaly.jpg",
+        shared_data / "samples" / "xray_pneumonia.png",
+    ]
     for patient in range(1, 7):
         relative = f"train/patient{patient:05d}/study1/view1_frontal.jpg"
         (chexpert / relative).parent.mkdir(parents=True)
         shutil.copy(images[patient % 2], chexpert / relative)
-        rows.append(chexpert_row(relative, "Frontal", cardiomegaly="1.0", edema="-1.0" if patient % 2 else "0.0"))
+        rows.append(
+            chexpert_row(relative, "Frontal", cardiomegaly="1.0", edema="-1.0" if patient % 2 else "0.0")
+        )
     rows.append(chexpert_row("train/patient00001/study1/view2_lateral.jpg", "Lateral", cardiomegaly="1.0"))
     rows.append(chexpert_row("train/patient00009/study1/view1_frontal.jpg", "Frontal", no_finding="1.0"))
     (chexpert / "train.csv").write_text("\n".join(rows) + "\n")
@@ -68,7 +73,9 @@ def test_config_build_accounts_for_every_row_of_every_source(tmp_path: Path, raw
     result = run_cli("build", write_config(tmp_path, raw), "--out", out, "--workers", "2")
     assert result.exit_code == 0, result.output
     stats = json.loads((out / "stats.json").read_text())
-    chexpert, odir, biomedica = (stats["datasets"][n] for n in ("chexpert-v1-0-small", "odir-5k", "biomedica-demo"))
+    chexpert, odir, biomedica = (
+        stats["datasets"][n] for n in ("chexpert-v1-0-small", "odir-5k", "biomedica-demo")
+    )
     # CheXpert: 8 rows, the lateral one filtered by the frontal-only rule; patient 9's image is absent.
     assert (chexpert["inputs"], chexpert["filtered"], chexpert["samples"]) == (7, 1, 6)
     assert chexpert["errors"] == {"convert": 1}
@@ -101,7 +108,9 @@ def test_uncertain_labels_reach_captions_and_json(tmp_path: Path, raw: Path):
 
 def test_bad_config_names_the_file_and_field(tmp_path: Path):
     path = tmp_path / "bad.yaml"
-    path.write_text(yaml.safe_dump({"datasets": [{"manifest": "odir-5k", "root": "."}], "shard": {"shard_sise": 3}}))
+    path.write_text(
+        yaml.safe_dump({"datasets": [{"manifest": "odir-5k", "root": "."}], "shard": {"shard_sise": 3}})
+    )
     result = run_cli("build", path, "--out", tmp_path / "out")
     assert result.exit_code == 2 and "bad.yaml" in result.output and "shard.shard_sise" in result.output
     path.write_text(yaml.safe_dump({"datasets": [{"manifest": "no-such-set", "root": "."}]}))

@@ -127,8 +127,9 @@ def test_a_killed_build_resumes_to_the_same_bytes(tmp_path: Path):
     env = {**os.environ, "TQDM_DISABLE": "1"}
 
     def start():
-        return subprocess.Popen([*command, "--out", str(out)], stdout=subprocess.DEVNULL,
-                                stderr=subprocess.DEVNULL, env=env)
+        return subprocess.Popen(
+            [*command, "--out", str(out)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env
+        )
 
     def kill_when(process, condition, limit=60.0):
         deadline = time.monotonic() + limit

@@ -37,8 +37,10 @@ def test_uncertain_labels_are_worded_as_possible_never_as_findings():
     assert mentioning, captions
     assert all("possible pneumonia" in c or "pneumonia may" in c for c in mentioning)
     only_uncertain = captions_for(CaptionUnit("chexpert", "xray", ("Pneumonia",), ("Pneumonia",)))
-    assert all("may be present" in c or "possible" in c or "suspicious" in c or "cannot be excluded" in c
-               for c in only_uncertain)
+    assert all(
+        "may be present" in c or "possible" in c or "suspicious" in c or "cannot be excluded" in c
+        for c in only_uncertain
+    )
 
 
 @pytest.mark.parametrize(("modality", "label"), [("xray", "No Finding"), ("fundus", "normal fundus")])
@@ -75,7 +77,9 @@ def test_deterministic_for_a_seed_and_different_across_seeds():
 
 def test_user_templates_override_bundled_ones_and_change_identity(tmp_path: Path):
     (tmp_path / "captions").mkdir()
-    (tmp_path / "captions" / "ct.j2").write_text("My CT of {{ findings | map('clinical') | list | join_and }}\n")
+    (tmp_path / "captions" / "ct.j2").write_text(
+        "My CT of {{ findings | map('clinical') | list | join_and }}\n"
+    )
     captioner = TemplateCaptioner(templates_dir=tmp_path)
     unit = CaptionUnit("d", "ct", ("Kidney Stone",))
     assert captioner.caption([unit])[unit] == ["My CT of kidney stone."]

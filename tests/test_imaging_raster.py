@@ -77,6 +77,20 @@ def test_rgb_and_rgba_tiff(tmp_path):
     assert np.abs(rgb_pixels.mean(axis=(0, 1)) - (0, 200, 0)).max() < 8
 
 
+def test_palette_and_min_is_white_tiff(tmp_path):
+    indices = np.zeros((20, 40), np.uint8)
+    indices[:, 20:] = 1
+    colormap = np.zeros((3, 256), np.uint16)
+    colormap[:, 1] = (0, 65535, 0)  # index 0 black, index 1 green
+    tifffile.imwrite(tmp_path / "palette.tif", indices, photometric="palette", colormap=colormap)
+    pixels = _decoded(convert_file(tmp_path / "palette.tif")).astype(int)
+    assert pixels[5:15, 3:15].max() < 8
+    assert np.abs(pixels[5:15, 25:37].mean(axis=(0, 1)) - (0, 255, 0)).max() < 8
+    tifffile.imwrite(tmp_path / "white.tif", indices * 200, photometric="miniswhite")
+    grey = _decoded(convert_file(tmp_path / "white.tif")).astype(int)
+    assert grey[5:15, 3:15].min() > 247 and abs(grey[5:15, 25:37].mean() - 55) < 4  # 0 shows white
+
+
 @pytest.mark.parametrize(("frame", "value"), [("middle", 100), ("first", 10), ("last", 200)])
 def test_multi_page_tiff_follows_the_frame_policy(tmp_path, frame, value):
     pages = np.stack([np.full((32, 48), level, np.uint8) for level in (10, 50, 100, 150, 200)])

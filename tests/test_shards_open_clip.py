@@ -18,16 +18,27 @@ def brace_pattern(folder: Path) -> str:
 
 def test_plain_webdataset_decodes_every_sample(demo_out: Path):
     pattern, total = brace_pattern(demo_out / "train")
-    samples = list(wds.WebDataset(pattern, shardshuffle=False).decode("pil").to_tuple("__key__", "jpg", "txt", "json"))
+    samples = list(
+        wds.WebDataset(pattern, shardshuffle=False).decode("pil").to_tuple("__key__", "jpg", "txt", "json")
+    )
     assert len(samples) == total
     for key, image, text, meta in samples:
-        assert "." not in key and image.size == (meta["width"], meta["height"]) and text == meta["captions"][0]
+        assert (
+            "." not in key and image.size == (meta["width"], meta["height"]) and text == meta["captions"][0]
+        )
 
 
 def loader_args(pattern: str, **extra) -> Namespace:
     values = dict(
-        train_data=pattern, val_data=pattern, train_num_samples=None, val_num_samples=None,
-        dataset_resampled=False, train_data_upsampling_factors=None, seed=0, workers=0, world_size=1,
+        train_data=pattern,
+        val_data=pattern,
+        train_num_samples=None,
+        val_num_samples=None,
+        dataset_resampled=False,
+        train_data_upsampling_factors=None,
+        seed=0,
+        workers=0,
+        world_size=1,
         batch_size=4,
     )
     return Namespace(**{**values, **extra})
@@ -37,7 +48,9 @@ def test_open_clip_training_loader_counts_from_sizes_json_and_yields_batches(dem
     pattern, total = brace_pattern(demo_out / "train")
     preprocess = open_clip.image_transform(64, is_train=True)
     tokenizer = open_clip.get_tokenizer("RN50")
-    data = open_clip_data.get_wds_dataset(loader_args(pattern), preprocess, is_train=True, tokenizer=tokenizer)
+    data = open_clip_data.get_wds_dataset(
+        loader_args(pattern), preprocess, is_train=True, tokenizer=tokenizer
+    )
     loader = data.dataloader
     assert loader.num_samples == -(-total // 4) * 4  # open_clip rounds up to full batches
     batches = list(loader)

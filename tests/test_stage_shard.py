@@ -15,7 +15,9 @@ from unimed_data.tables import write_rows
 from unimed_data.workspace import Workspace
 
 
-def make_captioned(ws: Workspace, dataset: str, n: int, splits=("train", "train", "train", "val")) -> list[str]:
+def make_captioned(
+    ws: Workspace, dataset: str, n: int, splits=("train", "train", "train", "val")
+) -> list[str]:
     """A captioned table of `n` records with small real JPEGs, as the caption stage leaves it."""
     rows = []
     for i in range(n):
@@ -23,13 +25,26 @@ def make_captioned(ws: Workspace, dataset: str, n: int, splits=("train", "train"
         image = ws.image_file(dataset, key)
         image.parent.mkdir(parents=True, exist_ok=True)
         Image.new("L", (8 + i % 5, 8), color=i % 256).save(image, format="JPEG")
-        rows.append({
-            "key": key, "dataset": dataset, "modality": "xray", "source_path": f"/raw/{dataset}/img{i}.png",
-            "image_path": str(image), "labels": [f"class{i % 3}"], "uncertain_labels": [], "report": None,
-            "captions": [f"caption {i} a", f"caption {i} b"], "caption_source": "template", "patient_id": None,
-            "split": splits[i % len(splits)], "license": "CC-BY-4.0", "width": 8 + i % 5, "height": 8,
-            "sha256": None,
-        })
+        rows.append(
+            {
+                "key": key,
+                "dataset": dataset,
+                "modality": "xray",
+                "source_path": f"/raw/{dataset}/img{i}.png",
+                "image_path": str(image),
+                "labels": [f"class{i % 3}"],
+                "uncertain_labels": [],
+                "report": None,
+                "captions": [f"caption {i} a", f"caption {i} b"],
+                "caption_source": "template",
+                "patient_id": None,
+                "split": splits[i % len(splits)],
+                "license": "CC-BY-4.0",
+                "width": 8 + i % 5,
+                "height": 8,
+                "sha256": None,
+            }
+        )
     write_rows(ws.captioned(dataset), RECORD_SCHEMA, rows)
     return [r["key"] for r in rows]
 
@@ -57,7 +72,12 @@ def test_every_record_lands_once_in_fixed_size_shards_of_its_split(two_datasets)
     sizes = json.loads((ws.split_dir("train") / "sizes.json").read_text())
     assert list(sizes.values()) == [7, 7, 7, 7, 7, 7, 4]
     assert sorted(sizes) == [f"unimed-{i:06d}.tar" for i in range(7)]
-    found = [k for split in ("train", "val") for p in sorted(ws.split_dir(split).glob("*.tar")) for k in tar_keys(p)]
+    found = [
+        k
+        for split in ("train", "val")
+        for p in sorted(ws.split_dir(split).glob("*.tar"))
+        for k in tar_keys(p)
+    ]
     assert sorted(found) == sorted(keys)
     assert not ws.split_dir("test").exists()
 
@@ -73,7 +93,17 @@ def test_samples_carry_jpg_primary_txt_and_json_metadata(two_datasets):
     assert members[f"{key}.txt"].decode() == meta["captions"][0]
     assert Image.open(io.BytesIO(members[f"{key}.jpg"])).size == (meta["width"], meta["height"])
     assert meta["split"] == "val" and meta["license"] == "CC-BY-4.0" and meta["caption_source"] == "template"
-    assert set(meta) >= {"captions", "labels", "modality", "dataset", "caption_source", "license", "split", "width", "height"}
+    assert set(meta) >= {
+        "captions",
+        "labels",
+        "modality",
+        "dataset",
+        "caption_source",
+        "license",
+        "split",
+        "width",
+        "height",
+    }
 
 
 def test_shuffle_mixes_datasets_and_depends_only_on_seed(tmp_path: Path, two_datasets):
@@ -129,8 +159,11 @@ def test_a_new_shard_size_replaces_the_old_shards(two_datasets):
     ws, _ = two_datasets
     shard_datasets(ws, ["alpha", "beta"], ShardOptions(shard_size=5), workers=1)
     shard_datasets(ws, ["alpha", "beta"], ShardOptions(shard_size=20), workers=1)
-    assert sorted(p.name for p in ws.split_dir("train").glob("*.tar")) == ["unimed-000000.tar", "unimed-000001.tar",
-                                                                            "unimed-000002.tar"]
+    assert sorted(p.name for p in ws.split_dir("train").glob("*.tar")) == [
+        "unimed-000000.tar",
+        "unimed-000001.tar",
+        "unimed-000002.tar",
+    ]
 
 
 def test_index_points_at_each_sample_in_its_shard(two_datasets):

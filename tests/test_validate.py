@@ -43,7 +43,9 @@ def test_truncated_shard(copy: Path):
     shard = first_shard(copy)
     shard.write_bytes(shard.read_bytes()[:3000])
     problems = validate_output(copy)
-    assert any("train/unimed-000000.tar" in p and ("unreadable" in p or "samples" in p) for p in problems), problems
+    assert any("train/unimed-000000.tar" in p and ("unreadable" in p or "samples" in p) for p in problems), (
+        problems
+    )
 
 
 def test_dropped_sample_breaks_the_counts(copy: Path):

@@ -24,17 +24,28 @@ console = Console(stderr=True)
 
 ConfigArg = Annotated[Path | None, typer.Argument(help="Build config YAML (datasets and stage options).")]
 OutOpt = Annotated[Path, typer.Option("--out", "-o", help="Output folder (shards, stats, work tables).")]
-DemoOpt = Annotated[bool, typer.Option("--demo", help="Use the embedded demo corpus (pydicom's DICOM files).")]
-FolderOpt = Annotated[
-    Path | None, typer.Option("--from-folder", help="A folder-per-class tree of images/DICOM (class = folder name).")
+DemoOpt = Annotated[
+    bool, typer.Option("--demo", help="Use the embedded demo corpus (pydicom's DICOM files).")
 ]
-ModalityOpt = Annotated[str | None, typer.Option("--modality", help=f"Modality of --from-folder: {', '.join(MODALITIES)}.")]
+FolderOpt = Annotated[
+    Path | None,
+    typer.Option("--from-folder", help="A folder-per-class tree of images/DICOM (class = folder name)."),
+]
+ModalityOpt = Annotated[
+    str | None, typer.Option("--modality", help=f"Modality of --from-folder: {', '.join(MODALITIES)}.")
+]
 LicenseOpt = Annotated[str, typer.Option("--license", help="Licence recorded for --from-folder data.")]
 WorkersOpt = Annotated[int | None, typer.Option("--workers", min=1, help="Processes (default: all cores).")]
 SeedOpt = Annotated[int | None, typer.Option("--seed", help="Seed for splits, shuffle and caption choice.")]
-ShardSizeOpt = Annotated[int | None, typer.Option("--shard-size", min=1, help="Samples per shard (default 1000).")]
-MaxSideOpt = Annotated[int | None, typer.Option("--max-side", min=16, help="Longest image side (default 512).")]
-QualityOpt = Annotated[int | None, typer.Option("--jpeg-quality", min=1, max=100, help="JPEG quality (default 90).")]
+ShardSizeOpt = Annotated[
+    int | None, typer.Option("--shard-size", min=1, help="Samples per shard (default 1000).")
+]
+MaxSideOpt = Annotated[
+    int | None, typer.Option("--max-side", min=16, help="Longest image side (default 512).")
+]
+QualityOpt = Annotated[
+    int | None, typer.Option("--jpeg-quality", min=1, max=100, help="JPEG quality (default 90).")
+]
 
 
 def _fail(message: str) -> None:
@@ -42,7 +53,9 @@ def _fail(message: str) -> None:
     raise typer.Exit(2)
 
 
-def _plan(config_path, out, demo, from_folder, modality, license, workers, seed, shard_size, max_side, quality):
+def _plan(
+    config_path, out, demo, from_folder, modality, license, workers, seed, shard_size, max_side, quality
+):
     """The config and datasets of a command, from a config file, --demo or --from-folder."""
     from unimed_data.demo import stage_demo
     from unimed_data.pipeline import Dataset, resolve_datasets
@@ -57,7 +70,9 @@ def _plan(config_path, out, demo, from_folder, modality, license, workers, seed,
         elif demo:
             raw = out / "work" / "demo-raw"
             datasets = [Dataset(m, raw) for m in stage_demo(raw)]
-            config = BuildConfig(datasets=[DatasetEntry(manifest=d.manifest.name, root=raw) for d in datasets])
+            config = BuildConfig(
+                datasets=[DatasetEntry(manifest=d.manifest.name, root=raw) for d in datasets]
+            )
         else:
             if not from_folder.is_dir():
                 _fail(f"--from-folder {from_folder}: not a folder")
@@ -83,7 +98,20 @@ def _plan(config_path, out, demo, from_folder, modality, license, workers, seed,
     return config, datasets
 
 
-def _run(stages, config_path, out, demo, from_folder, modality, license, workers, seed, shard_size, max_side, quality):
+def _run(
+    stages,
+    config_path,
+    out,
+    demo,
+    from_folder,
+    modality,
+    license,
+    workers,
+    seed,
+    shard_size,
+    max_side,
+    quality,
+):
     from unimed_data.pipeline import StageOrderError, run_stages
     from unimed_data.stats import render_stats
 
@@ -110,7 +138,9 @@ def _print_error_examples(out: Path, limit: int = 5) -> None:
         if shown == limit:
             console.print(f"... and more: see {errors}")
             break
-        console.print(f"  {row['stage']}: {row['source_path']}: {row['reason']}", highlight=False, markup=False)
+        console.print(
+            f"  {row['stage']}: {row['source_path']}: {row['reason']}", highlight=False, markup=False
+        )
 
 
 def _stage_command(stages: tuple[str, ...], help_text: str):
@@ -127,7 +157,20 @@ def _stage_command(stages: tuple[str, ...], help_text: str):
         max_side: MaxSideOpt = None,
         jpeg_quality: QualityOpt = None,
     ) -> None:
-        _run(stages, config, out, demo, from_folder, modality, license, workers, seed, shard_size, max_side, jpeg_quality)
+        _run(
+            stages,
+            config,
+            out,
+            demo,
+            from_folder,
+            modality,
+            license,
+            workers,
+            seed,
+            shard_size,
+            max_side,
+            jpeg_quality,
+        )
 
     command.__doc__ = help_text
     return command
@@ -137,7 +180,9 @@ app.command("build")(_stage_command(STAGES, "Run every stage: ingest, convert, c
 app.command("ingest")(_stage_command(("ingest",), "Read manifests into work/<dataset>/records.parquet."))
 app.command("convert")(_stage_command(("convert",), "Convert source images to capped JPEGs."))
 app.command("caption")(_stage_command(("caption",), "Give every record captions (template backend)."))
-app.command("shard")(_stage_command(("shard",), "Write WebDataset shards, sizes.json, index, stats and card."))
+app.command("shard")(
+    _stage_command(("shard",), "Write WebDataset shards, sizes.json, index, stats and card.")
+)
 
 
 @app.command()

@@ -22,7 +22,9 @@ class _Strict(BaseModel):
 
 class DatasetEntry(_Strict):
     manifest: str = Field(description="a bundled manifest name or a path to a manifest YAML")
-    root: Path = Field(description="raw data root; the dataset's files lie under root/<manifest.root or name>")
+    root: Path = Field(
+        description="raw data root; the dataset's files lie under root/<manifest.root or name>"
+    )
 
 
 class ConvertConfig(_Strict):

@@ -82,4 +82,3 @@ def _manifest(dataset: str, modality: str) -> Manifest:
         },
         f"<demo manifest {dataset}>",
     )
-

@@ -98,18 +98,30 @@ def finish(config: BuildConfig, ws: Workspace, datasets: list[Dataset], workers:
     shard_datasets(ws, slugs, config.shard.options(config.seed), workers=workers)
     collect_errors(ws, slugs)
     filtered = {slug: _ingest_filtered(ws, slug) for slug in slugs}
-    stats = compute_stats(ws, slugs, filtered=filtered, config={"seed": config.seed, **config.shard.model_dump()})
+    stats = compute_stats(
+        ws, slugs, filtered=filtered, config={"seed": config.seed, **config.shard.model_dump()}
+    )
     write_stats(ws, stats)
     sources = [
-        SourceInfo(d.slug, d.manifest.name, d.manifest.modality, d.manifest.license, d.manifest.homepage,
-                   d.manifest.citation)
+        SourceInfo(
+            d.slug,
+            d.manifest.name,
+            d.manifest.modality,
+            d.manifest.license,
+            d.manifest.homepage,
+            d.manifest.citation,
+        )
         for d in datasets
     ]
     write_card(ws, stats, sources, config.shard.prefix)
     return stats
 
 
-_STAGE_INPUT = {"convert": ("records", "ingest"), "caption": ("converted", "convert"), "shard": ("captioned", "caption")}
+_STAGE_INPUT = {
+    "convert": ("records", "ingest"),
+    "caption": ("converted", "convert"),
+    "shard": ("captioned", "caption"),
+}
 
 
 def _require_input(ws: Workspace, stage: str, slug: str) -> None:

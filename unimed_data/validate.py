@@ -27,7 +27,17 @@ from unimed_data.workspace import Workspace
 
 KEY_PATTERN = re.compile(r"^[a-z0-9_-]+$")
 REQUIRED_MEMBERS = {"jpg", "txt", "json"}
-REQUIRED_JSON = {"captions", "labels", "modality", "dataset", "caption_source", "license", "split", "width", "height"}
+REQUIRED_JSON = {
+    "captions",
+    "labels",
+    "modality",
+    "dataset",
+    "caption_source",
+    "license",
+    "split",
+    "width",
+    "height",
+}
 
 
 @dataclass
@@ -51,7 +61,9 @@ def check_shard(args: tuple[str, str]) -> ShardReport:
         for sample in wds.WebDataset(path, shardshuffle=False):
             key = sample["__key__"]
             report.samples += 1
-            report.key_hashes.append(int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest(), "big"))
+            report.key_hashes.append(
+                int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest(), "big")
+            )
             for message in _check_sample(sample, split):
                 problem(f"sample {key}: {message}")
             meta = _json_or_none(sample.get("json"))
@@ -78,7 +90,11 @@ def _check_sample(sample: dict, split: str) -> list[str]:
         problems.append(f"json lacks fields {sorted(missing)}")
         return problems
     captions = meta["captions"]
-    if not isinstance(captions, list) or not captions or not all(isinstance(c, str) and c.strip() for c in captions):
+    if (
+        not isinstance(captions, list)
+        or not captions
+        or not all(isinstance(c, str) and c.strip() for c in captions)
+    ):
         problems.append("json.captions must be a non-empty list of non-empty strings")
     elif sample["txt"].decode("utf-8", "replace") != captions[0]:
         problems.append("txt is not the first of json.captions")
@@ -119,7 +135,9 @@ def validate_output(out: Path, *, workers: int = 1) -> list[str]:
         expected = stats["splits"].get(split)
         if not sizes_path.exists():
             if expected:
-                problems.append(f"{split}/sizes.json missing but stats.json lists {expected['samples']} samples")
+                problems.append(
+                    f"{split}/sizes.json missing but stats.json lists {expected['samples']} samples"
+                )
             continue
         sizes = json.loads(sizes_path.read_text())
         on_disk = {p.name for p in folder.glob("*.tar")}
@@ -139,7 +157,9 @@ def validate_output(out: Path, *, workers: int = 1) -> list[str]:
     per_dataset: Counter = Counter()
     hashes: list[np.ndarray] = []
     for (_, split), report in zip(
-        tasks, ordered_map(check_shard, tasks, workers=workers, desc="validate", total=len(tasks)), strict=True
+        tasks,
+        ordered_map(check_shard, tasks, workers=workers, desc="validate", total=len(tasks)),
+        strict=True,
     ):
         problems.extend(report.problems)
         expected = sizes_by_shard[(split, report.shard)]
@@ -152,7 +172,9 @@ def validate_output(out: Path, *, workers: int = 1) -> list[str]:
         problems.append(f"{duplicates} duplicate keys across shards")
     for slug, info in stats["datasets"].items():
         if per_dataset.get(slug, 0) != info["samples"]:
-            problems.append(f"dataset {slug}: {per_dataset.get(slug, 0)} samples in shards, stats.json says {info['samples']}")
+            problems.append(
+                f"dataset {slug}: {per_dataset.get(slug, 0)} samples in shards, stats.json says {info['samples']}"
+            )
     if not stats["totals"]["balanced"]:
         problems.append("stats.json: inputs != samples + errors (items were lost)")
     return problems

@@ -25,6 +25,7 @@ def is_normal(label: str) -> bool:
     lowered = label.lower()
     return lowered in NORMAL_LABELS or lowered.startswith(("normal ", "healthy "))
 
+
 MODALITY_NAMES = {
     "xray": "X-ray",
     "ct": "CT",
@@ -100,7 +101,12 @@ class TemplateCaptioner:
         for folder in self.folders:
             for path in sorted(folder.rglob("*.j2")):
                 texts.update(f"{path.relative_to(folder)}\0{path.read_text()}\0".encode())
-        return {"backend": self.source, "per_record": self.per_record, "seed": self.seed, "templates": texts.hexdigest()}
+        return {
+            "backend": self.source,
+            "per_record": self.per_record,
+            "seed": self.seed,
+            "templates": texts.hexdigest(),
+        }
 
     def caption(self, units: list[CaptionUnit]) -> dict[CaptionUnit, list[str] | CaptionFailure]:
         return {unit: self._caption_one(unit) for unit in units}

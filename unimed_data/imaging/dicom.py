@@ -16,6 +16,7 @@ import numpy as np
 from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
+from pydicom.multival import MultiValue
 from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_voi_lut, pixel_array
 from pydicom.pixels.utils import get_expected_length
 from pydicom.uid import UID, ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
@@ -95,10 +96,10 @@ def _checked_frame_count(ds: Dataset, options: ConvertOptions) -> int:
         raise ImageError("DICOM has missing or invalid Rows, Columns or Number of Frames") from exc
     if min(rows, columns, frames) < 1:
         raise ImageError(f"DICOM declares an empty image ({rows} x {columns}, {frames} frames)")
-    pixels = rows * columns * frames
-    if pixels > options.max_pixels:
+    # Only one frame is ever decoded, so the guard applies per frame: a long cine loop is fine.
+    if rows * columns > options.max_pixels:
         raise ImageError(
-            f"image of {pixels} pixels ({rows} x {columns}, {frames} frames) exceeds "
+            f"frame of {rows * columns} pixels ({rows} x {columns}) exceeds "
             f"max_pixels={options.max_pixels} (decompression-bomb guard)"
         )
     return frames
@@ -155,13 +156,34 @@ def _window(frame: np.ndarray, ds: Dataset) -> np.ndarray:
     else:  # e.g. 32-bit dose values, whose table would outgrow the frame
         indices, stored = None, frame
     values = apply_modality_lut(stored, ds)
-    try:
-        shown = apply_voi_lut(values, ds, index=0)
-    except (ValueError, IndexError, TypeError, AttributeError, NotImplementedError):
-        shown = values
-    if shown is not values:  # pydicom returns its input untouched when the file has no VOI
-        grey = to_uint8(shown, float(shown.min()), float(shown.max()))
-    else:
+    grey = _voi_to_uint8(values, ds)
+    if grey is None:
         pixels = values if indices is None else values[subsample(indices)]
         grey = to_uint8(values, *percentile_range(pixels))
     return grey if indices is None else grey[indices]
+
+
+def _voi_to_uint8(values: np.ndarray, ds: Dataset) -> np.ndarray | None:
+    """The file's own VOI mapped onto 0..255 as a viewer shows it, or None if it has no usable VOI.
+
+    A window maps about [centre - width/2, centre + width/2] onto black..white (values outside clip), so
+    an image that fills only part of its window keeps the contrast the window gives it. A VOI LUT
+    is applied by pydicom and scaled by its own output bit depth.
+    """
+    try:
+        if ds.get("VOILUTSequence"):
+            bits = int(ds.VOILUTSequence[0].LUTDescriptor[2])
+            return to_uint8(apply_voi_lut(values, ds, index=0, prefer_lut=True), 0, 2**bits - 1)
+        if "WindowCenter" in ds and "WindowWidth" in ds:
+            centre, width = (_first(ds[k].value) for k in ("WindowCenter", "WindowWidth"))
+            if width > 1:  # DICOM's LINEAR function (PS3.3 C.11.2.1.2.1)
+                half = (width - 1) / 2
+                return to_uint8(values, centre - 0.5 - half, centre - 0.5 + half)
+    except (ValueError, IndexError, TypeError, AttributeError, KeyError, NotImplementedError):
+        pass  # a malformed VOI: fall back to the percentile window
+    return None
+
+
+def _first(value) -> float:
+    """The first of several window values (DICOM allows alternatives; the first is the default)."""
+    return float(value[0]) if isinstance(value, MultiValue | list | tuple) else float(value)

@@ -201,8 +201,14 @@ def write_shard(task: ShardTask) -> list[dict]:
     with tarfile.open(tmp, "w", format=tarfile.USTAR_FORMAT) as tar:
         for row in rows:
             index.append(
-                {"key": row["key"], "shard": target.name, "offset": tar.offset, "dataset": row["dataset"],
-                 "modality": row["modality"], "caption_source": row["caption_source"]}
+                {
+                    "key": row["key"],
+                    "shard": target.name,
+                    "offset": tar.offset,
+                    "dataset": row["dataset"],
+                    "modality": row["modality"],
+                    "caption_source": row["caption_source"],
+                }
             )
             sample = to_sample(row)
             for ext in sorted(k for k in sample if k != "__key__"):
