@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
 
@@ -53,71 +54,76 @@ def _fail(message: str) -> None:
     raise typer.Exit(2)
 
 
-def _plan(
-    config_path, out, demo, from_folder, modality, license, workers, seed, shard_size, max_side, quality
-):
+@dataclass(frozen=True)
+class SourceOptions:
+    """What a build or stage command was given: the data source and option overrides."""
+
+    config: Path | None
+    out: Path
+    demo: bool
+    from_folder: Path | None
+    modality: str | None
+    license: str
+    workers: int | None
+    seed: int | None
+    shard_size: int | None
+    max_side: int | None
+    jpeg_quality: int | None
+
+
+def _plan(given: SourceOptions):
     """The config and datasets of a command, from a config file, --demo or --from-folder."""
     from unimed_data.demo import stage_demo
     from unimed_data.pipeline import Dataset, resolve_datasets
 
-    sources = sum([config_path is not None, demo, from_folder is not None])
-    if sources != 1:
+    if sum([given.config is not None, given.demo, given.from_folder is not None]) != 1:
         _fail("give exactly one of: a CONFIG file, --demo, or --from-folder DIR")
     try:
-        if config_path is not None:
-            config = load_config(config_path)
+        if given.config is not None:
+            config = load_config(given.config)
             datasets = resolve_datasets(config)
-        elif demo:
-            raw = out / "work" / "demo-raw"
+        elif given.demo:
+            raw = given.out / "work" / "demo-raw"
             datasets = [Dataset(m, raw) for m in stage_demo(raw)]
             config = BuildConfig(
                 datasets=[DatasetEntry(manifest=d.manifest.name, root=raw) for d in datasets]
             )
         else:
-            if not from_folder.is_dir():
-                _fail(f"--from-folder {from_folder}: not a folder")
-            if modality not in MODALITIES:
+            if not given.from_folder.is_dir():
+                _fail(f"--from-folder {given.from_folder}: not a folder")
+            if given.modality not in MODALITIES:
                 _fail(f"--from-folder needs --modality, one of: {', '.join(MODALITIES)}")
-            folder = from_folder.resolve()
+            folder = given.from_folder.resolve()
             manifest = validate_manifest(
-                {"name": folder.name, "modality": modality, "license": license, "layout": {"type": "folder"}},
-                f"--from-folder {from_folder}",
+                {
+                    "name": folder.name,
+                    "modality": given.modality,
+                    "license": given.license,
+                    "layout": {"type": "folder"},
+                },
+                f"--from-folder {given.from_folder}",
             )
             datasets = [Dataset(manifest, folder.parent)]
             config = BuildConfig(datasets=[DatasetEntry(manifest=manifest.name, root=folder.parent)])
     except (ConfigError, ManifestError, ValueError) as exc:
         _fail(str(exc))
-    overrides = {"workers": workers, "seed": seed}
+    overrides = {"workers": given.workers, "seed": given.seed}
     config = config.model_copy(update={k: v for k, v in overrides.items() if v is not None})
-    if shard_size is not None:
-        config.shard.shard_size = shard_size
-    if max_side is not None:
-        config.convert.max_side = max_side
-    if quality is not None:
-        config.convert.jpeg_quality = quality
+    if given.shard_size is not None:
+        config.shard.shard_size = given.shard_size
+    if given.max_side is not None:
+        config.convert.max_side = given.max_side
+    if given.jpeg_quality is not None:
+        config.convert.jpeg_quality = given.jpeg_quality
     return config, datasets
 
 
-def _run(
-    stages,
-    config_path,
-    out,
-    demo,
-    from_folder,
-    modality,
-    license,
-    workers,
-    seed,
-    shard_size,
-    max_side,
-    quality,
-):
+def _run(stages: tuple[str, ...], given: SourceOptions) -> None:
     from unimed_data.pipeline import StageOrderError, run_stages
     from unimed_data.stats import render_stats
 
-    config, datasets = _plan(
-        config_path, out, demo, from_folder, modality, license, workers, seed, shard_size, max_side, quality
-    )
+    config, datasets = _plan(given)
+    out = given.out
     try:
         stats = run_stages(config, out, datasets, stages)
     except (StageOrderError, ManifestError, ValueError, FileNotFoundError) as exc:
@@ -157,8 +163,7 @@ def _stage_command(stages: tuple[str, ...], help_text: str):
         max_side: MaxSideOpt = None,
         jpeg_quality: QualityOpt = None,
     ) -> None:
-        _run(
-            stages,
+        given = SourceOptions(
             config,
             out,
             demo,
@@ -171,6 +176,7 @@ def _stage_command(stages: tuple[str, ...], help_text: str):
             max_side,
             jpeg_quality,
         )
+        _run(stages, given)
 
     command.__doc__ = help_text
     return command

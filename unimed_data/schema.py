@@ -52,6 +52,20 @@ RECORD_SCHEMA = pa.schema(
     ]
 )
 
+# The `json` member of every shard sample (see stages/shard.py `to_sample`).
+SAMPLE_JSON_FIELDS = (
+    "captions",
+    "labels",
+    "uncertain_labels",
+    "modality",
+    "dataset",
+    "caption_source",
+    "license",
+    "split",
+    "width",
+    "height",
+)
+
 ERROR_SCHEMA = pa.schema(
     [
         pa.field("dataset", pa.string(), nullable=False),

@@ -21,23 +21,13 @@ import webdataset as wds
 from PIL import Image
 
 from unimed_data.parallel import ordered_map
-from unimed_data.schema import SPLITS, dataset_slug
+from unimed_data.schema import SAMPLE_JSON_FIELDS, SPLITS, dataset_slug
 from unimed_data.stats import load_stats
 from unimed_data.workspace import Workspace
 
 KEY_PATTERN = re.compile(r"^[a-z0-9_-]+$")
 REQUIRED_MEMBERS = {"jpg", "txt", "json"}
-REQUIRED_JSON = {
-    "captions",
-    "labels",
-    "modality",
-    "dataset",
-    "caption_source",
-    "license",
-    "split",
-    "width",
-    "height",
-}
+REQUIRED_JSON = set(SAMPLE_JSON_FIELDS)
 
 
 @dataclass

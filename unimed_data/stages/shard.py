@@ -23,25 +23,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from unimed_data.parallel import ordered_map
-from unimed_data.schema import SPLITS
+from unimed_data.schema import SAMPLE_JSON_FIELDS, SPLITS
 from unimed_data.stamps import fingerprint, read_stamp, write_stamp
 from unimed_data.tables import atomic_write_text, iter_rows, table_writer, temp_path
 from unimed_data.workspace import Workspace
 
-SAMPLE_COLUMNS = [
-    "key",
-    "dataset",
-    "modality",
-    "image_path",
-    "labels",
-    "uncertain_labels",
-    "captions",
-    "caption_source",
-    "split",
-    "license",
-    "width",
-    "height",
-]
+SAMPLE_COLUMNS = ["key", "image_path", *SAMPLE_JSON_FIELDS]
 INDEX_SCHEMA = pa.schema(
     [
         ("key", pa.string()),
@@ -230,18 +217,9 @@ def _add_member(tar: tarfile.TarFile, name: str, data: bytes) -> None:
 
 def to_sample(row: dict) -> dict:
     """A record as a WebDataset sample: jpg, primary caption as txt, everything else as json."""
-    meta = {
-        "captions": row["captions"],
-        "labels": row["labels"] or [],
-        "uncertain_labels": row["uncertain_labels"] or [],
-        "modality": row["modality"],
-        "dataset": row["dataset"],
-        "caption_source": row["caption_source"],
-        "license": row["license"],
-        "split": row["split"],
-        "width": row["width"],
-        "height": row["height"],
-    }
+    meta = {field: row[field] for field in SAMPLE_JSON_FIELDS}
+    meta["labels"] = meta["labels"] or []
+    meta["uncertain_labels"] = meta["uncertain_labels"] or []
     return {
         "__key__": row["key"],
         "jpg": Path(row["image_path"]).read_bytes(),
