@@ -36,8 +36,7 @@ def render_card(stats: dict, sources: list[SourceInfo], shard_prefix: str) -> st
     for split in SPLITS:
         if split in stats["splits"]:
             info = stats["splits"][split]
-            last = info["shards"] - 1
-            files = f"`{split}/{shard_prefix}-{{000000..{last:06d}}}.tar`"
+            files = f"`{split}/{shard_prefix}-{{000000..{info['shards'] - 1:06d}}}.tar`"
             lines.append(f"| {split} | {info['samples']} | {info['shards']} | {files} |")
     lines += [
         "",
@@ -68,14 +67,21 @@ def render_card(stats: dict, sources: list[SourceInfo], shard_prefix: str) -> st
         "",
         "```python",
         "import webdataset as wds",
-        f'ds = wds.WebDataset("train/{shard_prefix}-{{000000..000009}}.tar").decode("pil").to_tuple("jpg", "json")',
+        f'ds = wds.WebDataset("{_pattern(stats, shard_prefix)}").decode("pil").to_tuple("jpg", "txt", "json")',
         "```",
         "",
-        "open_clip: `--train-data 'train/...tar' --dataset-type webdataset` (sample counts come from"
+        f"open_clip: `--train-data '{_pattern(stats, shard_prefix)}' --dataset-type webdataset` (sample counts come from"
         " `sizes.json` beside the shards).",
         "",
     ]
     return "\n".join(lines)
+
+
+def _pattern(stats: dict, prefix: str) -> str:
+    """The brace pattern of all shards of the first split present (train when there is one)."""
+    split = next((s for s in SPLITS if s in stats["splits"]), "train")
+    last = stats["splits"].get(split, {"shards": 1})["shards"] - 1
+    return f"{split}/{prefix}-{{000000..{last:06d}}}.tar"
 
 
 def write_card(ws: Workspace, stats: dict, sources: list[SourceInfo], shard_prefix: str) -> None:

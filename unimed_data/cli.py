@@ -145,7 +145,10 @@ def _print_error_examples(out: Path, limit: int = 5) -> None:
             console.print(f"... and more: see {errors}")
             break
         console.print(
-            f"  {row['stage']}: {row['source_path']}: {row['reason']}", highlight=False, markup=False
+            f"  {row['stage']}: {row['source_path']}: {row['reason']}",
+            highlight=False,
+            markup=False,
+            soft_wrap=True,
         )
 
 

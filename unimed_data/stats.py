@@ -129,7 +129,7 @@ def render_stats(stats: dict, console: Console | None = None) -> None:
         for name, n in counts.items():
             table.add_row(name, str(n))
         console.print(table)
-    splits = ", ".join(f"{s}: {v['samples']} in {v['shards']} shards" for s, v in stats["splits"].items())
+    splits = ", ".join(f"{s}: {v['samples']} in {v['shards']} shard(s)" for s, v in stats["splits"].items())
     console.print(f"Splits: {splits or 'none'}")
     balance = "adds up" if totals["balanced"] else "DOES NOT ADD UP"
     console.print(
