@@ -12,7 +12,6 @@ import warnings
 from pathlib import Path
 
 import pydicom
-import pytest
 
 from tests.conftest import run_cli
 from unimed_data.demo import pydicom_test_files
@@ -148,19 +147,6 @@ def test_a_killed_build_resumes_to_the_same_bytes(tmp_path: Path):
     assert shard_bytes(out) == shard_bytes(clean)
     assert not list(out.rglob("*.tmp"))
     assert run_cli("validate", out).exit_code == 0
-
-
-@pytest.mark.parametrize(
-    ("args", "message"),
-    [
-        (["build", "--out", "x"], "exactly one of"),
-        (["build", "--demo", "--from-folder", ".", "--out", "x"], "exactly one of"),
-        (["build", "--from-folder", ".", "--out", "x"], "--modality"),
-    ],
-)
-def test_source_options_are_checked(args, message):
-    result = run_cli(*args)
-    assert result.exit_code == 2 and message in result.output
 
 
 def test_a_copied_build_with_a_missing_shard_is_reported_by_validate(demo_out: Path, tmp_path: Path):
