@@ -16,6 +16,7 @@ import pydicom
 from tests.conftest import run_cli
 from unimed_data.demo import pydicom_test_files
 from unimed_data.tables import iter_rows
+from unimed_data.workspace import Workspace
 
 BROKEN = {"MR_truncated.dcm", "badVR.dcm"}
 
@@ -137,7 +138,7 @@ def test_a_killed_build_resumes_to_the_same_bytes(tmp_path: Path):
         process.send_signal(signal.SIGKILL)
         return process.wait()
 
-    images = out / "work" / "pydicom-mri" / "images"
+    images = Workspace(out).images("pydicom-mri")
     # First during conversion (some images written), then during sharding (some shards written).
     assert kill_when(start(), lambda: len(list(images.glob("*/*.jpg"))) >= 3) == -signal.SIGKILL
     assert kill_when(start(), lambda: len(list((out / "train").glob("*.tar"))) >= 2) == -signal.SIGKILL

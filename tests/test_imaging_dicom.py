@@ -296,3 +296,15 @@ def test_output_is_capped_and_deterministic():
     first = convert_file(TEST_FILES / "examples_overlay.dcm", options)  # 484 x 300
     assert (first.width, first.height) == (100, 62)
     assert convert_file(TEST_FILES / "examples_overlay.dcm", options) == first
+
+
+def test_a_panic_in_a_native_decoder_is_an_image_error(tmp_path):
+    """pylibjpeg-rle is Rust: corrupt input makes it panic with a BaseException, not an Exception."""
+    data = bytearray((TEST_FILES / "MR_small_RLE.dcm").read_bytes())
+    rng = np.random.default_rng(17)  # a seed whose damage makes the RLE decoder index out of bounds
+    for position in rng.integers(len(data) - 3000, len(data), 20):
+        data[position] = rng.integers(0, 256)
+    path = tmp_path / "corrupt_rle.dcm"
+    path.write_bytes(bytes(data))
+    with pytest.raises(ImageError, match="PanicException"):
+        convert_file(path)

@@ -1,5 +1,6 @@
 """Convert stage: every record becomes a JPEG or an error row; reruns reuse finished images."""
 
+import os
 import shutil
 from pathlib import Path
 
@@ -62,18 +63,51 @@ def test_each_record_is_converted_or_recorded_as_an_error(tmp_path: Path):
     assert errors["MR_truncated.dcm"].startswith("truncated pixel data")
 
 
-def test_rerun_reuses_finished_images_and_new_options_reconvert(tmp_path: Path):
+def test_rerun_reuses_finished_images_and_retries_only_what_failed(tmp_path: Path):
+    ws, _ = setup(tmp_path)
+    convert_dataset(ws, "mixed", ConvertOptions(max_side=64), workers=1)
+    table_time = ws.converted("mixed").stat().st_mtime_ns
+    image = ws.image_file("mixed", make_key("mixed", "CT_small.dcm"))
+    image_time = image.stat().st_mtime_ns
+    # Failed items are retried, finished ones reused; an unchanged result leaves the table untouched.
+    summary = convert_dataset(ws, "mixed", ConvertOptions(max_side=64), workers=1)
+    assert (summary.outputs, summary.errors) == (3, 2)
+    assert ws.converted("mixed").stat().st_mtime_ns == table_time
+    assert image.stat().st_mtime_ns == image_time
+    # The missing image arrives: the next run picks it up.
+    Image.new("L", (10, 10)).save(tmp_path / "raw" / "missing.png")
+    assert convert_dataset(ws, "mixed", ConvertOptions(max_side=64), workers=1).outputs == 4
+
+
+def test_without_errors_a_rerun_is_skipped(tmp_path: Path):
+    ws, sources = setup(tmp_path)
+    (tmp_path / "raw" / "MR_truncated.dcm").unlink()
+    write_rows(ws.records("mixed"), RECORD_SCHEMA, [record(s) for s in sources if s.exists()])
+    assert convert_dataset(ws, "mixed", ConvertOptions(max_side=64), workers=1).errors == 0
+    assert convert_dataset(ws, "mixed", ConvertOptions(max_side=64), workers=1).skipped
+
+
+def test_a_replaced_source_is_converted_again(tmp_path: Path):
+    ws, _ = setup(tmp_path)
+    convert_dataset(ws, "mixed", ConvertOptions(max_side=64), workers=1)
+    wide = tmp_path / "raw" / "wide.png"
+    Image.new("RGB", (100, 300), "blue").save(wide)
+    os.utime(wide, ns=(1, 10**18))  # a different modification time, as a copy or download gives
+    convert_dataset(ws, "mixed", ConvertOptions(max_side=64), workers=1)
+    assert Image.open(ws.image_file("mixed", make_key("mixed", "wide.png"))).size == (21, 64)
+
+
+def test_new_options_reconvert_everything(tmp_path: Path):
+    ws, _ = setup(tmp_path)
+    convert_dataset(ws, "mixed", ConvertOptions(max_side=64), workers=1)
+    summary = convert_dataset(ws, "mixed", ConvertOptions(max_side=32), workers=1)
+    assert summary.outputs == 3
+    assert max(Image.open(ws.image_file("mixed", make_key("mixed", "wide.png"))).size) == 32
+
+
+def test_a_source_that_disappeared_is_an_error_not_a_stale_image(tmp_path: Path):
     ws, sources = setup(tmp_path)
     convert_dataset(ws, "mixed", ConvertOptions(max_side=64), workers=1)
-    assert convert_dataset(ws, "mixed", ConvertOptions(max_side=64), workers=1).skipped
-    # A lost table (as after a kill) is rebuilt from the finished images, without decoding again.
-    ws.converted("mixed").unlink()
-    image = ws.image_file("mixed", make_key("mixed", "CT_small.dcm"))
-    before = image.stat().st_mtime_ns
-    sources[0].unlink()  # the source is not needed any more: its JPEG is done
+    sources[0].unlink()
     summary = convert_dataset(ws, "mixed", ConvertOptions(max_side=64), workers=1)
-    assert summary.outputs == 3 and image.stat().st_mtime_ns == before
-    # Another size cap must not reuse images made for the old one.
-    summary = convert_dataset(ws, "mixed", ConvertOptions(max_side=32), workers=1)
-    assert summary.outputs == 2  # CT_small.dcm's source was deleted above
-    assert max(Image.open(ws.image_file("mixed", make_key("mixed", "wide.png"))).size) == 32
+    assert (summary.outputs, summary.errors) == (2, 3)

@@ -78,6 +78,8 @@ def _plan(given: SourceOptions):
 
     if sum([given.config is not None, given.demo, given.from_folder is not None]) != 1:
         _fail("give exactly one of: a CONFIG file, --demo, or --from-folder DIR")
+    if given.out.exists() and not given.out.is_dir():
+        _fail(f"--out {given.out}: exists and is not a folder")
     try:
         if given.config is not None:
             config = load_config(given.config)
@@ -132,6 +134,9 @@ def _run(stages: tuple[str, ...], given: SourceOptions) -> None:
         render_stats(stats, Console())
         _print_error_examples(out)
         console.print(f"Shards, stats.json, errors.parquet and README.md are in {out}")
+        if stats["totals"]["samples"] == 0:
+            console.print("[red]error:[/red] no sample was written: check the paths and the errors above")
+            raise typer.Exit(1)
     else:
         console.print(f"{', '.join(stages)} done; work tables in {out / 'work'}")
 

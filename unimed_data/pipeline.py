@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,13 +12,14 @@ from pathlib import Path
 from unimed_data.captions import make_captioner
 from unimed_data.card import SourceInfo, write_card
 from unimed_data.config import BuildConfig
-from unimed_data.ingest import ingest_dataset
+from unimed_data.ingest import dataset_root, ingest_dataset
 from unimed_data.manifest import Manifest, find_manifest, load_manifest
 from unimed_data.parallel import default_workers
-from unimed_data.schema import dataset_slug
+from unimed_data.schema import SPLITS, dataset_slug
 from unimed_data.stages.caption import caption_dataset
 from unimed_data.stages.convert import convert_dataset
 from unimed_data.stages.shard import shard_datasets
+from unimed_data.stamps import inputs_unchanged
 from unimed_data.stats import collect_errors, compute_stats, write_stats
 from unimed_data.tables import atomic_write_text
 from unimed_data.workspace import STAGES, Workspace
@@ -49,7 +51,7 @@ def patient_salt(config: BuildConfig, ws: Workspace) -> str:
     """The salt from the environment, else one random salt kept for this output folder."""
     if salt := os.environ.get(config.patient_salt_env):
         return salt
-    path = ws.work / "salt"
+    path = ws.salt
     if not path.exists():
         atomic_write_text(path, secrets.token_hex(32))
         path.chmod(0o600)
@@ -60,8 +62,9 @@ def run_stages(
     config: BuildConfig, out: Path, datasets: list[Dataset], stages: tuple[str, ...] = STAGES
 ) -> dict | None:
     """Run `stages` (in pipeline order); returns the stats when the shard stage ran."""
-    ws = Workspace(out)
+    ws = Workspace(out.resolve())
     workers = config.workers or default_workers()
+    _check_output_outside_sources(ws, datasets)
     _remove_stale_temp_files(ws)
     captioner = make_captioner(
         config.captions.backend, seed=config.seed, **config.captions.model_dump(exclude={"backend"})
@@ -73,7 +76,11 @@ def run_stages(
             _require_input(ws, stage, dataset.slug)
             if stage == "ingest":
                 ingest_dataset(
-                    dataset.manifest, dataset.root, ws.work, salt=patient_salt(config, ws), seed=config.seed
+                    dataset.manifest,
+                    dataset.root,
+                    ws.datasets,
+                    salt=patient_salt(config, ws),
+                    seed=config.seed,
                 )
             elif stage == "convert":
                 convert_dataset(ws, dataset.slug, config.convert.options(), workers=workers)
@@ -86,11 +93,29 @@ def run_stages(
     return None
 
 
+_TEMP_NAME = re.compile(r"^\..+\.\d+\.tmp$")  # tables.temp_path: .<name>.<pid>.tmp
+
+
 def _remove_stale_temp_files(ws: Workspace) -> None:
-    """Half-written files left by a killed run; their final names were never published."""
-    if ws.out.is_dir():
-        for path in ws.out.rglob(".*.tmp"):
-            path.unlink(missing_ok=True)
+    """Half-written files left by a killed run in the build's own folders; never published."""
+    folders = [ws.work, *(ws.split_dir(s) for s in SPLITS), ws.out]
+    for folder in folders:
+        if folder.is_dir():
+            candidates = folder.rglob(".*.tmp") if folder != ws.out else folder.glob(".*.tmp")
+            for path in candidates:
+                if _TEMP_NAME.match(path.name):
+                    path.unlink(missing_ok=True)
+
+
+def _check_output_outside_sources(ws: Workspace, datasets: list[Dataset]) -> None:
+    """An output folder inside a dataset's folder would be read back as input on the next run."""
+    for dataset in datasets:
+        root = dataset_root(dataset.manifest, dataset.root).resolve()
+        if ws.out == root or root in ws.out.parents:
+            raise ValueError(
+                f"the output folder {ws.out} lies inside the files of dataset {dataset.manifest.name} "
+                f"({root}); choose an output folder outside it"
+            )
 
 
 def finish(config: BuildConfig, ws: Workspace, datasets: list[Dataset], workers: int) -> dict:
@@ -117,7 +142,13 @@ def finish(config: BuildConfig, ws: Workspace, datasets: list[Dataset], workers:
     return stats
 
 
-_STAGE_INPUT = {
+# stage -> the stages before it that it depends on: (their stamp, the table they read, their output)
+_UPSTREAM = {
+    "convert": [],
+    "caption": [("convert", "records", "converted")],
+    "shard": [("convert", "records", "converted"), ("caption", "converted", "captioned")],
+}
+_FIRST_INPUT = {
     "convert": ("records", "ingest"),
     "caption": ("converted", "convert"),
     "shard": ("captioned", "caption"),
@@ -125,12 +156,20 @@ _STAGE_INPUT = {
 
 
 def _require_input(ws: Workspace, stage: str, slug: str) -> None:
-    if stage not in _STAGE_INPUT:
+    """A stage run alone must not read tables missing or left stale by an upstream rerun."""
+    if stage not in _FIRST_INPUT:
         return
-    table, before = _STAGE_INPUT[stage]
+    table, before = _FIRST_INPUT[stage]
     path = getattr(ws, table)(slug)
     if not path.exists():
         raise StageOrderError(f"{stage} needs {path}, which the {before} stage writes: run `{before}` first")
+    for upstream, read, wrote in _UPSTREAM[stage]:
+        source = getattr(ws, read)(slug)
+        if not inputs_unchanged(ws.dataset_dir(slug) / f"{upstream}.json", [source]):
+            raise StageOrderError(
+                f"{getattr(ws, wrote)(slug)} is out of date: {source.name} changed since `{upstream}` ran; "
+                f"run `{upstream}` first"
+            )
 
 
 def _ingest_filtered(ws: Workspace, slug: str) -> int:

@@ -79,11 +79,19 @@ ERROR_SCHEMA = pa.schema(
 _UNSAFE = re.compile(r"[^a-z0-9_-]+")
 
 
+SLUG_MAX = 48  # keeps `<slug>_<20 hex>.json` inside the 100-byte name field of a ustar tar member
+
+
 def dataset_slug(name: str) -> str:
-    """A dataset name reduced to characters that are safe in keys and folder names."""
+    """A dataset name reduced to characters that are safe in keys and folder names.
+
+    Long names are cut and given a digest of the full name, so they stay distinct.
+    """
     slug = _UNSAFE.sub("-", name.lower()).strip("-")
     if not slug:
         raise ValueError(f"dataset name {name!r} has no usable characters")
+    if len(slug) > SLUG_MAX:
+        slug = f"{slug[: SLUG_MAX - 9].rstrip('-')}-{hashlib.sha1(slug.encode()).hexdigest()[:8]}"
     return slug
 
 

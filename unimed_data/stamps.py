@@ -15,12 +15,12 @@ from typing import Any
 from unimed_data.tables import atomic_write_text
 
 
+def file_states(inputs: list[Path]) -> list[list]:
+    return [[str(path), path.stat().st_size, path.stat().st_mtime_ns] for path in inputs]
+
+
 def fingerprint(inputs: list[Path], options: dict[str, Any]) -> str:
-    parts = []
-    for path in inputs:
-        stat = path.stat()
-        parts.append([str(path), stat.st_size, stat.st_mtime_ns])
-    payload = json.dumps({"inputs": parts, "options": options}, sort_keys=True, default=str)
+    payload = json.dumps({"inputs": file_states(inputs), "options": options}, sort_keys=True, default=str)
     return hashlib.sha256(payload.encode("utf-8")).hexdigest()
 
 
@@ -32,7 +32,14 @@ def read_stamp(stamp: Path, digest: str, outputs: list[Path]) -> dict[str, Any] 
     return stored["summary"] if stored.get("fingerprint") == digest else None
 
 
-def write_stamp(stamp: Path, digest: str, summary: dict[str, Any]) -> None:
-    atomic_write_text(
-        stamp, json.dumps({"fingerprint": digest, "summary": summary}, indent=2, sort_keys=True)
-    )
+def write_stamp(stamp: Path, digest: str, summary: dict[str, Any], inputs: list[Path] = ()) -> None:
+    """Record a finished stage; `inputs` (the tables it read) let later stages tell it is current."""
+    record = {"fingerprint": digest, "summary": summary, "inputs": file_states(list(inputs))}
+    atomic_write_text(stamp, json.dumps(record, indent=2, sort_keys=True))
+
+
+def inputs_unchanged(stamp: Path, inputs: list[Path]) -> bool:
+    """Whether the stage that wrote `stamp` ran on `inputs` as they are now."""
+    if not stamp.exists() or not all(p.exists() for p in inputs):
+        return False
+    return json.loads(stamp.read_text()).get("inputs") == file_states(inputs)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import filecmp
 import os
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -64,7 +65,19 @@ def table_writer(path: Path, schema: pa.Schema) -> Iterator[RowWriter]:
         tmp.unlink(missing_ok=True)
         raise
     writer.close()
-    os.replace(tmp, path)
+    publish(tmp, path)
+
+
+def publish(tmp: Path, path: Path) -> None:
+    """Rename `tmp` onto `path`, unless `path` already holds the same bytes.
+
+    Keeping an identical file untouched keeps its modification time, which the stamps of the
+    stages downstream depend on: a rerun that changes nothing then redoes nothing downstream.
+    """
+    if path.exists() and path.stat().st_size == tmp.stat().st_size and filecmp.cmp(tmp, path, shallow=False):
+        tmp.unlink()
+    else:
+        os.replace(tmp, path)
 
 
 def write_rows(path: Path, schema: pa.Schema, rows: Iterable[dict]) -> int:

@@ -1,12 +1,13 @@
 """Where every stage reads and writes: one place that knows the output folder's layout.
 
 OUT/
-  work/<dataset>/records.parquet       ingest
-  work/<dataset>/images/<xx>/<key>.jpg convert (xx: last two key characters, to keep folders small)
-  work/<dataset>/converted.parquet     convert
-  work/<dataset>/captioned.parquet     caption
-  work/<dataset>/errors-<stage>.parquet
-  work/shuffle/                        shard (seeded external shuffle buckets)
+  work/datasets/<dataset>/records.parquet        ingest
+  work/datasets/<dataset>/images/<xx>/<key>.jpg  convert (xx: last two key characters, small folders)
+  work/datasets/<dataset>/converted.parquet      convert
+  work/datasets/<dataset>/captioned.parquet      caption
+  work/datasets/<dataset>/errors-<stage>.parquet
+  work/shuffle/                                  shard (seeded external shuffle buckets)
+  work/salt                                      patient-id salt when none is given
   <split>/<prefix>-000000.tar, sizes.json, index.parquet
   stats.json, errors.parquet, README.md
 """
@@ -27,8 +28,13 @@ class Workspace:
     def work(self) -> Path:
         return self.out / "work"
 
+    @property
+    def datasets(self) -> Path:
+        """Per-dataset folders live apart from the build's own files (salt, shuffle, demo input)."""
+        return self.work / "datasets"
+
     def dataset_dir(self, slug: str) -> Path:
-        return self.work / slug
+        return self.datasets / slug
 
     def records(self, slug: str) -> Path:
         return self.dataset_dir(slug) / "records.parquet"
@@ -51,6 +57,10 @@ class Workspace:
     @property
     def shuffle(self) -> Path:
         return self.work / "shuffle"
+
+    @property
+    def salt(self) -> Path:
+        return self.work / "salt"
 
     def split_dir(self, split: str) -> Path:
         return self.out / split

@@ -23,9 +23,11 @@ def convert_file(path: Path, options: ConvertOptions | None = None) -> EncodedIm
     options = options or ConvertOptions()
     try:
         return encode_jpeg(_decode(Path(path), options), options)
-    except ImageError:
+    except (ImageError, KeyboardInterrupt, SystemExit):
         raise
-    except Exception as exc:  # a decoder bug or unusual corruption is still one bad file, not a crash
+    except BaseException as exc:
+        # A decoder bug or unusual corruption is still one bad file, not a crash; native decoders
+        # (pylibjpeg's Rust RLE plugin) raise panics that derive from BaseException, not Exception.
         raise ImageError(f"cannot read image ({describe(exc)})") from exc
 
 

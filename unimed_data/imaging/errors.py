@@ -5,7 +5,7 @@ class ImageError(Exception):
     """An input image could not be converted; the message is a reason a person can act on.
 
     The caller adds the file path, so a reason never repeats it, and a reason never quotes a DICOM
-    header value, so an error table can be shared without leaking patient identity.
+    header value. (The errors table does hold the source path, which is the user's own.)
     """
 
 

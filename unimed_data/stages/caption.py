@@ -56,5 +56,5 @@ def caption_dataset(ws: Workspace, slug: str, captioner: Captioner) -> StageSumm
             else:
                 ok.write({**row, "captions": answer, "caption_source": captioner.source})
     summary = StageSummary("caption", slug, row_count(converted), ok.count, failed.count)
-    write_stamp(stamp, digest, summary.as_dict())
+    write_stamp(stamp, digest, summary.as_dict(), [converted])
     return summary

@@ -11,10 +11,12 @@ import dataclasses
 import hashlib
 import io
 import json
+import os
 import shutil
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
+from stat import S_ISREG
 
 from PIL import Image
 
@@ -23,7 +25,7 @@ from unimed_data.parallel import ordered_map
 from unimed_data.schema import ERROR_SCHEMA, RECORD_SCHEMA
 from unimed_data.stages.summary import StageSummary
 from unimed_data.stamps import fingerprint, read_stamp, write_stamp
-from unimed_data.tables import atomic_write_bytes, atomic_write_text, iter_rows, row_count, table_writer
+from unimed_data.tables import atomic_write_text, iter_rows, row_count, table_writer, temp_path
 from unimed_data.workspace import Workspace
 
 
@@ -43,24 +45,40 @@ class ConvertResult:
 
 
 def convert_one(task: ConvertTask) -> ConvertResult:
-    """Convert one file, or describe why it cannot be; never raises for bad input."""
-    target = Path(task.target)
-    if target.exists():
+    """Convert one file, or describe why it cannot be; never raises for bad input.
+
+    A finished JPEG carries its source's modification time, so it is reused only while the source
+    is unchanged: a rerun after a kill skips finished images, a replaced source is converted again.
+    """
+    source, target = Path(task.source), Path(task.target)
+    try:
+        stat = source.stat()
+    except FileNotFoundError:
+        return ConvertResult(error="file not found")
+    except OSError as exc:
+        return ConvertResult(error=f"cannot read file: {exc.strerror or exc}")
+    if not S_ISREG(stat.st_mode):
+        return ConvertResult(error="not a regular file")
+    if target.exists() and target.stat().st_mtime_ns == stat.st_mtime_ns:
         data = target.read_bytes()
         with Image.open(io.BytesIO(data)) as image:
-            width, height = image.size
-        return ConvertResult(width, height, hashlib.sha256(data).hexdigest())
-    source = Path(task.source)
+            return ConvertResult(*image.size, hashlib.sha256(data).hexdigest())
     try:
-        if not source.is_file():
-            return ConvertResult(error="file not found")
         encoded = convert_file(source, task.options)
     except ImageError as exc:
         return ConvertResult(error=str(exc))
     except OSError as exc:
         return ConvertResult(error=f"cannot read file: {exc.strerror or exc}")
-    atomic_write_bytes(target, encoded.jpeg)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = temp_path(target)
+    tmp.write_bytes(encoded.jpeg)
+    os.utime(tmp, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    os.replace(tmp, target)
     return ConvertResult(encoded.width, encoded.height, hashlib.sha256(encoded.jpeg).hexdigest())
+
+
+def crashed(task: ConvertTask) -> ConvertResult:
+    return ConvertResult(error="the decoder crashed the worker process (segfault or out of memory)")
 
 
 def convert_dataset(ws: Workspace, slug: str, options: ConvertOptions, *, workers: int) -> StageSummary:
@@ -68,8 +86,10 @@ def convert_dataset(ws: Workspace, slug: str, options: ConvertOptions, *, worker
     stamp = ws.dataset_dir(slug) / "convert.json"
     option_dict = dataclasses.asdict(options)
     digest = fingerprint([records], option_dict)
-    if (stored := read_stamp(stamp, digest, [converted, errors])) is not None:
+    stored = read_stamp(stamp, digest, [converted, errors])
+    if stored is not None and stored["errors"] == 0:
         return StageSummary.from_dict(stored)
+    # Failed items are retried on every run: a missing image may have arrived, a bad one been fixed.
     _reset_images_if_options_changed(ws.images(slug), option_dict)
 
     total = row_count(records)
@@ -81,7 +101,9 @@ def convert_dataset(ws: Workspace, slug: str, options: ConvertOptions, *, worker
             yield ConvertTask(row["source_path"], str(ws.image_file(slug, row["key"])), options)
 
     with table_writer(converted, RECORD_SCHEMA) as ok, table_writer(errors, ERROR_SCHEMA) as failed:
-        for result in ordered_map(convert_one, tasks(), workers=workers, desc=f"convert {slug}", total=total):
+        for result in ordered_map(
+            convert_one, tasks(), workers=workers, desc=f"convert {slug}", total=total, on_crash=crashed
+        ):
             row = in_flight.popleft()
             if result.error is None:
                 image = str(ws.image_file(slug, row["key"]))
@@ -105,7 +127,7 @@ def convert_dataset(ws: Workspace, slug: str, options: ConvertOptions, *, worker
                     }
                 )
     summary = StageSummary("convert", slug, total, ok.count, failed.count)
-    write_stamp(stamp, digest, summary.as_dict())
+    write_stamp(stamp, digest, summary.as_dict(), [records])
     return summary
 
 

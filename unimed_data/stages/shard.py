@@ -73,8 +73,13 @@ def shard_datasets(ws: Workspace, slugs: list[str], options: ShardOptions, *, wo
     tables = [ws.captioned(slug) for slug in slugs]
     stamp = ws.shuffle / "shard.json"
     digest = fingerprint(tables, vars(options))
-    stored = read_stamp(stamp, digest, [])
-    if stored is not None and all((ws.split_dir(s) / "sizes.json").exists() for s, n in stored.items() if n):
+    plan = ws.shuffle / "plan.txt"
+    stored = read_stamp(stamp, digest, [plan])
+    if (
+        stored is not None
+        and plan.read_text() == digest
+        and all((ws.split_dir(s) / "sizes.json").exists() for s, n in stored.items() if n)
+    ):
         return stored
     _drop_shards_of_other_plans(ws, digest)
     buckets = _bucket(ws, tables, options)
@@ -90,6 +95,7 @@ def _drop_shards_of_other_plans(ws: Workspace, digest: str) -> None:
     plan = ws.shuffle / "plan.txt"
     if plan.exists() and plan.read_text() == digest:
         return
+    (ws.shuffle / "shard.json").unlink(missing_ok=True)
     for split in SPLITS:
         folder = ws.split_dir(split)
         for path in [*folder.glob("*.tar"), folder / "sizes.json", folder / "index.parquet"]:
