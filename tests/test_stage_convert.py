@@ -74,6 +74,13 @@ def test_rerun_reuses_finished_images_and_retries_only_what_failed(tmp_path: Pat
     assert (summary.outputs, summary.errors) == (3, 2)
     assert ws.converted("mixed").stat().st_mtime_ns == table_time
     assert image.stat().st_mtime_ns == image_time
+    # Finished images are not even read again: their sizes and digests come from the last table.
+    with open(image, "r+b") as handle:
+        handle.seek(200)
+        handle.write(b"\0\0\0\0")
+    os.utime(image, ns=(image_time, image_time))
+    convert_dataset(ws, "mixed", ConvertOptions(max_side=64), workers=1)
+    assert ws.converted("mixed").stat().st_mtime_ns == table_time
     # The missing image arrives: the next run picks it up.
     Image.new("L", (10, 10)).save(tmp_path / "raw" / "missing.png")
     assert convert_dataset(ws, "mixed", ConvertOptions(max_side=64), workers=1).outputs == 4

@@ -14,6 +14,7 @@ import json
 import os
 import shutil
 from collections import deque
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from stat import S_ISREG
@@ -30,18 +31,19 @@ from unimed_data.workspace import Workspace
 
 
 @dataclass(frozen=True)
-class ConvertTask:
-    source: str
-    target: str
-    options: ConvertOptions
-
-
-@dataclass(frozen=True)
 class ConvertResult:
     width: int | None = None
     height: int | None = None
     sha256: str | None = None
     error: str | None = None
+
+
+@dataclass(frozen=True)
+class ConvertTask:
+    source: str
+    target: str
+    options: ConvertOptions
+    known: ConvertResult | None = None  # this image's result in the previous, identical run
 
 
 def convert_one(task: ConvertTask) -> ConvertResult:
@@ -60,6 +62,8 @@ def convert_one(task: ConvertTask) -> ConvertResult:
     if not S_ISREG(stat.st_mode):
         return ConvertResult(error="not a regular file")
     if target.exists() and target.stat().st_mtime_ns == stat.st_mtime_ns:
+        if task.known is not None:
+            return task.known
         data = target.read_bytes()
         with Image.open(io.BytesIO(data)) as image:
             return ConvertResult(*image.size, hashlib.sha256(data).hexdigest())
@@ -90,15 +94,22 @@ def convert_dataset(ws: Workspace, slug: str, options: ConvertOptions, *, worker
     if stored is not None and stored["errors"] == 0:
         return StageSummary.from_dict(stored)
     # Failed items are retried on every run: a missing image may have arrived, a bad one been fixed.
+    # The finished ones keep their sizes and digests from the previous run's table (same records,
+    # same options), so a retry reads no finished JPEG again.
+    previous = _previous_results(converted) if stored is not None else iter(())
     _reset_images_if_options_changed(ws.images(slug), option_dict)
 
     total = row_count(records)
     in_flight: deque[dict] = deque()
 
     def tasks():
+        earlier = next(previous, None)
         for row in iter_rows(records):
             in_flight.append(row)
-            yield ConvertTask(row["source_path"], str(ws.image_file(slug, row["key"])), options)
+            known = None
+            if earlier is not None and earlier[0] == row["key"]:  # converted rows keep records' order
+                known, earlier = earlier[1], next(previous, None)
+            yield ConvertTask(row["source_path"], str(ws.image_file(slug, row["key"])), options, known)
 
     with table_writer(converted, RECORD_SCHEMA) as ok, table_writer(errors, ERROR_SCHEMA) as failed:
         for result in ordered_map(
@@ -129,6 +140,11 @@ def convert_dataset(ws: Workspace, slug: str, options: ConvertOptions, *, worker
     summary = StageSummary("convert", slug, total, ok.count, failed.count)
     write_stamp(stamp, digest, summary.as_dict(), [records])
     return summary
+
+
+def _previous_results(converted: Path) -> Iterator[tuple[str, ConvertResult]]:
+    for row in iter_rows(converted, ["key", "width", "height", "sha256"]):
+        yield row["key"], ConvertResult(row["width"], row["height"], row["sha256"])
 
 
 def _reset_images_if_options_changed(images: Path, options: dict) -> None:
