@@ -47,6 +47,49 @@ MaxSideOpt = Annotated[
 QualityOpt = Annotated[
     int | None, typer.Option("--jpeg-quality", min=1, max=100, help="JPEG quality (default 90).")
 ]
+_LLM = "Captions"
+CaptionerOpt = Annotated[
+    str | None,
+    typer.Option("--captioner", help="Caption backend: template (offline) or openai.", rich_help_panel=_LLM),
+]
+BaseUrlOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--llm-base-url",
+        help="OpenAI-compatible endpoint, e.g. http://localhost:8000/v1.",
+        rich_help_panel=_LLM,
+    ),
+]
+ModelOpt = Annotated[
+    str | None, typer.Option("--llm-model", help="Model name at the endpoint.", rich_help_panel=_LLM)
+]
+ConcurrencyOpt = Annotated[
+    int | None,
+    typer.Option("--llm-concurrency", min=1, help="Requests in flight (default 8).", rich_help_panel=_LLM),
+]
+KeyEnvOpt = Annotated[
+    str | None,
+    typer.Option("--llm-api-key-env", help="Environment variable holding the API key.", rich_help_panel=_LLM),
+]
+CacheOpt = Annotated[
+    Path | None,
+    typer.Option("--cache", help="Caption cache folder (default OUT/work/llm-cache).", rich_help_panel=_LLM),
+]
+BatchOpt = Annotated[
+    bool, typer.Option("--llm-batch", help="Use the OpenAI Batch API (half price).", rich_help_panel=_LLM)
+]
+LimitOpt = Annotated[
+    int | None,
+    typer.Option("--limit", min=1, help="Pilot: caption only the first N units.", rich_help_panel=_LLM),
+]
+DryRunOpt = Annotated[
+    bool,
+    typer.Option(
+        "--dry-run",
+        help="Print the prompts, call count and token estimate; no network.",
+        rich_help_panel=_LLM,
+    ),
+]
 
 
 def _fail(message: str) -> None:
@@ -69,6 +112,15 @@ class SourceOptions:
     shard_size: int | None
     max_side: int | None
     jpeg_quality: int | None
+    captioner: str | None = None
+    llm_base_url: str | None = None
+    llm_model: str | None = None
+    llm_concurrency: int | None = None
+    llm_api_key_env: str | None = None
+    cache: Path | None = None
+    llm_batch: bool = False
+    limit: int | None = None
+    dry_run: bool = False
 
 
 def _plan(given: SourceOptions):
@@ -117,18 +169,44 @@ def _plan(given: SourceOptions):
         config.convert.max_side = given.max_side
     if given.jpeg_quality is not None:
         config.convert.jpeg_quality = given.jpeg_quality
+    captions, llm = config.captions, config.captions.llm
+    for target, attribute, value in (
+        (captions, "backend", given.captioner),
+        (captions, "limit", given.limit),
+        (llm, "base_url", given.llm_base_url),
+        (llm, "model", given.llm_model),
+        (llm, "concurrency", given.llm_concurrency),
+        (llm, "api_key_env", given.llm_api_key_env),
+        (llm, "cache_dir", given.cache.resolve() if given.cache else None),
+        (llm, "batch", given.llm_batch or None),
+    ):
+        if value is not None:
+            setattr(target, attribute, value)
+    if captions.backend not in ("template", "openai"):
+        _fail(f"--captioner {captions.backend}: use template or openai")
     return config, datasets
 
 
 def _run(stages: tuple[str, ...], given: SourceOptions) -> None:
-    from unimed_data.pipeline import StageOrderError, run_stages
+    from unimed_data.pipeline import StageOrderError, plan_captions, run_stages
     from unimed_data.stats import render_stats
 
     config, datasets = _plan(given)
     out = given.out
+    if given.dry_run:
+        try:
+            plan = plan_captions(config, out, datasets)
+        except (ManifestError, ValueError, FileNotFoundError) as exc:
+            _fail(str(exc))
+        examples = plan.pop("example_prompts", [])
+        sys.stdout.write(json.dumps(plan, indent=2) + "\n")
+        for messages in examples:
+            for message in messages:
+                sys.stdout.write(f"--- {message['role']} ---\n{message['content']}\n")
+        return
     try:
         stats = run_stages(config, out, datasets, stages)
-    except (StageOrderError, ManifestError, ValueError, FileNotFoundError) as exc:
+    except (StageOrderError, ManifestError, ValueError, FileNotFoundError, RuntimeError) as exc:
         _fail(str(exc))
     if stats is not None:
         render_stats(stats, Console())
@@ -170,20 +248,17 @@ def _stage_command(stages: tuple[str, ...], help_text: str):
         shard_size: ShardSizeOpt = None,
         max_side: MaxSideOpt = None,
         jpeg_quality: QualityOpt = None,
+        captioner: CaptionerOpt = None,
+        llm_base_url: BaseUrlOpt = None,
+        llm_model: ModelOpt = None,
+        llm_concurrency: ConcurrencyOpt = None,
+        llm_api_key_env: KeyEnvOpt = None,
+        cache: CacheOpt = None,
+        llm_batch: BatchOpt = False,
+        limit: LimitOpt = None,
+        dry_run: DryRunOpt = False,
     ) -> None:
-        given = SourceOptions(
-            config,
-            out,
-            demo,
-            from_folder,
-            modality,
-            license,
-            workers,
-            seed,
-            shard_size,
-            max_side,
-            jpeg_quality,
-        )
+        given = SourceOptions(**{k: v for k, v in locals().items() if k != "stages"})
         _run(stages, given)
 
     command.__doc__ = help_text
@@ -193,7 +268,7 @@ def _stage_command(stages: tuple[str, ...], help_text: str):
 app.command("build")(_stage_command(STAGES, "Run every stage: ingest, convert, caption, shard."))
 app.command("ingest")(_stage_command(("ingest",), "Read manifests into work/<dataset>/records.parquet."))
 app.command("convert")(_stage_command(("convert",), "Convert source images to capped JPEGs."))
-app.command("caption")(_stage_command(("caption",), "Give every record captions (template backend)."))
+app.command("caption")(_stage_command(("caption",), "Give every record captions (template or LLM backend)."))
 app.command("shard")(
     _stage_command(("shard",), "Write WebDataset shards, sizes.json, index, stats and card.")
 )

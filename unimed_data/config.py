@@ -37,10 +37,37 @@ class ConvertConfig(_Strict):
         return ConvertOptions(**self.model_dump())
 
 
+class LLMConfig(_Strict):
+    """The `openai` backend: any OpenAI-compatible endpoint (OpenAI, Azure-style, vLLM, Ollama, TGI)."""
+
+    model: str | None = None
+    base_url: str | None = None
+    api_key_env: str = Field("OPENAI_API_KEY", description="name of the environment variable with the key")
+    concurrency: int = Field(8, ge=1, le=1024)
+    temperature: float = Field(0.7, ge=0, le=2)
+    seed: int | None = 0
+    max_tokens: int = Field(1024, ge=16)
+    timeout: float = Field(60.0, gt=0)
+    max_attempts: int = Field(6, ge=1)
+    validation_attempts: int = Field(3, ge=1)
+    retry_base_seconds: float = Field(1.0, ge=0)
+    retry_max_seconds: float = Field(60.0, ge=0)
+    token_budget: int = Field(77, ge=8, description="77 for CLIP BPE, 256 for BiomedBERT")
+    tokenizer: str = Field("clip", description="clip | words | hf:<local tokenizer path>")
+    price_input_per_1m: float = Field(0.0, ge=0, description="USD per million input tokens")
+    price_output_per_1m: float = Field(0.0, ge=0, description="USD per million output tokens")
+    structured_output: bool = True
+    batch: bool = Field(False, description="use the Batch API (half price, asynchronous)")
+    batch_poll_seconds: float = Field(30.0, gt=0)
+    cache_dir: Path | None = Field(None, description="caption cache folder; default OUT/work/llm-cache")
+
+
 class CaptionConfig(_Strict):
-    backend: Literal["template"] = "template"
+    backend: Literal["template", "openai"] = "template"
     per_record: int = Field(10, ge=1, le=100)
     templates_dir: Path | None = None
+    limit: int | None = Field(None, ge=1, description="pilot: caption only the first N units")
+    llm: LLMConfig = LLMConfig()
 
 
 class ShardConfig(_Strict):
@@ -88,4 +115,6 @@ def load_config(path: Path) -> BuildConfig:
             entry.manifest = str(candidate.resolve())
     if config.captions.templates_dir is not None:
         config.captions.templates_dir = (base / config.captions.templates_dir).resolve()
+    if config.captions.llm.cache_dir is not None:
+        config.captions.llm.cache_dir = (base / config.captions.llm.cache_dir).resolve()
     return config

@@ -6,17 +6,20 @@ import json
 import os
 import re
 import secrets
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from unimed_data.captions import make_captioner
+from unimed_data.captions import Captioner, make_captioner
+from unimed_data.captions.answers import leak_ids
+from unimed_data.captions.openai_backend import DatasetHints, LLMSettings, OpenAICaptioner
 from unimed_data.card import SourceInfo, write_card
 from unimed_data.config import BuildConfig
 from unimed_data.ingest import dataset_root, ingest_dataset
 from unimed_data.manifest import Manifest, find_manifest, load_manifest
 from unimed_data.parallel import default_workers
 from unimed_data.schema import SPLITS, dataset_slug
-from unimed_data.stages.caption import caption_dataset
+from unimed_data.stages.caption import caption_dataset, caption_units
 from unimed_data.stages.convert import convert_dataset
 from unimed_data.stages.shard import shard_datasets
 from unimed_data.stamps import inputs_unchanged
@@ -66,9 +69,7 @@ def run_stages(
     workers = config.workers or default_workers()
     _check_output_outside_sources(ws, datasets)
     _remove_stale_temp_files(ws)
-    captioner = make_captioner(
-        config.captions.backend, seed=config.seed, **config.captions.model_dump(exclude={"backend"})
-    )
+    captioner = build_captioner(config, ws, datasets)
     for stage in STAGES:
         if stage not in stages:
             continue
@@ -85,12 +86,73 @@ def run_stages(
             elif stage == "convert":
                 convert_dataset(ws, dataset.slug, config.convert.options(), workers=workers)
             elif stage == "caption":
-                caption_dataset(ws, dataset.slug, captioner)
+                _caption_with_usage(ws, dataset.slug, captioner)
+        if stage == "caption" and isinstance(captioner, OpenAICaptioner):
+            print(captioner.usage.line(), file=sys.stderr)
         if stage == "shard":
             for dataset in datasets:
                 _require_input(ws, stage, dataset.slug)
             return finish(config, ws, datasets, workers)
     return None
+
+
+def _caption_with_usage(ws: Workspace, slug: str, captioner: Captioner) -> None:
+    """Caption a dataset; for an LLM backend, keep what it cost beside the dataset's tables."""
+    before = captioner.usage.as_dict() if isinstance(captioner, OpenAICaptioner) else None
+    summary = caption_dataset(ws, slug, captioner)
+    if before is not None and not summary.skipped:
+        spent = {k: v - before[k] for k, v in captioner.usage.as_dict().items()}
+        atomic_write_text(
+            ws.dataset_dir(slug) / "llm-usage.json", json.dumps(spent, indent=2, sort_keys=True)
+        )
+
+
+def build_captioner(config: BuildConfig, ws: Workspace, datasets: list[Dataset]) -> Captioner:
+    """The configured caption backend, with what each dataset's manifest tells the prompts."""
+    captions = config.captions
+    if captions.backend == "template":
+        return make_captioner(
+            "template", seed=config.seed, per_record=captions.per_record, templates_dir=captions.templates_dir
+        )
+    llm = captions.llm
+    if not llm.model:
+        raise ValueError("the openai caption backend needs a model: captions.llm.model or --llm-model")
+    hints = {
+        d.manifest.name: DatasetHints(
+            definitions=dict(d.manifest.definitions),
+            raw_label_ids=tuple(leak_ids(d.manifest.classes, d.manifest.name, d.manifest.slug)),
+        )
+        for d in datasets
+    }
+    settings = LLMSettings(**llm.model_dump(exclude={"cache_dir"}))
+    return OpenAICaptioner(
+        settings,
+        cache_path=(llm.cache_dir or ws.work / "llm-cache") / "captions.sqlite",
+        per_record=captions.per_record,
+        templates_dir=captions.templates_dir,
+        hints=hints,
+        limit=captions.limit,
+    )
+
+
+def plan_captions(config: BuildConfig, out: Path, datasets: list[Dataset]) -> dict:
+    """`--dry-run`: ingest (cheap, local), then the caption units, calls and tokens a run would need.
+
+    Units come from the converted tables where convert has run, else from the ingested records
+    (an upper bound: records that fail conversion are never captioned). Nothing goes to the network.
+    """
+    ws = Workspace(out.resolve())
+    _check_output_outside_sources(ws, datasets)
+    run_stages(config, out, datasets, ("ingest",))
+    units: set = set()
+    for dataset in datasets:
+        converted = ws.converted(dataset.slug)
+        table = converted if converted.exists() else ws.records(dataset.slug)
+        units |= caption_units(table)
+    captioner = build_captioner(config, ws, datasets)
+    if isinstance(captioner, OpenAICaptioner):
+        return captioner.plan(sorted(units, key=repr))
+    return {"backend": "template", "units": len(units), "calls": 0}
 
 
 _TEMP_NAME = re.compile(r"^\..+\.\d+\.tmp$")  # tables.temp_path: .<name>.<pid>.tmp

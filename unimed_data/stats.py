@@ -14,6 +14,7 @@ import pyarrow.parquet as pq
 from rich.console import Console
 from rich.table import Table
 
+from unimed_data.captions.accounting import Usage
 from unimed_data.schema import ERROR_SCHEMA, SPLITS, dataset_slug
 from unimed_data.tables import atomic_write_text, iter_rows, row_count, table_writer
 from unimed_data.workspace import STAGES, Workspace
@@ -70,7 +71,13 @@ def compute_stats(ws: Workspace, slugs: list[str], *, filtered: dict[str, int], 
     samples = sum(d["samples"] for d in datasets.values())
     errors_total = sum(errors_by_stage.values())
     inputs = sum(d["inputs"] for d in datasets.values())
+    llm = Usage()
+    for slug in slugs:
+        usage = ws.dataset_dir(slug) / "llm-usage.json"
+        if usage.exists():
+            llm = llm.merged(json.loads(usage.read_text()))
     return {
+        "llm": llm.as_dict(),
         "totals": {
             "inputs": inputs,
             "samples": samples,
@@ -129,6 +136,8 @@ def render_stats(stats: dict, console: Console | None = None) -> None:
         for name, n in counts.items():
             table.add_row(name, str(n))
         console.print(table)
+    if any(stats.get("llm", {}).values()):
+        console.print(Usage(**stats["llm"]).line() + " (all caption runs of this output)")
     splits = ", ".join(f"{s}: {v['samples']} in {v['shards']} shard(s)" for s, v in stats["splits"].items())
     console.print(f"Splits: {splits or 'none'}")
     balance = "adds up" if totals["balanced"] else "DOES NOT ADD UP"

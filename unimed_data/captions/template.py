@@ -16,15 +16,7 @@ from pathlib import Path
 import jinja2
 
 from unimed_data.captions.base import CaptionFailure, CaptionUnit
-
-NORMAL_LABELS = frozenset({"no finding", "no findings", "normal", "healthy", "no abnormality"})
-
-
-def is_normal(label: str) -> bool:
-    """'No Finding', 'normal', 'normal fundus', 'healthy retina': a normal study, not a finding."""
-    lowered = label.lower()
-    return lowered in NORMAL_LABELS or lowered.startswith(("normal ", "healthy "))
-
+from unimed_data.captions.labelsets import split_labels
 
 MODALITY_NAMES = {
     "xray": "X-ray",
@@ -121,16 +113,14 @@ class TemplateCaptioner:
         return [primary, *rest][: self.per_record]
 
     def _render(self, unit: CaptionUnit) -> list[str]:
-        uncertain = [u for u in unit.uncertain if not is_normal(u)]
-        findings = [lab for lab in unit.labels if not is_normal(lab) and lab not in uncertain]
-        normal = any(is_normal(lab) for lab in unit.labels)
-        if not (findings or uncertain or normal):
+        label_set = split_labels(unit.labels, unit.uncertain)
+        if label_set.empty:
             return []
         template = self.env.select_template([f"captions/{unit.modality}.j2", "captions/generic.j2"])
         text = template.render(
-            findings=findings,
-            uncertain=uncertain,
-            normal=normal,
+            findings=list(label_set.findings),
+            uncertain=list(label_set.uncertain),
+            normal=label_set.normal,
             dataset=unit.dataset,
             modality_name=MODALITY_NAMES.get(unit.modality, unit.modality),
         )

@@ -7,6 +7,8 @@ Records that already carry captions (existing caption sets) keep them as they ar
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from unimed_data.captions import Captioner, CaptionFailure, CaptionUnit
 from unimed_data.schema import ERROR_SCHEMA, RECORD_SCHEMA
 from unimed_data.stages.summary import StageSummary
@@ -26,6 +28,12 @@ def unit_of(row: dict) -> CaptionUnit:
     )
 
 
+def caption_units(table: Path) -> set[CaptionUnit]:
+    """The distinct units of the records in `table` that still need captions."""
+    columns = ["dataset", "modality", "labels", "uncertain_labels", "report", "captions"]
+    return {unit_of(row) for row in iter_rows(table, columns) if not row["captions"]}
+
+
 def caption_dataset(ws: Workspace, slug: str, captioner: Captioner) -> StageSummary:
     converted, captioned, errors = ws.converted(slug), ws.captioned(slug), ws.errors(slug, "caption")
     stamp = ws.dataset_dir(slug) / "caption.json"
@@ -33,9 +41,7 @@ def caption_dataset(ws: Workspace, slug: str, captioner: Captioner) -> StageSumm
     if (stored := read_stamp(stamp, digest, [captioned, errors])) is not None:
         return StageSummary.from_dict(stored)
 
-    columns = ["dataset", "modality", "labels", "uncertain_labels", "report", "captions"]
-    units = {unit_of(row) for row in iter_rows(converted, columns) if not row["captions"]}
-    answers = captioner.caption(sorted(units, key=repr))
+    answers = captioner.caption(sorted(caption_units(converted), key=repr))
 
     with table_writer(captioned, RECORD_SCHEMA) as ok, table_writer(errors, ERROR_SCHEMA) as failed:
         for row in iter_rows(converted):

@@ -1,0 +1,202 @@
+"""The `openai` caption backend against a real OpenAI-compatible server on loopback.
+
+The server injects 429 with Retry-After, 5xx, stalls past the client timeout, dropped connections,
+malformed JSON and wrong caption counts: every unit must end captioned or with a reason, no unit
+may be answered twice, and a rerun must send no request at all.
+"""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.llm_server import FakeOpenAI, Fault, FaultPlan, _HTTPError, captions_json
+from unimed_data.captions.base import CaptionFailure, CaptionUnit
+from unimed_data.captions.openai_backend import DatasetHints, LLMSettings, OpenAICaptioner, redact
+
+KEY = "sk-test-secret-0123456789abcdef"
+
+UNITS = [
+    CaptionUnit("chexpert", "xray", ("Cardiomegaly",)),
+    CaptionUnit("chexpert", "xray", ("Edema", "Pleural Effusion"), ("Edema",)),
+    CaptionUnit("chexpert", "xray", ("No Finding",)),
+    CaptionUnit("odir", "fundus", ("glaucoma",)),
+    CaptionUnit("kidney", "ct", ("kidney stone",)),
+    CaptionUnit("brain", "mri", ("glioma",)),
+    CaptionUnit("openi", "xray", (), (), "Heart size is normal. The lungs are clear. No pleural effusion."),
+]
+
+
+@pytest.fixture(autouse=True)
+def api_key(monkeypatch):
+    monkeypatch.setenv("UNIMED_TEST_KEY", KEY)
+
+
+def captioner(server: FakeOpenAI, tmp_path: Path, **settings) -> OpenAICaptioner:
+    options = dict(
+        model="test-model",
+        base_url=server.base_url,
+        api_key_env="UNIMED_TEST_KEY",
+        concurrency=4,
+        timeout=0.5,
+        retry_base_seconds=0.01,
+        retry_max_seconds=0.05,
+        tokenizer="clip",
+    )
+    hints = {"chexpert": DatasetHints({"cardiomegaly": "an enlarged heart"}, ("Pleural_Effusion",))}
+    return OpenAICaptioner(
+        LLMSettings(**{**options, **settings}),
+        cache_path=tmp_path / "cache.sqlite",
+        per_record=4,
+        hints=hints,
+    )
+
+
+def test_every_fault_ends_captioned_or_recorded_and_no_unit_is_answered_twice(tmp_path: Path):
+    plan = FaultPlan(
+        by_prompt={
+            "cardiomegaly": [Fault.rate_limit(retry_after=0.05), Fault.server_error(500)],
+            "glaucoma": [Fault.stall(2.0), Fault.drop()],
+            "glioma": [
+                Fault.content("this is not JSON"),
+                Fault.content(captions_json(["Only one caption."])),
+            ],
+            "kidney stone": [Fault.server_error(503)] * 10,  # never recovers: ends as a failure
+        }
+    )
+    with FakeOpenAI(faults=plan, api_key=KEY) as server:
+        llm = captioner(server, tmp_path, max_attempts=4)
+        answers = llm.caption(UNITS)
+        assert server.errors == []
+        for unit, answer in answers.items():
+            if unit.dataset == "kidney":
+                assert (
+                    isinstance(answer, CaptionFailure)
+                    and "gave up after 4 attempts: HTTP 503" in answer.reason
+                )
+            else:
+                assert isinstance(answer, list) and 1 <= len(answer) <= 4, (unit, answer)
+        # Each answered unit had exactly one accepted completion: the retries are for failures only.
+        valid = [r for r in server.chat_requests() if r.status == 200 and r.fault is None]
+        prompts = [r.body["messages"][1]["content"] for r in valid]
+        assert len(prompts) == len(set(prompts)) == len(UNITS) - 1
+        usage = llm.usage
+        assert usage.calls == len(server.chat_requests(None)) - sum(
+            r.status != 200 for r in server.chat_requests()
+        )
+        assert usage.retries >= 6 and usage.invalid_answers == 2 and usage.failures == 1
+        assert usage.prompt_tokens > 0 and usage.completion_tokens > 0
+        sent = len(server.requests)
+
+        # A rerun sends nothing for what is done; only the failed unit is asked again.
+        again = captioner(server, tmp_path, max_attempts=1)
+        answers_again = again.caption([u for u in UNITS if u.dataset != "kidney"])
+        assert len(server.requests) == sent
+        assert again.usage.cache_hits == len(UNITS) - 1 and again.usage.calls == 0
+        assert answers_again == {u: a for u, a in answers.items() if u.dataset != "kidney"}
+
+
+def test_retry_after_is_honoured(tmp_path: Path):
+    with FakeOpenAI(faults=[Fault.rate_limit(retry_after=0.4)], api_key=KEY) as server:
+        captioner(server, tmp_path, concurrency=1).caption(UNITS[:1])
+        first, second = server.chat_requests()[:2]
+        assert first.status == 429 and second.started - first.finished >= 0.38
+
+
+def test_concurrency_is_bounded(tmp_path: Path):
+    units = [CaptionUnit("d", "ct", (f"finding {i}",)) for i in range(24)]
+    with FakeOpenAI(latency=0.05, api_key=KEY) as server:
+        answers = captioner(server, tmp_path, concurrency=3).caption(units)
+        assert all(isinstance(a, list) for a in answers.values())
+        assert server.max_in_flight == 3
+
+
+def test_uncertain_and_normal_units_get_their_prompts_and_label_ids_never_pass(tmp_path: Path):
+    leaking = captions_json(["Pleural_Effusion seen.", "A", "B", "C"])
+    with FakeOpenAI(
+        faults=FaultPlan(by_prompt={"pleural effusion": [Fault.content(leaking)]}), api_key=KEY
+    ) as server:
+        answers = captioner(server, tmp_path).caption(UNITS[:3])
+        user = {r.body["messages"][1]["content"] for r in server.chat_requests()}
+        assert any("an enlarged heart" in text for text in user)  # the manifest's definition
+        retried = [r for r in server.chat_requests() if len(r.body["messages"]) > 2]
+        assert retried and "label id" in retried[0].body["messages"][-1]["content"]
+        assert all("Pleural_Effusion" not in c for a in answers.values() for c in a)
+
+
+def test_the_key_is_never_written_and_is_redacted_from_reasons(tmp_path: Path):
+    with FakeOpenAI(api_key="another-key") as server:  # the server refuses our key: HTTP 401
+        answers = captioner(server, tmp_path).caption(UNITS[:2])
+    reasons = [a.reason for a in answers.values()]
+    assert all(r.startswith("HTTP 401") for r in reasons)
+    assert all(KEY not in r for r in reasons)
+    assert KEY.encode() not in (tmp_path / "cache.sqlite").read_bytes()
+    assert redact(f"Incorrect API key provided: {KEY}", KEY) == "Incorrect API key provided: ***"
+    assert "sk-" not in redact("Incorrect API key provided: sk-abc12345****wxyz", "")
+
+
+def test_missing_key_is_a_clear_error(tmp_path: Path, monkeypatch):
+    monkeypatch.delenv("UNIMED_TEST_KEY")
+    with FakeOpenAI() as server, pytest.raises(RuntimeError, match="UNIMED_TEST_KEY"):
+        captioner(server, tmp_path).caption(UNITS[:1])
+
+
+def test_endpoints_without_json_mode_are_parsed_defensively(tmp_path: Path):
+    def no_json_mode(body):
+        if "response_format" in body:
+            raise _HTTPError(400, "response_format is not supported by this model")
+        return "Here you go:\n```json\n" + captions_json(["One.", "Two.", "Three.", "Four."]) + "\n```"
+
+    with FakeOpenAI(responder=no_json_mode, api_key=KEY) as server:
+        answers = captioner(server, tmp_path, concurrency=1).caption(UNITS[:2])
+        assert list(answers.values()) == [["One.", "Two.", "Three.", "Four."]] * 2
+        statuses = [r.status for r in server.chat_requests()]
+        assert statuses == [400, 200, 200]  # JSON mode is dropped once, for the whole run
+
+
+def test_limit_pilots_on_the_first_units_and_dry_run_needs_no_network(tmp_path: Path):
+    with FakeOpenAI(api_key=KEY) as server:
+        llm = captioner(server, tmp_path)
+        llm.limit = 2
+        answers = llm.caption(UNITS)
+        done = [u for u, a in answers.items() if isinstance(a, list)]
+        assert len(done) == 2 and len(server.chat_requests()) == 2
+        skipped = [a for a in answers.values() if isinstance(a, CaptionFailure)]
+        assert all("--limit" in a.reason for a in skipped)
+    full = captioner(server, tmp_path)  # the server is stopped: planning must not touch it
+    plan = full.plan(UNITS)
+    assert (plan["units"], plan["cached"], plan["calls"]) == (7, 2, 5)
+    assert plan["estimated_prompt_tokens"] > 0 and len(plan["example_prompts"]) == 2
+
+
+def test_batch_mode_uploads_once_resumes_in_flight_and_reasks_invalid_lines(tmp_path: Path):
+    def bad_line(custom_id, body):
+        return "not json" if "glioma" in json.dumps(body) else None
+
+    with FakeOpenAI(batch_polls_to_complete=3, batch_line_fault=bad_line, api_key=KEY) as server:
+        llm = captioner(server, tmp_path, batch=True, batch_poll_seconds=0.01, price_input_per_1m=2.0)
+        answers = llm.caption(UNITS)
+        assert all(isinstance(a, list) for a in answers.values())
+        assert server.batches_created == 1
+        # Only the unit whose batch answer was invalid went through the ordinary endpoint.
+        assert len(server.chat_requests()) == 1 and "glioma" in server.chat_requests()[0].prompt
+        assert llm.usage.batch_requests == len(UNITS) and llm.usage.invalid_answers == 1
+        assert llm.usage.cost_usd > 0
+
+        # A batch in flight when the process stopped is polled again, not submitted twice.
+        units = [CaptionUnit("d", "ct", (f"finding {i}",)) for i in range(3)]
+        first = captioner(server, tmp_path / "resume", batch=True, batch_poll_seconds=0.01)
+        from unimed_data.captions import batch as batch_module
+        from unimed_data.captions.cache import CaptionCache
+
+        cache = CaptionCache(first.cache_path)
+        pending = {first.request(u)[0]: (u, first.request(u)[1]) for u in units}
+        request_set = batch_module.cache_key({"batch": sorted(pending)})
+        import openai
+
+        client = openai.OpenAI(api_key=KEY, base_url=server.base_url)
+        batch_module._submit(client, first, pending, cache, request_set)  # submitted, then "killed"
+        cache.close()
+        created = server.batches_created
+        answers = captioner(server, tmp_path / "resume", batch=True, batch_poll_seconds=0.01).caption(units)
+        assert server.batches_created == created and all(isinstance(a, list) for a in answers.values())

@@ -1,0 +1,336 @@
+"""The `openai` caption backend: any OpenAI-compatible endpoint through the official SDK.
+
+One request per caption unit, at most `concurrency` in flight. Transport problems (429 with its
+Retry-After, 5xx, timeouts, dropped connections) are retried with exponential backoff and jitter;
+answers that fail validation (not JSON, wrong count, empty or duplicate captions, over the token
+budget, leaking a raw label id) are asked again with the reason, a bounded number of times; a
+unit that still fails ends as a `CaptionFailure` with the reason. Every accepted answer is cached
+on disk before it is used, so a rerun or a run after a crash makes no call for it. The API key is
+read from the environment variable the settings name, and never logged, cached or written.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import random
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import openai
+
+from unimed_data.captions.accounting import Usage
+from unimed_data.captions.answers import InvalidAnswer, parse_captions
+from unimed_data.captions.base import CaptionFailure, CaptionUnit
+from unimed_data.captions.cache import CaptionCache, cache_key
+from unimed_data.captions.prompts import NothingToCaption, PromptBuilder
+from unimed_data.captions.tokens import make_token_counter
+
+
+@dataclass(frozen=True)
+class LLMSettings:
+    model: str
+    base_url: str | None = None
+    api_key_env: str = "OPENAI_API_KEY"
+    concurrency: int = 8
+    temperature: float = 0.7
+    seed: int | None = 0
+    max_tokens: int = 1024
+    timeout: float = 60.0
+    max_attempts: int = 6  # per request, for transport errors
+    validation_attempts: int = 3  # per unit, for invalid answers
+    retry_base_seconds: float = 1.0
+    retry_max_seconds: float = 60.0
+    token_budget: int = 77
+    tokenizer: str = "clip"
+    price_input_per_1m: float = 0.0
+    price_output_per_1m: float = 0.0
+    structured_output: bool = True
+    batch: bool = False
+    batch_poll_seconds: float = 30.0
+
+
+@dataclass(frozen=True)
+class DatasetHints:
+    """What the prompts and the validation know of a dataset from its manifest."""
+
+    definitions: dict[str, str] = field(default_factory=dict)
+    raw_label_ids: tuple[str, ...] = ()
+
+
+class CallFailed(Exception):
+    """A request that could not be completed after its retries; the message is a safe reason."""
+
+
+class OpenAICaptioner:
+    def __init__(
+        self,
+        settings: LLMSettings,
+        *,
+        cache_path: Path,
+        per_record: int = 10,
+        templates_dir: Path | None = None,
+        hints: dict[str, DatasetHints] | None = None,
+        limit: int | None = None,
+    ):
+        self.settings = settings
+        self.per_record = per_record
+        self.limit = limit
+        self.hints = hints or {}
+        self.prompts = PromptBuilder(templates_dir)
+        self.cache_path = cache_path
+        self.count_tokens: Callable[[str], int] = make_token_counter(settings.tokenizer)
+        self.usage = Usage()
+        self.source = f"llm:{settings.model}"
+        self._structured = settings.structured_output
+        self._piloted = 0  # units captioned so far under --limit
+
+    @property
+    def identity(self) -> dict:
+        s = self.settings
+        return {
+            "backend": "openai",
+            "model": s.model,
+            "temperature": s.temperature,
+            "seed": s.seed,
+            "max_tokens": s.max_tokens,
+            "token_budget": s.token_budget,
+            "tokenizer": s.tokenizer,
+            "per_record": self.per_record,
+            "limit": self.limit,
+            "prompts": self.prompts.identity,
+        }
+
+    # -- planning ---------------------------------------------------------------------------
+
+    def hints_for(self, unit: CaptionUnit) -> DatasetHints:
+        return self.hints.get(unit.dataset, DatasetHints())
+
+    def request(self, unit: CaptionUnit) -> tuple[str, list[dict]]:
+        """The cache key and chat messages of a unit."""
+        messages = self.prompts.messages(unit, self.per_record, self.hints_for(unit).definitions)
+        key = cache_key(
+            {"identity": {k: v for k, v in self.identity.items() if k != "limit"}, "messages": messages}
+        )
+        return key, messages
+
+    def _requests(self, units: list[CaptionUnit]) -> list[tuple[str, list[dict]]]:
+        """Cache keys and messages of the units that have something to caption from."""
+        found = []
+        for unit in units:
+            with contextlib.suppress(NothingToCaption):
+                found.append(self.request(unit))
+        return found
+
+    def selected(self, units: list[CaptionUnit]) -> list[CaptionUnit]:
+        """The units this run captions: all, or for a pilot run the first of the `limit` units
+        left (the limit counts over all datasets of the run)."""
+        ordered = sorted(units, key=repr)
+        return ordered if self.limit is None else ordered[: max(0, self.limit - self._piloted)]
+
+    def plan(self, units: list[CaptionUnit], examples: int = 2) -> dict:
+        """What a run would do, without any network: calls needed, cache hits, estimated tokens."""
+        chosen = self.selected(units)
+        cache = CaptionCache(self.cache_path)
+        try:
+            requests = self._requests(chosen)
+            uncached = [messages for key, messages in requests if cache.get(key) is None]
+        finally:
+            cache.close()
+        # About four characters a token for English prompts; a caption about 25 tokens.
+        prompt_tokens = sum(len(m["content"]) // 4 + 4 for messages in uncached for m in messages)
+        completion_tokens = len(uncached) * self.per_record * 25
+        factor = 0.5 if self.settings.batch else 1.0
+        cost = factor * (prompt_tokens * self.prices[0] + completion_tokens * self.prices[1]) / 1e6
+        return {
+            "backend": "openai",
+            "model": self.settings.model,
+            "units": len(units),
+            "selected": len(chosen),
+            "cached": len(chosen) - len(uncached),
+            "calls": len(uncached),
+            "estimated_prompt_tokens": prompt_tokens,
+            "estimated_completion_tokens": completion_tokens,
+            "estimated_cost_usd": round(cost, 4),
+            "example_prompts": uncached[:examples],
+        }
+
+    # -- captioning -------------------------------------------------------------------------
+
+    def caption(self, units: list[CaptionUnit]) -> dict[CaptionUnit, list[str] | CaptionFailure]:
+        chosen = self.selected(units)
+        self._piloted += len(chosen)
+        skipped = set(units) - set(chosen)
+        answers: dict[CaptionUnit, list[str] | CaptionFailure] = {
+            unit: CaptionFailure(f"not captioned: pilot run limited to {self.limit} units (--limit)")
+            for unit in skipped
+        }
+        cache = CaptionCache(self.cache_path)
+        try:
+            if self.settings.batch:
+                from unimed_data.captions.batch import run_batch
+
+                run_batch(self, chosen, cache)
+            answers.update(asyncio.run(self._caption_all(chosen, cache)))
+        finally:
+            cache.close()
+        return answers
+
+    def api_key(self, cache: CaptionCache, units: list[CaptionUnit]) -> str:
+        key = os.environ.get(self.settings.api_key_env)
+        if key:
+            return key
+        if all(cache.get(key) is not None for key, _ in self._requests(units)):
+            return "unused"  # everything is cached: no request will be sent
+        raise RuntimeError(
+            f"the environment variable {self.settings.api_key_env} holding the API key is not set"
+        )
+
+    async def _caption_all(self, units: list[CaptionUnit], cache: CaptionCache) -> dict:
+        client = openai.AsyncOpenAI(
+            api_key=self.api_key(cache, units),
+            base_url=self.settings.base_url,
+            timeout=self.settings.timeout,
+            max_retries=0,
+        )
+        limiter = asyncio.Semaphore(self.settings.concurrency)
+        try:
+            results = await asyncio.gather(*(self._caption_one(client, limiter, cache, u) for u in units))
+        finally:
+            await client.close()
+        return dict(zip(units, results, strict=True))
+
+    async def _caption_one(self, client, limiter, cache: CaptionCache, unit: CaptionUnit):
+        try:
+            key, messages = self.request(unit)
+        except NothingToCaption as exc:
+            return CaptionFailure(str(exc))
+        if (cached := cache.get(key)) is not None:
+            self.usage.cache_hits += 1
+            return cached
+        hints = self.hints_for(unit)
+        conversation = list(messages)
+        reason = ""
+        for _ in range(self.settings.validation_attempts):
+            try:
+                async with limiter:
+                    text, prompt_tokens, completion_tokens = await self._complete(client, conversation)
+            except CallFailed as exc:
+                self.usage.failures += 1
+                return CaptionFailure(str(exc))
+            try:
+                captions = self.validate(text, unit, hints)
+            except InvalidAnswer as exc:
+                self.usage.invalid_answers += 1
+                reason = str(exc)
+                conversation = [
+                    *messages,
+                    {"role": "assistant", "content": text},
+                    {
+                        "role": "user",
+                        "content": f"That answer is invalid: {reason}. Answer again, only the JSON.",
+                    },
+                ]
+                continue
+            cache.put(key, captions, prompt_tokens, completion_tokens)
+            return captions
+        self.usage.failures += 1
+        return CaptionFailure(f"invalid answer after {self.settings.validation_attempts} attempts: {reason}")
+
+    def validate(self, text: str, unit: CaptionUnit, hints: DatasetHints) -> list[str]:
+        return parse_captions(
+            text,
+            count=self.per_record,
+            exact=not (unit.report and not unit.labels),
+            token_budget=self.settings.token_budget,
+            count_tokens=self.count_tokens,
+            forbidden=hints.raw_label_ids,
+        )
+
+    def request_body(self, messages: list[dict]) -> dict:
+        s = self.settings
+        body = {
+            "model": s.model,
+            "messages": messages,
+            "temperature": s.temperature,
+            "max_tokens": s.max_tokens,
+        }
+        if s.seed is not None:
+            body["seed"] = s.seed
+        if self._structured:
+            body["response_format"] = {"type": "json_object"}
+        return body
+
+    async def _complete(self, client: openai.AsyncOpenAI, messages: list[dict]) -> tuple[str, int, int]:
+        """One chat completion, retried on transport errors; returns (content, tokens in, tokens out)."""
+        s = self.settings
+        last = "no attempt made"
+        for attempt in range(s.max_attempts):
+            delay = None
+            try:
+                response = await client.chat.completions.create(**self.request_body(messages))
+                self.usage.calls += 1
+                usage = response.usage
+                prompt, completion = (usage.prompt_tokens, usage.completion_tokens) if usage else (0, 0)
+                self.usage.add_tokens(prompt, completion, prices=self.prices, batch=False)
+                return response.choices[0].message.content or "", prompt, completion
+            except openai.RateLimitError as exc:
+                last, delay = "HTTP 429 rate limited", _retry_after(exc.response)
+            except openai.BadRequestError as exc:
+                if self._structured and "response_format" in str(exc):
+                    self._structured = False  # the endpoint has no JSON mode: parse defensively instead
+                    last, delay = "endpoint rejected response_format", 0.0
+                else:
+                    raise CallFailed(self._safe(f"HTTP 400: {_message(exc)}")) from None
+            except openai.APIStatusError as exc:
+                if exc.status_code < 500 and exc.status_code not in (408, 409):
+                    raise CallFailed(self._safe(f"HTTP {exc.status_code}: {_message(exc)}")) from None
+                last = f"HTTP {exc.status_code}"
+            except openai.APITimeoutError:
+                last = f"timed out after {s.timeout:g} s"
+            except openai.APIConnectionError:
+                last = "connection failed or dropped"
+            if attempt + 1 < s.max_attempts:
+                self.usage.retries += 1
+                await asyncio.sleep(self._backoff(attempt) if delay is None else delay)
+        raise CallFailed(f"gave up after {s.max_attempts} attempts: {last}")
+
+    @property
+    def prices(self) -> tuple[float, float]:
+        return self.settings.price_input_per_1m, self.settings.price_output_per_1m
+
+    def _backoff(self, attempt: int) -> float:
+        """Exponential backoff with full jitter (so many clients do not retry in lockstep)."""
+        ceiling = min(self.settings.retry_max_seconds, self.settings.retry_base_seconds * 2**attempt)
+        return random.uniform(ceiling / 2, ceiling)
+
+    def _safe(self, text: str) -> str:
+        return redact(text, os.environ.get(self.settings.api_key_env, ""))
+
+
+_KEY_LIKE = re.compile(r"\b(sk|key|token)[-_][A-Za-z0-9_\-*.]{6,}", re.IGNORECASE)
+
+
+def redact(text: str, secret: str) -> str:
+    """Remove a key, and anything shaped like one, from text that may be logged or stored."""
+    if secret:
+        text = text.replace(secret, "***")
+    return _KEY_LIKE.sub("***", text)
+
+
+def _retry_after(response) -> float | None:
+    value = response.headers.get("retry-after") if response is not None else None
+    try:
+        return max(0.0, float(value)) if value is not None else None
+    except ValueError:
+        return None
+
+
+def _message(exc: openai.APIStatusError) -> str:
+    body = exc.body if isinstance(exc.body, dict) else {}
+    error = body.get("error", body) if isinstance(body, dict) else {}
+    text = error.get("message") if isinstance(error, dict) else None
+    return " ".join(str(text or exc.message).split())[:300]
