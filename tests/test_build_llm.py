@@ -95,3 +95,31 @@ def test_missing_key_fails_clearly(tmp_path: Path, monkeypatch):
     with FakeOpenAI() as server:
         result = run_cli("build", "--demo", "--out", tmp_path / "out", *llm_args(server))
     assert result.exit_code == 2 and "MY_LLM_KEY" in result.output
+
+
+def test_a_run_stopped_by_a_refused_key_captions_everything_once_the_key_is_fixed(
+    tmp_path: Path, monkeypatch
+):
+    out = tmp_path / "out"
+    with FakeOpenAI(api_key="the-right-key") as server:
+        refused = run_cli("build", "--demo", "--out", out, *llm_args(server))
+        assert refused.exit_code == 2 and "HTTP 401" in refused.output and KEY not in refused.output
+        monkeypatch.setenv("MY_LLM_KEY", "the-right-key")
+        fixed = run_cli("build", "--demo", "--out", out, *llm_args(server))
+        assert fixed.exit_code == 0, fixed.output
+    stats = json.loads((out / "stats.json").read_text())
+    assert stats["totals"]["errors"] == 6 and set(stats["caption_sources"]) == {"llm:med-llm"}
+
+
+def test_the_pilot_limit_holds_over_datasets_and_resumed_runs(tmp_path: Path):
+    out = tmp_path / "out"
+    with FakeOpenAI(api_key=KEY) as server:
+        assert run_cli("build", "--demo", "--out", out, *llm_args(server, "--limit", "3")).exit_code == 0
+        assert server.completions_ok() == 3
+        ws = Workspace(out)
+        for stamp in ws.datasets.glob("*/caption.json"):
+            stamp.unlink()  # as if killed before any dataset's caption stamp was written
+        assert run_cli("build", "--demo", "--out", out, *llm_args(server, "--limit", "3")).exit_code == 0
+        assert server.completions_ok() == 3
+    stats = json.loads((out / "stats.json").read_text())
+    assert stats["errors_by_stage"]["caption"] > 0 and stats["totals"]["balanced"]

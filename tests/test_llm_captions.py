@@ -12,7 +12,14 @@ import pytest
 
 from tests.llm_server import FakeOpenAI, Fault, FaultPlan, _HTTPError, captions_json
 from unimed_data.captions.base import CaptionFailure, CaptionUnit
-from unimed_data.captions.openai_backend import DatasetHints, LLMSettings, OpenAICaptioner, redact
+from unimed_data.captions.openai_backend import (
+    DatasetHints,
+    EndpointDown,
+    EndpointRefused,
+    LLMSettings,
+    OpenAICaptioner,
+    redact,
+)
 
 KEY = "sk-test-secret-0123456789abcdef"
 
@@ -96,11 +103,13 @@ def test_every_fault_ends_captioned_or_recorded_and_no_unit_is_answered_twice(tm
         assert answers_again == {u: a for u, a in answers.items() if u.dataset != "kidney"}
 
 
-def test_retry_after_is_honoured(tmp_path: Path):
-    with FakeOpenAI(faults=[Fault.rate_limit(retry_after=0.4)], api_key=KEY) as server:
-        captioner(server, tmp_path, concurrency=1).caption(UNITS[:1])
-        first, second = server.chat_requests()[:2]
+def test_retry_after_is_honoured_up_to_the_configured_cap(tmp_path: Path):
+    faults = [Fault.rate_limit(retry_after=0.4), Fault.rate_limit(retry_after=30)]
+    with FakeOpenAI(faults=faults, api_key=KEY) as server:
+        captioner(server, tmp_path, concurrency=1, retry_max_seconds=0.6).caption(UNITS[:1])
+        first, second, third = server.chat_requests()[:3]
         assert first.status == 429 and second.started - first.finished >= 0.38
+        assert second.status == 429 and 0.55 <= third.started - second.finished < 2  # 30 s capped at 0.6 s
 
 
 def test_concurrency_is_bounded(tmp_path: Path):
@@ -124,15 +133,81 @@ def test_uncertain_and_normal_units_get_their_prompts_and_label_ids_never_pass(t
         assert all("Pleural_Effusion" not in c for a in answers.values() for c in a)
 
 
-def test_the_key_is_never_written_and_is_redacted_from_reasons(tmp_path: Path):
+def test_a_refused_key_stops_the_run_at_once_and_is_never_written(tmp_path: Path):
     with FakeOpenAI(api_key="another-key") as server:  # the server refuses our key: HTTP 401
-        answers = captioner(server, tmp_path).caption(UNITS[:2])
-    reasons = [a.reason for a in answers.values()]
-    assert all(r.startswith("HTTP 401") for r in reasons)
-    assert all(KEY not in r for r in reasons)
+        with pytest.raises(EndpointRefused, match="HTTP 401") as refused:
+            captioner(server, tmp_path, concurrency=1).caption(UNITS)
+        assert len(server.chat_requests()) == 1  # not one refused request per unit
+    assert KEY not in str(refused.value)
     assert KEY.encode() not in (tmp_path / "cache.sqlite").read_bytes()
     assert redact(f"Incorrect API key provided: {KEY}", KEY) == "Incorrect API key provided: ***"
     assert "sk-" not in redact("Incorrect API key provided: sk-abc12345****wxyz", "")
+
+
+def test_an_endpoint_that_is_down_stops_the_run_instead_of_retrying_every_unit(tmp_path: Path):
+    with FakeOpenAI(api_key=KEY) as server:
+        llm = captioner(server, tmp_path, concurrency=2)
+    units = [CaptionUnit("d", "ct", (f"finding {i}",)) for i in range(40)]
+    with pytest.raises(EndpointDown, match="in a row failed"):
+        llm.caption(units)  # the server is stopped: connections are refused
+    assert llm.usage.retries < 40
+
+
+def test_a_200_that_is_not_a_completion_is_retried(tmp_path: Path):
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    with FakeOpenAI(api_key=KEY) as upstream:
+        answered = []
+
+        class HtmlOnce(BaseHTTPRequestHandler):
+            def do_POST(self):
+                import urllib.request
+
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                if not answered:
+                    answered.append(1)
+                    page = b"<html>proxy login</html>"
+                    self.send_response(200)
+                    self.send_header("Content-Type", "text/html")
+                    self.send_header("Content-Length", str(len(page)))
+                    self.end_headers()
+                    self.wfile.write(page)
+                    return
+                forward = urllib.request.Request(
+                    upstream.base_url + "/chat/completions",
+                    data=body,
+                    headers={"Content-Type": "application/json", "Authorization": f"Bearer {KEY}"},
+                )
+                data = urllib.request.urlopen(forward).read()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *args):
+                pass
+
+        proxy = ThreadingHTTPServer(("127.0.0.1", 0), HtmlOnce)
+        threading.Thread(target=proxy.serve_forever, daemon=True).start()
+        try:
+            settings = dict(base_url=f"http://127.0.0.1:{proxy.server_port}/v1")
+            answers = captioner(upstream, tmp_path, concurrency=1, **settings).caption(UNITS[:1])
+        finally:
+            proxy.shutdown()
+    assert all(isinstance(a, list) for a in answers.values()) and answered
+
+
+def test_definitions_and_the_pilot_are_part_of_the_stage_identity(tmp_path: Path):
+    with FakeOpenAI(api_key=KEY) as server:
+        one, two = captioner(server, tmp_path), captioner(server, tmp_path)
+    two.hints = {"chexpert": DatasetHints({"cardiomegaly": "a big heart"}, ())}
+    assert one.identity != two.identity
+    assert one.answer_identity == two.answer_identity  # cached answers of other units stay valid
+    two.hints, two.limit = one.hints, 2
+    two.choose_pilot(UNITS)
+    assert one.identity != two.identity and two.selected(UNITS) == sorted(UNITS[:2], key=repr)
 
 
 def test_missing_key_is_a_clear_error(tmp_path: Path, monkeypatch):
@@ -147,11 +222,12 @@ def test_endpoints_without_json_mode_are_parsed_defensively(tmp_path: Path):
             raise _HTTPError(400, "response_format is not supported by this model")
         return "Here you go:\n```json\n" + captions_json(["One.", "Two.", "Three.", "Four."]) + "\n```"
 
-    with FakeOpenAI(responder=no_json_mode, api_key=KEY) as server:
-        answers = captioner(server, tmp_path, concurrency=1).caption(UNITS[:2])
-        assert list(answers.values()) == [["One.", "Two.", "Three.", "Four."]] * 2
-        statuses = [r.status for r in server.chat_requests()]
-        assert statuses == [400, 200, 200]  # JSON mode is dropped once, for the whole run
+    with FakeOpenAI(responder=no_json_mode, latency=0.05, api_key=KEY) as server:
+        answers = captioner(server, tmp_path, concurrency=8).caption(UNITS)
+        assert all(a == ["One.", "Two.", "Three.", "Four."] for a in answers.values() if isinstance(a, list))
+        assert len(answers) == len(UNITS) and all(isinstance(a, list) for a in answers.values())
+        # JSON mode is dropped for the whole run; requests already in flight with it are resent.
+        assert sum(r.status == 400 for r in server.chat_requests()) <= 8
 
 
 def test_limit_pilots_on_the_first_units_and_dry_run_needs_no_network(tmp_path: Path):

@@ -73,6 +73,8 @@ def run_stages(
     for stage in STAGES:
         if stage not in stages:
             continue
+        if stage == "caption" and isinstance(captioner, OpenAICaptioner):
+            captioner.choose_pilot(_units_in_order(ws, datasets))
         for dataset in datasets if stage != "shard" else []:
             _require_input(ws, stage, dataset.slug)
             if stage == "ingest":
@@ -144,15 +146,24 @@ def plan_captions(config: BuildConfig, out: Path, datasets: list[Dataset]) -> di
     ws = Workspace(out.resolve())
     _check_output_outside_sources(ws, datasets)
     run_stages(config, out, datasets, ("ingest",))
-    units: set = set()
+    units = _units_in_order(ws, datasets)
+    captioner = build_captioner(config, ws, datasets)
+    if isinstance(captioner, OpenAICaptioner):
+        captioner.choose_pilot(units)
+        return captioner.plan(units)
+    return {"backend": "template", "units": len(set(units)), "calls": 0}
+
+
+def _units_in_order(ws: Workspace, datasets: list[Dataset]) -> list:
+    """Caption units dataset by dataset in config order (each dataset's sorted), from the converted
+    tables where convert has run, else from the ingested records."""
+    units = []
     for dataset in datasets:
         converted = ws.converted(dataset.slug)
         table = converted if converted.exists() else ws.records(dataset.slug)
-        units |= caption_units(table)
-    captioner = build_captioner(config, ws, datasets)
-    if isinstance(captioner, OpenAICaptioner):
-        return captioner.plan(sorted(units, key=repr))
-    return {"backend": "template", "units": len(units), "calls": 0}
+        if table.exists():
+            units.extend(sorted(caption_units(table), key=repr))
+    return units
 
 
 _TEMP_NAME = re.compile(r"^\..+\.\d+\.tmp$")  # tables.temp_path: .<name>.<pid>.tmp

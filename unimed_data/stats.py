@@ -137,7 +137,7 @@ def render_stats(stats: dict, console: Console | None = None) -> None:
             table.add_row(name, str(n))
         console.print(table)
     if any(stats.get("llm", {}).values()):
-        console.print(Usage(**stats["llm"]).line() + " (all caption runs of this output)")
+        console.print(Usage(**stats["llm"]).line() + " (all finished caption runs of this output)")
     splits = ", ".join(f"{s}: {v['samples']} in {v['shards']} shard(s)" for s, v in stats["splits"].items())
     console.print(f"Splits: {splits or 'none'}")
     balance = "adds up" if totals["balanced"] else "DOES NOT ADD UP"

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import json
+import sys
 import time
 from typing import TYPE_CHECKING
 
@@ -25,6 +26,7 @@ if TYPE_CHECKING:
     from unimed_data.captions.openai_backend import OpenAICaptioner
 
 FINAL_STATES = {"completed", "failed", "expired", "cancelled"}
+MAX_REQUESTS_PER_BATCH = 50_000  # the Batch API's limit per input file
 
 
 def run_batch(captioner: OpenAICaptioner, units: list[CaptionUnit], cache: CaptionCache) -> None:
@@ -38,22 +40,33 @@ def run_batch(captioner: OpenAICaptioner, units: list[CaptionUnit], cache: Capti
             pending[key] = (unit, messages)
     if not pending:
         return
-    request_set = cache_key({"batch": sorted(pending)})
     client = openai.OpenAI(
         api_key=captioner.api_key(cache, units),
         base_url=captioner.settings.base_url,
         timeout=captioner.settings.timeout,
         max_retries=captioner.settings.max_attempts,
     )
+    keys = sorted(pending)
     try:
-        batch_id = cache.batch_for(request_set) or _submit(client, captioner, pending, cache, request_set)
-        batch = client.batches.retrieve(batch_id)
-        while batch.status not in FINAL_STATES:
-            time.sleep(captioner.settings.batch_poll_seconds)
+        jobs = []  # submit every part first, so they run at the same time
+        for start in range(0, len(keys), MAX_REQUESTS_PER_BATCH):
+            part = {key: pending[key] for key in keys[start : start + MAX_REQUESTS_PER_BATCH]}
+            request_set = cache_key({"batch": sorted(part)})
+            batch_id = cache.batch_for(request_set) or _submit(client, captioner, part, cache, request_set)
+            jobs.append((request_set, batch_id, part))
+        for request_set, batch_id, part in jobs:
             batch = client.batches.retrieve(batch_id)
-        if batch.status == "completed" and batch.output_file_id:
-            _ingest(client.files.content(batch.output_file_id).read(), captioner, pending, cache)
-        cache.forget_batch(request_set)
+            while batch.status not in FINAL_STATES:
+                time.sleep(captioner.settings.batch_poll_seconds)
+                batch = client.batches.retrieve(batch_id)
+            if batch.status != "completed":
+                print(
+                    f"batch {batch_id} ended {batch.status}: its unanswered units go to the ordinary endpoint",
+                    file=sys.stderr,
+                )
+            if batch.output_file_id:  # expired and cancelled batches keep the lines they finished
+                _ingest(client.files.content(batch.output_file_id).read(), captioner, part, cache)
+            cache.forget_batch(request_set)
     finally:
         client.close()
 

@@ -65,6 +65,18 @@ class CallFailed(Exception):
     """A request that could not be completed after its retries; the message is a safe reason."""
 
 
+class EndpointRefused(RuntimeError):
+    """401/403/404: a wrong key, no access or no such model. Every request would fail: stop the run."""
+
+
+class EndpointDown(RuntimeError):
+    """Many requests in a row failed over all units: stop instead of retrying each unit for hours."""
+
+
+class MalformedResponse(Exception):
+    """A 200 answer that is not a chat completion (an HTML proxy page, no choices)."""
+
+
 class OpenAICaptioner:
     def __init__(
         self,
@@ -86,10 +98,21 @@ class OpenAICaptioner:
         self.usage = Usage()
         self.source = f"llm:{settings.model}"
         self._structured = settings.structured_output
-        self._piloted = 0  # units captioned so far under --limit
+        self.pilot: frozenset[CaptionUnit] | None = None  # the units a --limit run captions
+        self._failures_in_a_row = 0
+        self._stopped: RuntimeError | None = None  # set when the run must stop (refused key, endpoint down)
 
     @property
     def identity(self) -> dict:
+        """What decides this run's captions, for the caption stage's stamp: the answer identity,
+        the manifests' hints (definitions) and the pilot selection."""
+        hints = sorted((name, vars(h)) for name, h in self.hints.items())
+        pilot = sorted(map(repr, self.pilot)) if self.pilot is not None else None
+        return {**self.answer_identity, "hints": hints, "limit": self.limit, "pilot": pilot}
+
+    @property
+    def answer_identity(self) -> dict:
+        """What decides one answer besides its prompt: part of every cache key."""
         s = self.settings
         return {
             "backend": "openai",
@@ -100,7 +123,6 @@ class OpenAICaptioner:
             "token_budget": s.token_budget,
             "tokenizer": s.tokenizer,
             "per_record": self.per_record,
-            "limit": self.limit,
             "prompts": self.prompts.identity,
         }
 
@@ -112,9 +134,7 @@ class OpenAICaptioner:
     def request(self, unit: CaptionUnit) -> tuple[str, list[dict]]:
         """The cache key and chat messages of a unit."""
         messages = self.prompts.messages(unit, self.per_record, self.hints_for(unit).definitions)
-        key = cache_key(
-            {"identity": {k: v for k, v in self.identity.items() if k != "limit"}, "messages": messages}
-        )
+        key = cache_key({"identity": self.answer_identity, "messages": messages})
         return key, messages
 
     def _requests(self, units: list[CaptionUnit]) -> list[tuple[str, list[dict]]]:
@@ -125,11 +145,20 @@ class OpenAICaptioner:
                 found.append(self.request(unit))
         return found
 
+    def choose_pilot(self, units_in_order: list[CaptionUnit]) -> None:
+        """For `--limit N`: the first N distinct units over all datasets, chosen once, up front,
+        so reruns, resumed runs and `--dry-run` all pick the same ones."""
+        if self.limit is not None:
+            self.pilot = frozenset(list(dict.fromkeys(units_in_order))[: self.limit])
+
     def selected(self, units: list[CaptionUnit]) -> list[CaptionUnit]:
-        """The units this run captions: all, or for a pilot run the first of the `limit` units
-        left (the limit counts over all datasets of the run)."""
+        """The units this run captions: all of them, or those of the pilot."""
         ordered = sorted(units, key=repr)
-        return ordered if self.limit is None else ordered[: max(0, self.limit - self._piloted)]
+        if self.limit is None:
+            return ordered
+        if self.pilot is None:
+            self.choose_pilot(ordered)
+        return [unit for unit in ordered if unit in self.pilot]
 
     def plan(self, units: list[CaptionUnit], examples: int = 2) -> dict:
         """What a run would do, without any network: calls needed, cache hits, estimated tokens."""
@@ -162,7 +191,6 @@ class OpenAICaptioner:
 
     def caption(self, units: list[CaptionUnit]) -> dict[CaptionUnit, list[str] | CaptionFailure]:
         chosen = self.selected(units)
-        self._piloted += len(chosen)
         skipped = set(units) - set(chosen)
         answers: dict[CaptionUnit, list[str] | CaptionFailure] = {
             unit: CaptionFailure(f"not captioned: pilot run limited to {self.limit} units (--limit)")
@@ -267,36 +295,57 @@ class OpenAICaptioner:
     async def _complete(self, client: openai.AsyncOpenAI, messages: list[dict]) -> tuple[str, int, int]:
         """One chat completion, retried on transport errors; returns (content, tokens in, tokens out)."""
         s = self.settings
-        last = "no attempt made"
-        for attempt in range(s.max_attempts):
-            delay = None
+        last, attempt = "no attempt made", 0
+        while attempt < s.max_attempts:
+            if self._stopped is not None:
+                raise self._stopped
+            body, delay, busy = self.request_body(messages), None, False
             try:
-                response = await client.chat.completions.create(**self.request_body(messages))
+                response = await client.chat.completions.create(**body)
+                content, prompt, completion = _read_completion(response)
                 self.usage.calls += 1
-                usage = response.usage
-                prompt, completion = (usage.prompt_tokens, usage.completion_tokens) if usage else (0, 0)
                 self.usage.add_tokens(prompt, completion, prices=self.prices, batch=False)
-                return response.choices[0].message.content or "", prompt, completion
+                self._failures_in_a_row = 0
+                return content, prompt, completion
             except openai.RateLimitError as exc:
-                last, delay = "HTTP 429 rate limited", _retry_after(exc.response)
-            except openai.BadRequestError as exc:
-                if self._structured and "response_format" in str(exc):
-                    self._structured = False  # the endpoint has no JSON mode: parse defensively instead
-                    last, delay = "endpoint rejected response_format", 0.0
-                else:
-                    raise CallFailed(self._safe(f"HTTP 400: {_message(exc)}")) from None
+                last, delay, busy = "HTTP 429 rate limited", _retry_after(exc.response), True
             except openai.APIStatusError as exc:
+                message = _message(exc)
+                if "response_format" in body and exc.status_code in (400, 422) and _about_json_mode(message):
+                    self._structured = False  # the endpoint has no JSON mode: parse defensively instead
+                    continue  # not the endpoint's fault: the attempt does not count
+                if exc.status_code in (401, 403, 404):
+                    self._stopped = EndpointRefused(
+                        self._safe(f"the endpoint refused the request: HTTP {exc.status_code}: {message}")
+                    )
+                    raise self._stopped from None
                 if exc.status_code < 500 and exc.status_code not in (408, 409):
-                    raise CallFailed(self._safe(f"HTTP {exc.status_code}: {_message(exc)}")) from None
+                    raise CallFailed(self._safe(f"HTTP {exc.status_code}: {message}")) from None
                 last = f"HTTP {exc.status_code}"
             except openai.APITimeoutError:
                 last = f"timed out after {s.timeout:g} s"
             except openai.APIConnectionError:
                 last = "connection failed or dropped"
-            if attempt + 1 < s.max_attempts:
+            except (openai.APIError, MalformedResponse) as exc:
+                last = f"malformed response ({type(exc).__name__})"
+            attempt += 1
+            self._failures_in_a_row += 0 if busy else 1  # a rate limit means busy, not down
+            if self._failures_in_a_row >= self.breaker_threshold:
+                self._stopped = EndpointDown(
+                    f"{self._failures_in_a_row} requests in a row failed (last: {last}); "
+                    "is the endpoint up? Answers so far are cached: rerun when it is"
+                )
+                raise self._stopped
+            if attempt < s.max_attempts:
                 self.usage.retries += 1
-                await asyncio.sleep(self._backoff(attempt) if delay is None else delay)
+                wait = self._backoff(attempt - 1) if delay is None else min(delay, s.retry_max_seconds)
+                await asyncio.sleep(wait)
         raise CallFailed(f"gave up after {s.max_attempts} attempts: {last}")
+
+    @property
+    def breaker_threshold(self) -> int:
+        """Failed requests in a row, over all units, that mean the endpoint is down, not busy."""
+        return max(20, 3 * self.settings.concurrency, self.settings.max_attempts + 1)
 
     @property
     def prices(self) -> tuple[float, float]:
@@ -321,12 +370,31 @@ def redact(text: str, secret: str) -> str:
     return _KEY_LIKE.sub("***", text)
 
 
-def _retry_after(response) -> float | None:
-    value = response.headers.get("retry-after") if response is not None else None
+def _read_completion(response) -> tuple[str, int, int]:
     try:
-        return max(0.0, float(value)) if value is not None else None
+        content = response.choices[0].message.content or ""
+        usage = response.usage
+    except (AttributeError, IndexError, TypeError) as exc:
+        raise MalformedResponse(str(exc)) from None
+    return content, (usage.prompt_tokens if usage else 0), (usage.completion_tokens if usage else 0)
+
+
+def _about_json_mode(message: str) -> bool:
+    lowered = message.lower()
+    return "response_format" in lowered or "json_object" in lowered or "response format" in lowered
+
+
+def _retry_after(response) -> float | None:
+    """Seconds from Retry-After (or Retry-After-Ms), None if the server sent neither."""
+    headers = response.headers if response is not None else {}
+    try:
+        if (ms := headers.get("retry-after-ms")) is not None:
+            return max(0.0, float(ms) / 1000)
+        if (seconds := headers.get("retry-after")) is not None:
+            return max(0.0, float(seconds))
     except ValueError:
         return None
+    return None
 
 
 def _message(exc: openai.APIStatusError) -> str:

@@ -38,8 +38,11 @@ def caption_dataset(ws: Workspace, slug: str, captioner: Captioner) -> StageSumm
     converted, captioned, errors = ws.converted(slug), ws.captioned(slug), ws.errors(slug, "caption")
     stamp = ws.dataset_dir(slug) / "caption.json"
     digest = fingerprint([converted], captioner.identity)
-    if (stored := read_stamp(stamp, digest, [captioned, errors])) is not None:
+    stored = read_stamp(stamp, digest, [captioned, errors])
+    if stored is not None and stored["errors"] == 0:
         return StageSummary.from_dict(stored)
+    # Units that failed are asked again on every run (the endpoint may be back, the key fixed);
+    # answered ones come from the backend's cache, and an unchanged table is not rewritten.
 
     answers = captioner.caption(sorted(caption_units(converted), key=repr))
 
