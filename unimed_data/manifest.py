@@ -19,6 +19,7 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from unimed_data.download.spec import Access, DownloadEntry, Role
 from unimed_data.layouts import LAYOUT_TYPES, Layout
 from unimed_data.layouts.item import RelPath
 from unimed_data.schema import MODALITIES, dataset_slug
@@ -43,6 +44,10 @@ class Manifest(BaseModel):
     classes: dict[str, str] = {}  # raw label -> readable clinical name
     definitions: dict[str, str] = {}  # readable label -> short definition, for caption prompts
     split: SplitRule = HashSplit()
+    role: Role = "pretrain"  # eval: an evaluation-only set, excluded from pretraining builds
+    access: Access = "open"
+    expected_images: int | None = Field(None, ge=0)
+    download: list[DownloadEntry] = []
 
     @field_validator("name")
     @classmethod
@@ -59,15 +64,19 @@ class Manifest(BaseModel):
 
 
 # Union members tagged by these fields appear in pydantic's error paths; users never wrote them.
-_UNION_TAGS = {"layout": set(LAYOUT_TYPES), "split": set(SPLIT_RULES)}
+_UNION_TAGS = {
+    "layout": set(LAYOUT_TYPES),
+    "split": set(SPLIT_RULES),
+    "download": {"http", "zenodo", "figshare", "huggingface", "kaggle", "physionet", "manual"},
+}
 
 
 def _field_path(loc: tuple) -> str:
     parts: list[str] = []
     for index, part in enumerate(loc):
-        if part == "[key]" or (
-            index and loc[index - 1] in _UNION_TAGS and part in _UNION_TAGS[loc[index - 1]]
-        ):
+        # The union field is the previous part, or the one before a list index (`download[0]`).
+        owner = loc[index - 2] if index >= 2 and isinstance(loc[index - 1], int) else loc[index - 1]
+        if index and owner in _UNION_TAGS and part in _UNION_TAGS[owner]:
             continue
         parts.append(f"[{part}]" if isinstance(part, int) else f".{part}")
     return "".join(parts).lstrip(".") or "(top level)"

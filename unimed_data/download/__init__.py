@@ -1,0 +1,1 @@
+"""Download stage: fetchers, verification and safe extraction of public sources."""
