@@ -76,7 +76,7 @@ def _field_path(loc: tuple) -> str:
     for index, part in enumerate(loc):
         # The union field is the previous part, or the one before a list index (`download[0]`).
         owner = loc[index - 2] if index >= 2 and isinstance(loc[index - 1], int) else loc[index - 1]
-        if index and owner in _UNION_TAGS and part in _UNION_TAGS[owner]:
+        if part == "[key]" or (index and owner in _UNION_TAGS and part in _UNION_TAGS[owner]):
             continue
         parts.append(f"[{part}]" if isinstance(part, int) else f".{part}")
     return "".join(parts).lstrip(".") or "(top level)"
