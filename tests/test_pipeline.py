@@ -111,3 +111,24 @@ def test_an_interrupted_build_of_another_config_does_not_poison_the_next(tmp_pat
     assert build_with(100).exit_code == 0
     assert run_cli("validate", tmp_path / "out").exit_code == 0
     assert len(list((tmp_path / "out" / "train").glob("*.tar"))) == 1
+
+
+def test_evaluation_only_sources_are_left_out_of_a_pretraining_build(tmp_path: Path):
+    for name, role in (("pretrain-set", "pretrain"), ("eval-set", "eval")):
+        make_tree(tmp_path / "raw" / name)
+        (tmp_path / f"{name}.yaml").write_text(
+            f"name: {name}\nmodality: ct\nlicense: CC0\nrole: {role}\nlayout: {{type: folder}}\n"
+        )
+    config = tmp_path / "build.yaml"
+    config.write_text(
+        "datasets:\n  - {manifest: pretrain-set.yaml, root: raw}\n  - {manifest: eval-set.yaml, root: raw}\n"
+    )
+    result = run_cli("build", config, "--out", tmp_path / "out")
+    assert result.exit_code == 0 and "left out evaluation-only sources: eval-set" in result.output
+    assert set(json.loads((tmp_path / "out" / "stats.json").read_text())["datasets"]) == {"pretrain-set"}
+    config.write_text(config.read_text() + "include_eval: true\n")
+    assert run_cli("build", config, "--out", tmp_path / "out2").exit_code == 0
+    assert set(json.loads((tmp_path / "out2" / "stats.json").read_text())["datasets"]) == {
+        "pretrain-set",
+        "eval-set",
+    }

@@ -81,6 +81,9 @@ class ShardConfig(_Strict):
 class BuildConfig(_Strict):
     datasets: list[DatasetEntry] = Field(min_length=1)
     seed: int = 0
+    include_eval: bool = Field(
+        False, description="build evaluation-only sources too (role: eval); by default they are left out"
+    )
     workers: int | None = Field(None, ge=1, description="processes for convert/shard; default: all cores")
     patient_salt_env: str = Field(
         "UNIMED_PATIENT_SALT",

@@ -43,7 +43,18 @@ class Dataset:
 
 
 def resolve_datasets(config: BuildConfig) -> list[Dataset]:
+    """The config's datasets; evaluation-only sources are left out unless `include_eval` is set,
+    so a pretraining corpus never holds the images it will be evaluated on."""
     datasets = [Dataset(load_manifest(find_manifest(e.manifest)), e.root) for e in config.datasets]
+    excluded = [d.manifest.name for d in datasets if d.manifest.role == "eval" and not config.include_eval]
+    if excluded:
+        print(
+            f"left out evaluation-only sources: {', '.join(excluded)} (set include_eval to build them)",
+            file=sys.stderr,
+        )
+        datasets = [d for d in datasets if d.manifest.name not in excluded]
+    if not datasets:
+        raise ValueError("no dataset left to build: every listed source is evaluation-only")
     slugs = [d.slug for d in datasets]
     if duplicates := sorted({s for s in slugs if slugs.count(s) > 1}):
         raise ValueError(f"datasets listed twice in the build: {', '.join(duplicates)}")
