@@ -13,13 +13,17 @@ from typing import TYPE_CHECKING, Annotated
 
 from pydantic import Field
 
-from unimed_data.layouts import captions, chexpert, csv_label, flair, folder
+from unimed_data.layouts import captions, chexpert, csv_label, flair, folder, llava_med, pmc_oa, quilt, rocov2
 from unimed_data.layouts.captions import CaptionsLayout
 from unimed_data.layouts.chexpert import ChexpertLayout
 from unimed_data.layouts.csv_label import CsvLabelLayout
 from unimed_data.layouts.flair import FlairLayout
 from unimed_data.layouts.folder import FolderLayout
 from unimed_data.layouts.item import Filtered, Item, ItemError, LayoutError
+from unimed_data.layouts.llava_med import LlavaMedLayout
+from unimed_data.layouts.pmc_oa import PmcOaLayout
+from unimed_data.layouts.quilt import QuiltLayout
+from unimed_data.layouts.rocov2 import Rocov2Layout
 
 if TYPE_CHECKING:
     from unimed_data.manifest import Manifest
@@ -27,7 +31,15 @@ if TYPE_CHECKING:
 __all__ = ["Filtered", "Item", "ItemError", "Layout", "LayoutError", "annotation_files", "iter_items"]
 
 Layout = Annotated[
-    FolderLayout | CsvLabelLayout | ChexpertLayout | FlairLayout | CaptionsLayout,
+    FolderLayout
+    | CsvLabelLayout
+    | ChexpertLayout
+    | FlairLayout
+    | CaptionsLayout
+    | Rocov2Layout
+    | PmcOaLayout
+    | QuiltLayout
+    | LlavaMedLayout,
     Field(discriminator="type"),
 ]
 
@@ -37,6 +49,10 @@ _MODULES = {
     "chexpert": chexpert,
     "flair": flair,
     "captions": captions,
+    "rocov2": rocov2,
+    "pmc_oa": pmc_oa,
+    "quilt": quilt,
+    "llava_med": llava_med,
 }
 LAYOUT_TYPES = tuple(_MODULES)
 

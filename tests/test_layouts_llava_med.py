@@ -1,0 +1,141 @@
+"""LLaVA-Med: alignment and instruct JSON arrays; captions from gpt turns or fig_caption."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from pydantic import ValidationError
+
+from unimed_data.layouts import Item, ItemError, LayoutError
+from unimed_data.layouts.llava_med import LlavaMedLayout, annotation_files, iter_items
+
+
+def turns(caption: str) -> list[dict]:
+    return [
+        {"from": "human", "value": "<image>\nDescribe the image concisely."},
+        {"from": "gpt", "value": caption},
+        {"from": "human", "value": "More?"},
+        {"from": "gpt", "value": "Second answer."},
+    ]
+
+
+ALIGNMENT = [
+    {"id": "PMC1_Fig1", "image": "PMC1/PMC1_Fig1.jpg", "conversations": turns("CT scan of the abdomen.")},
+    {"id": "PMC1_Fig2", "image": "PMC1/PMC1_Fig2.jpg", "conversations": turns("<image>\n Axial MRI. ")},
+    {"id": "PMC1_Fig1", "image": "PMC1/PMC1_Fig1b.jpg", "conversations": turns("Repeated id.")},
+    {"id": "PMC2_Fig1", "image": "PMC2/PMC2_Fig1.jpg", "conversations": [{"from": "human", "value": "?"}]},
+    {"id": "PMC2_Fig2", "conversations": turns("No image.")},
+    {"id": "PMC2_Fig3", "image": "PMC2/PMC2_Fig3.jpg", "conversations": turns("<image>")},
+    "not an object",
+]
+
+INSTRUCT = [
+    {
+        "id": "a1",
+        "pair_id": "PMC3_F1",
+        "image": "PMC3_F1.jpg",
+        "fig_caption": "Histology of the lesion (H&E, x200).",
+        "conversations": turns("The image shows a lesion."),
+    },
+    {
+        "id": "a2",
+        "pair_id": "PMC3_F2",
+        "image": "PMC3_F2.jpg",
+        "fig_label": "Figure 2",
+        "conversations": turns("An ultrasound of the thyroid."),
+    },
+    {"id": "a3", "pair_id": "PMC3_F3", "image": "PMC3_F3.jpg", "fig_caption": " ", "conversations": "bad"},
+]
+
+
+def write(path, entries):
+    # One entry per line after the opening bracket, like the released files: entry k starts on line k + 1.
+    path.write_text("[\n" + ",\n".join(json.dumps(entry) for entry in entries) + "\n]\n")
+
+
+def layout(**options) -> LlavaMedLayout:
+    return LlavaMedLayout.model_validate({"type": "llava_med", **options})
+
+
+def test_alignment_items_and_errors(tmp_path):
+    write(tmp_path / "llava_med_alignment_500k.json", ALIGNMENT)
+    results = list(iter_items(layout(json="llava_med_alignment_500k.json", image_dir="images"), tmp_path))
+    items = [r for r in results if isinstance(r, Item)]
+    errors = [r for r in results if isinstance(r, ItemError)]
+    assert [item.item_id for item in items] == ["PMC1_Fig1", "PMC1_Fig2"]
+    assert [item.source_path for item in items] == ["images/PMC1/PMC1_Fig1.jpg", "images/PMC1/PMC1_Fig2.jpg"]
+    assert [item.captions for item in items] == [["CT scan of the abdomen."], ["Axial MRI."]]
+    assert [item.origin for item in items] == [
+        "llava_med_alignment_500k.json:2",
+        "llava_med_alignment_500k.json:3",
+    ]
+    assert all(item.split is None and item.labels == [] for item in items)
+    reasons = [error.reason for error in errors]
+    assert reasons == [
+        "llava_med_alignment_500k.json:4: duplicate id 'PMC1_Fig1', first at llava_med_alignment_500k.json:2",
+        "llava_med_alignment_500k.json:5: no gpt turn in 'conversations'",
+        "llava_med_alignment_500k.json:6: no image path in key 'image'",
+        "llava_med_alignment_500k.json:7: empty caption",
+        "llava_med_alignment_500k.json:8: expected a JSON object",
+    ]
+    assert errors[0].item_id == "PMC1_Fig1" and errors[0].source_path == "images/PMC1/PMC1_Fig1b.jpg"
+
+
+def test_instruct_prefers_fig_caption(tmp_path):
+    write(tmp_path / "llava_med_instruct_fig_captions.json", INSTRUCT)
+    options = {"json": "llava_med_instruct_fig_captions.json", "mode": "instruct"}
+    results = list(iter_items(layout(**options), tmp_path))
+    items = [r for r in results if isinstance(r, Item)]
+    assert [item.captions for item in items] == [
+        ["Histology of the lesion (H&E, x200)."],
+        ["An ultrasound of the thyroid."],
+    ]
+    assert [item.source_path for item in items] == ["PMC3_F1.jpg", "PMC3_F2.jpg"]
+    [error] = [r for r in results if isinstance(r, ItemError)]
+    assert error.reason == "llava_med_instruct_fig_captions.json:4: key 'conversations' is not a list"
+    # alignment mode ignores fig_caption
+    items = [r for r in iter_items(layout(json=options["json"]), tmp_path) if isinstance(r, Item)]
+    assert items[0].captions == ["The image shows a lesion."]
+
+
+def test_compact_array_and_empty_array(tmp_path):
+    (tmp_path / "a.json").write_text(json.dumps(ALIGNMENT[:2]))
+    items = list(iter_items(layout(json="a.json"), tmp_path))
+    assert [item.origin for item in items] == ["a.json:1", "a.json:1"]
+    (tmp_path / "b.json").write_text(" [ ] \n")
+    assert list(iter_items(layout(json="b.json"), tmp_path)) == []
+
+
+def test_file_level_problems_raise(tmp_path):
+    with pytest.raises(LayoutError, match="not found"):
+        list(iter_items(layout(json="missing.json"), tmp_path))
+    (tmp_path / "obj.json").write_text('{"id": 1}')
+    with pytest.raises(LayoutError, match="expected a JSON array"):
+        list(iter_items(layout(json="obj.json"), tmp_path))
+    text = "[\n" + json.dumps(ALIGNMENT[0]) + ",\n" + '{"id": "x", "image": \n' + "]\n"
+    (tmp_path / "broken.json").write_text(text)
+    results = iter_items(layout(json="broken.json"), tmp_path)
+    assert isinstance(next(results), Item)  # entries before the break still stream out
+    with pytest.raises(LayoutError, match=r"broken.json:4: invalid JSON"):
+        next(results)
+    (tmp_path / "trailing.json").write_text("[]\n[]")
+    with pytest.raises(LayoutError, match="after the JSON array"):
+        list(iter_items(layout(json="trailing.json"), tmp_path))
+    (tmp_path / "nocomma.json").write_text('[\n{"id": "a"}\n{"id": "b"}]')
+    with pytest.raises(LayoutError, match=r"nocomma.json:2: expected ','"):
+        list(iter_items(layout(json="nocomma.json"), tmp_path))
+
+
+def test_model_fields(tmp_path):
+    model = layout(json="x.json")
+    assert model.json_file == "x.json" and model.mode == "alignment" and model.image_dir == ""
+    assert annotation_files(model, tmp_path) == [tmp_path / "x.json"]
+    dumped = model.model_dump(mode="json")  # ingest records the manifest this way; it must round-trip
+    assert dumped["json"] == "x.json" and LlavaMedLayout.model_validate(dumped) == model
+    with pytest.raises(ValidationError):
+        layout(json="x.json", mode="chat")
+    with pytest.raises(ValidationError):
+        layout(json="x.json", extra=1)
+    with pytest.raises(ValidationError):
+        layout(json="../x.json")
