@@ -44,7 +44,12 @@ def test_bundled_manifests_load_and_are_found_by_name():
     assert names == sorted(names)
     assert {"biomedica-demo.yaml", "chexpert-v1.0-small.yaml", "odir-5k.yaml", "refuge.yaml"} <= set(names)
     for entry in bundled_manifest_paths():
-        if entry.name not in {"biomedica-demo.yaml", "chexpert-v1.0-small.yaml", "odir-5k.yaml", "refuge.yaml"}:
+        if entry.name not in {
+            "biomedica-demo.yaml",
+            "chexpert-v1.0-small.yaml",
+            "odir-5k.yaml",
+            "refuge.yaml",
+        }:
             continue  # the whole registry is checked in test_sources.py
         manifest = load_manifest(entry)
         assert manifest.name == entry.name.removesuffix(".yaml")

@@ -93,7 +93,7 @@ DryRunOpt = Annotated[
 
 
 def _fail(message: str) -> None:
-    console.print(f"[red]error:[/red] {message}", highlight=False)
+    console.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)
     raise typer.Exit(2)
 
 
@@ -308,3 +308,52 @@ def stats(
         sys.stdout.write(json.dumps(data, indent=2) + "\n")
     else:
         render_stats(data, Console())
+
+
+@app.command()
+def download(
+    names: Annotated[list[str], typer.Argument(help="Bundled manifest names or manifest YAML paths.")],
+    root: Annotated[Path, typer.Option("--root", help="Raw data root; each source goes to ROOT/<name>/.")],
+    mirror: Annotated[
+        str | None,
+        typer.Option("--mirror", help="Base URL of an institutional mirror serving the same paths."),
+    ] = None,
+    from_file: Annotated[
+        Path | None, typer.Option("--from-file", help="Verify and unpack an archive fetched by hand.")
+    ] = None,
+) -> None:
+    """Fetch sources (HTTP, Zenodo, Figshare, Hugging Face, Kaggle, PhysioNet), verify and unpack them."""
+    from unimed_data.download import DownloadError, ManualDownloadRequired, download_dataset
+    from unimed_data.manifest import find_manifest, load_manifest
+
+    failed = 0
+    for name in names:
+        try:
+            manifest = load_manifest(find_manifest(name))
+            report = download_dataset(manifest, root, mirror=mirror, from_file=from_file)
+        except ManualDownloadRequired as exc:
+            console.print(f"[yellow]{name}:[/yellow] {exc}", highlight=False, markup=False)
+            failed += 1
+            continue
+        except (DownloadError, ManifestError, OSError, ValueError) as exc:
+            console.print(f"[red]error:[/red] {name}: {exc}", highlight=False)
+            failed += 1
+            continue
+        state = "already complete" if report.skipped else f"{len(report.files)} file(s)"
+        console.print(f"{name}: {state} in {root / (manifest.root or manifest.name)}")
+    if failed:
+        raise typer.Exit(1)
+
+
+@app.command()
+def sources(
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+) -> None:
+    """Every bundled source: modality, role (pretrain/eval), access, licence, expected images."""
+    from unimed_data.sources import render_sources, source_rows
+
+    rows = source_rows()
+    if as_json:
+        sys.stdout.write(json.dumps(rows, indent=2) + "\n")
+    else:
+        render_sources(rows, Console())

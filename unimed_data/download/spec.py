@@ -66,7 +66,9 @@ class KaggleEntry(_Entry):
 class PhysioNetEntry(_Entry):
     fetcher: Literal["physionet"]
     project: str = Field(description="e.g. mimic-cxr-jpg/2.1.0")
-    files: list[str] = Field(default_factory=list, description="paths inside the project; default the listed files")
+    files: list[str] = Field(
+        default_factory=list, description="paths inside the project; default the listed files"
+    )
     user_env: str = "PHYSIONET_USER"
     password_env: str = "PHYSIONET_PASSWORD"
 

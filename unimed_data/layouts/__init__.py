@@ -13,7 +13,19 @@ from typing import TYPE_CHECKING, Annotated
 
 from pydantic import Field
 
-from unimed_data.layouts import captions, chexpert, csv_label, flair, folder, llava_med, pmc_oa, quilt, rocov2
+from unimed_data.layouts import (
+    captions,
+    chexpert,
+    csv_label,
+    flair,
+    folder,
+    llava_med,
+    mimic_cxr,
+    openi,
+    pmc_oa,
+    quilt,
+    rocov2,
+)
 from unimed_data.layouts.captions import CaptionsLayout
 from unimed_data.layouts.chexpert import ChexpertLayout
 from unimed_data.layouts.csv_label import CsvLabelLayout
@@ -21,6 +33,8 @@ from unimed_data.layouts.flair import FlairLayout
 from unimed_data.layouts.folder import FolderLayout
 from unimed_data.layouts.item import Filtered, Item, ItemError, LayoutError
 from unimed_data.layouts.llava_med import LlavaMedLayout
+from unimed_data.layouts.mimic_cxr import MimicCxrLayout
+from unimed_data.layouts.openi import OpenILayout
 from unimed_data.layouts.pmc_oa import PmcOaLayout
 from unimed_data.layouts.quilt import QuiltLayout
 from unimed_data.layouts.rocov2 import Rocov2Layout
@@ -39,7 +53,9 @@ Layout = Annotated[
     | Rocov2Layout
     | PmcOaLayout
     | QuiltLayout
-    | LlavaMedLayout,
+    | LlavaMedLayout
+    | MimicCxrLayout
+    | OpenILayout,
     Field(discriminator="type"),
 ]
 
@@ -53,6 +69,8 @@ _MODULES = {
     "pmc_oa": pmc_oa,
     "quilt": quilt,
     "llava_med": llava_med,
+    "mimic_cxr": mimic_cxr,
+    "openi": openi,
 }
 LAYOUT_TYPES = tuple(_MODULES)
 

@@ -1,0 +1,93 @@
+import importlib.util
+import io
+
+import pytest
+from rich.console import Console
+
+from unimed_data.manifest import bundled_manifest_paths, load_manifest
+from unimed_data.sources import render_sources, source_rows
+
+NEW_LAYOUTS = {"rocov2", "pmc_oa", "quilt", "llava_med", "mimic_cxr", "openi"}
+UNIMED_MODALITIES = {"xray", "ct", "mri", "ultrasound", "pathology", "fundus"}
+CONFIRMED_EVAL_SETS = 21  # UniMed-CLIP's eval catalog minus the skipped imagenet, radimagenet, SICAPv2
+
+
+def _layout_type(path) -> str:
+    import yaml
+
+    return yaml.safe_load(path.read_text(encoding="utf-8"))["layout"]["type"]
+
+
+def _registered(layout_type: str) -> bool:
+    """The layout's module exists and the manifest model accepts its type (it is registered)."""
+    if importlib.util.find_spec(f"unimed_data.layouts.{layout_type}") is None:
+        return False
+    from unimed_data.layouts import LAYOUT_TYPES
+
+    return layout_type in LAYOUT_TYPES
+
+
+def _loadable():
+    """Manifests whose layout type is implemented; the others are skipped until it is registered."""
+    return [p for p in bundled_manifest_paths() if _registered(_layout_type(p))]
+
+
+@pytest.mark.parametrize("path", bundled_manifest_paths(), ids=lambda p: p.name)
+def test_every_bundled_manifest_validates(path):
+    layout_type = _layout_type(path)
+    if layout_type in NEW_LAYOUTS and not _registered(layout_type):
+        pytest.skip(f"layout {layout_type!r} not registered yet")
+    manifest = load_manifest(path)
+    assert path.name == f"{manifest.name}.yaml"
+    assert not any("sha256" in entry.model_dump(exclude_none=True) for entry in manifest.download)
+
+
+def test_names_are_unique():
+    import yaml
+
+    names = [yaml.safe_load(p.read_text(encoding="utf-8"))["name"] for p in bundled_manifest_paths()]
+    assert len(names) == len(set(names))
+
+
+def test_every_unimed_modality_has_a_pretraining_source():
+    import yaml
+
+    data = [yaml.safe_load(p.read_text(encoding="utf-8")) for p in bundled_manifest_paths()]
+    pretrain = {d["modality"] for d in data if d.get("role", "pretrain") == "pretrain"}
+    assert pretrain >= UNIMED_MODALITIES
+
+
+def test_eval_sets_have_a_fixed_test_split_and_cover_six_modalities():
+    import yaml
+
+    evals = [
+        d
+        for d in (yaml.safe_load(p.read_text(encoding="utf-8")) for p in bundled_manifest_paths())
+        if d.get("role") == "eval"
+    ]
+    assert len(evals) >= CONFIRMED_EVAL_SETS
+    for data in evals:
+        assert data["split"] == {"by": "fixed", "split": "test"}, data["name"]
+    assert {d["modality"] for d in evals} == UNIMED_MODALITIES
+
+
+def test_source_rows_for_a_known_manifest():
+    rows = {row["name"]: row for row in source_rows(_loadable())}
+    assert rows["nih-chestxray14"] == {
+        "name": "nih-chestxray14",
+        "modality": "xray",
+        "role": "pretrain",
+        "access": "open",
+        "license": rows["nih-chestxray14"]["license"],
+        "expected_images": 112120,
+        "fetchers": ["kaggle", "manual"],
+    }
+    assert rows["pcam"]["role"] == "eval"
+
+
+def test_render_sources_sorts_by_role_then_modality_then_name():
+    rows = source_rows(_loadable())
+    out = io.StringIO()
+    render_sources(rows, Console(file=out, width=400))
+    text = out.getvalue()
+    assert text.index("chexpert-5x200") < text.index("odir-5k") < text.index("chexpert-v1.0-small")
