@@ -55,6 +55,7 @@ def raw(tmp_path: Path, shared_data: Path) -> Path:
 def write_config(tmp_path: Path, raw: Path) -> Path:
     config = {
         "seed": 1,
+        "include_eval": True,  # odir-5k is an evaluation-only set: built here for its real CSV
         "datasets": [
             {"manifest": "chexpert-v1.0-small", "root": str(raw)},
             {"manifest": "odir-5k", "root": str(raw)},

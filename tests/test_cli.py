@@ -4,7 +4,7 @@ import pytest
 
 from tests.conftest import run_cli
 
-COMMANDS = ["build", "ingest", "convert", "caption", "shard", "validate", "stats"]
+COMMANDS = ["build", "ingest", "convert", "caption", "shard", "validate", "stats", "download", "sources"]
 
 
 @pytest.mark.parametrize("command", COMMANDS)
@@ -34,3 +34,65 @@ def test_source_options_are_checked(args, message):
 def test_stats_of_a_folder_that_is_not_a_build(tmp_path):
     result = run_cli("stats", tmp_path)
     assert result.exit_code == 2 and "stats.json" in result.output
+
+
+def test_sources_lists_the_registry(tmp_path):
+    import json
+
+    rows = json.loads(run_cli("sources", "--json").stdout)
+    assert sum(r["role"] == "eval" for r in rows) >= 21
+    assert {r["modality"] for r in rows if r["role"] == "pretrain"} >= {
+        "xray",
+        "ct",
+        "mri",
+        "ultrasound",
+        "pathology",
+        "fundus",
+    }
+    assert "mimic-cxr-jpg" in run_cli("sources").output
+
+
+def test_download_fetches_verifies_and_unpacks_over_http_then_skips(tmp_path):
+    import functools
+    import hashlib
+    import tarfile
+    import threading
+    from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+
+    served = tmp_path / "served"
+    (served / "payload").mkdir(parents=True)
+    (served / "payload" / "a.txt").write_text("hello")
+    with tarfile.open(served / "set.tar.gz", "w:gz") as tar:
+        tar.add(served / "payload" / "a.txt", arcname="images/a.txt")
+    digest = hashlib.sha256((served / "set.tar.gz").read_bytes()).hexdigest()
+    handler = functools.partial(SimpleHTTPRequestHandler, directory=str(served))
+    handler.log_message = lambda *args: None
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    manifest = tmp_path / "tiny.yaml"
+    manifest.write_text(
+        "name: tiny\nmodality: ct\nlicense: CC0\nlayout: {type: folder}\ndownload:\n"
+        f"  - {{fetcher: http, url: 'http://127.0.0.1:{server.server_port}/set.tar.gz', sha256: {digest}}}\n"
+    )
+    try:
+        result = run_cli("download", manifest, "--root", tmp_path / "raw")
+        assert result.exit_code == 0, result.output
+        assert (tmp_path / "raw" / "tiny" / "images" / "a.txt").read_text() == "hello"
+        again = run_cli("download", manifest, "--root", tmp_path / "raw")
+        assert again.exit_code == 0 and "already complete" in again.output
+    finally:
+        server.shutdown()
+
+
+def test_download_of_a_request_only_set_explains_what_to_do(tmp_path):
+    manifest = tmp_path / "asked.yaml"
+    manifest.write_text(
+        "name: asked\nmodality: mri\nlicense: research\naccess: request\nlayout: {type: folder}\n"
+        "download:\n  - {fetcher: manual, instructions: 'Request access from the authors.', "
+        "expect: [{name: labels.csv}]}\n"
+    )
+    result = run_cli("download", manifest, "--root", tmp_path / "raw")
+    assert result.exit_code == 1 and "Request access from the authors." in result.output
+    (tmp_path / "raw" / "asked").mkdir(parents=True, exist_ok=True)
+    (tmp_path / "raw" / "asked" / "labels.csv").write_text("x")
+    assert run_cli("download", manifest, "--root", tmp_path / "raw").exit_code == 0

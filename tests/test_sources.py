@@ -90,4 +90,6 @@ def test_render_sources_sorts_by_role_then_modality_then_name():
     out = io.StringIO()
     render_sources(rows, Console(file=out, width=400))
     text = out.getvalue()
-    assert text.index("chexpert-5x200") < text.index("odir-5k") < text.index("chexpert-v1.0-small")
+    # eval before pretrain; within a role fundus before xray; names in order
+    assert text.index("odir-5k") < text.index("chexpert-5x200") < text.index("eyepacs")
+    assert text.index("eyepacs") < text.index("chexpert-v1.0-small")

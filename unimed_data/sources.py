@@ -32,10 +32,13 @@ def source_rows(paths: Iterable[str | os.PathLike | Traversable] | None = None) 
 
 
 def render_sources(rows: list[dict], console: Console) -> None:
-    """A table of the rows, sorted by role, then modality, then name."""
+    """A table of the rows, sorted by role, then modality, then name (fetchers: see `--json`)."""
     table = Table(title="Sources")
-    for column in ("name", "modality", "role", "access", "images", "fetchers", "license"):
-        table.add_column(column, justify="right" if column == "images" else "left")
+    table.add_column("name", no_wrap=True, min_width=max(len(r["name"]) for r in rows) if rows else 4)
+    for column in ("modality", "role", "access"):
+        table.add_column(column, no_wrap=True)
+    table.add_column("images", justify="right", no_wrap=True)
+    table.add_column("license", overflow="fold", min_width=16)  # the long one wraps; names never hide
     for row in sorted(rows, key=lambda r: (r["role"], r["modality"], r["name"])):
         images = row["expected_images"]
         table.add_row(
@@ -44,7 +47,6 @@ def render_sources(rows: list[dict], console: Console) -> None:
             row["role"],
             row["access"],
             "?" if images is None else f"{images:,}",
-            ", ".join(row["fetchers"]) or "-",
             row["license"],
         )
     console.print(table)
