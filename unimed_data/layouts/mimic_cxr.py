@@ -25,10 +25,7 @@ gives an item without a split (splits.py then assigns one by patient). Patient =
 
 from __future__ import annotations
 
-import csv
-import gzip
 import re
-import zlib
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Literal
@@ -36,8 +33,8 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from unimed_data.layouts.chexpert import _VALUES, OBSERVATIONS
-from unimed_data.layouts.item import Filtered, Item, ItemError, LayoutError, RelPath, relative_path
-from unimed_data.layouts.tabular import Row
+from unimed_data.layouts.item import Filtered, Item, ItemError, RelPath, relative_path
+from unimed_data.layouts.tabular import Row, read_csv
 from unimed_data.reports import findings_text
 
 METADATA_COLUMNS = ("dicom_id", "subject_id", "study_id", "ViewPosition")
@@ -46,7 +43,6 @@ LABEL_COLUMNS = ("study_id", *OBSERVATIONS)
 _SPLITS = {"train": "train", "validate": "val", "validation": "val", "val": "val", "test": "test"}
 _DIGITS = re.compile(r"\d+")
 _DICOM_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9.-]*")
-_GZIP_MAGIC = b"\x1f\x8b"
 
 
 class MimicCxrLayout(BaseModel):
@@ -95,37 +91,8 @@ def annotation_files(layout: MimicCxrLayout, dataset_root: Path) -> list[Path]:
 
 
 def read_table(dataset_root: Path, relpath: str, required: Iterable[str]) -> Iterator[tuple[str, Row]]:
-    """Like `tabular.read_csv` (yield (`file:line`, row or reason)), streaming gzip transparently."""
-    relpath = resolve(dataset_root, relpath)
-    path = dataset_root / relpath
-    if not path.is_file():
-        raise LayoutError(f"{relpath}: annotation file not found under {dataset_root} (nor gzipped)")
-    with path.open("rb") as probe:
-        gzipped = probe.read(2) == _GZIP_MAGIC
-    try:
-        opener = gzip.open if gzipped else open
-        with opener(path, "rt", encoding="utf-8-sig", newline="") as handle:
-            reader = csv.reader(handle)
-            header = next(reader, None)
-            if header is None:
-                raise LayoutError(f"{relpath}: empty file, expected a header row")
-            missing = [column for column in required if column not in header]
-            if missing:
-                raise LayoutError(f"{relpath}: header lacks column(s) {missing}; header is {header}")
-            for cells in reader:
-                where = f"{relpath}:{reader.line_num}"
-                if not any(cell.strip() for cell in cells):
-                    continue
-                if len(cells) != len(header):
-                    yield where, f"expected {len(header)} fields, found {len(cells)}"
-                else:
-                    yield where, dict(zip(header, cells, strict=True))
-    except UnicodeDecodeError as exc:
-        raise LayoutError(f"{relpath}: not UTF-8 text ({exc})") from exc
-    except csv.Error as exc:
-        raise LayoutError(f"{relpath}: unreadable CSV ({exc})") from exc
-    except (OSError, EOFError, zlib.error) as exc:  # gzip.BadGzipFile is an OSError
-        raise LayoutError(f"{relpath}: unreadable gzip data ({exc})") from exc
+    """`tabular.read_csv` on `x.csv` or, where that is absent, `x.csv.gz`."""
+    return read_csv(dataset_root, resolve(dataset_root, relpath), required)
 
 
 def _study_id(row: dict, column: str = "study_id") -> int | None:

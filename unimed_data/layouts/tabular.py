@@ -8,13 +8,16 @@ be trusted); a malformed row is yielded as a reason string so the layout turns i
 from __future__ import annotations
 
 import csv
+import gzip
 import json
+import zlib
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from unimed_data.layouts.item import LayoutError
 
 Row = dict[str, object] | str  # the row's values, or why the row is unreadable
+GZIP_MAGIC = b"\x1f\x8b"
 
 
 def annotation_file(dataset_root: Path, relpath: str) -> Path:
@@ -25,10 +28,13 @@ def annotation_file(dataset_root: Path, relpath: str) -> Path:
 
 
 def read_csv(dataset_root: Path, relpath: str, required: Iterable[str]) -> Iterator[tuple[str, Row]]:
-    """Yield (`file:line`, row) for each non-blank data row of a CSV file."""
+    """Yield (`file:line`, row) for each non-blank data row of a CSV file, gzipped or not
+    (recognised by content: releases such as MIMIC-CXR ship `.csv.gz`)."""
     path = annotation_file(dataset_root, relpath)
+    with path.open("rb") as probe:
+        opener = gzip.open if probe.read(2) == GZIP_MAGIC else open
     try:
-        with path.open(newline="", encoding="utf-8-sig") as handle:
+        with opener(path, "rt", newline="", encoding="utf-8-sig") as handle:
             reader = csv.reader(handle)
             header = next(reader, None)
             if header is None:
@@ -48,6 +54,8 @@ def read_csv(dataset_root: Path, relpath: str, required: Iterable[str]) -> Itera
         raise LayoutError(f"{relpath}: not UTF-8 text ({exc})") from exc
     except csv.Error as exc:
         raise LayoutError(f"{relpath}: unreadable CSV ({exc})") from exc
+    except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
+        raise LayoutError(f"{relpath}: unreadable gzip data ({exc})") from exc
 
 
 def read_jsonl(dataset_root: Path, relpath: str) -> Iterator[tuple[str, Row]]:
