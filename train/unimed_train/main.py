@@ -1,0 +1,283 @@
+"""The training program: `torchrun --nproc_per_node=N -m unimed_train.main --config CFG.yaml [--key value]`.
+
+The same command without torchrun runs one process. A loop a reader can hold in their head:
+build the model and loss, read shards, step with warmup + cosine, log and checkpoint on rank 0,
+resume exactly (model, optimizer, scaler, RNG states and data position).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import sys
+import time
+from contextlib import nullcontext
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from unimed_train.config import TrainConfig, parse_config
+
+
+def init_distributed() -> tuple[int, int, torch.device]:
+    """Rank, world size and device from torchrun's environment; NCCL on GPU, gloo on CPU."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    device = torch.device(f"cuda:{local}") if torch.cuda.is_available() else torch.device("cpu")
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return rank, world, device
+
+
+def lr_at(step: int, config: TrainConfig, total: int) -> float:
+    """Linear warmup, then cosine decay to zero."""
+    if step < config.warmup:
+        return config.lr * (step + 1) / config.warmup
+    progress = (step - config.warmup) / max(1, total - config.warmup)
+    return 0.5 * config.lr * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def rng_state() -> dict:
+    return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+
+
+def set_rng_state(state: dict) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+
+
+def autocast(config: TrainConfig, device: torch.device):
+    if config.precision == "fp32":
+        return nullcontext()
+    dtype = torch.bfloat16 if config.precision == "amp_bf16" else torch.float16
+    if device.type == "cpu":
+        dtype = torch.bfloat16  # CPU autocast supports bf16 only
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def train(config: TrainConfig) -> list[dict]:
+    """Run training; returns the logged metric rows of this process (rank 0 writes them)."""
+    from unimed_train.data import make_loader
+    from unimed_train.model import build_model, param_groups
+    from unimed_train.objective import Objective
+
+    rank, world, device = init_distributed()
+    seed_everything(config.seed)  # the same initial weights on every rank
+    built = build_model(
+        config.model,
+        model_cfg=config.model_cfg,
+        text_encoder=config.text_encoder,
+        context_length=config.context_length,
+        pretrained=config.pretrained,
+        loss=config.loss,
+        device=device,
+        precision=config.precision,
+        grad_checkpointing=config.grad_checkpointing,
+        teacher_dims={t: config.teacher_dim for t in config.teachers},
+    )
+    model = built.model
+    if config.lock_image:
+        model.lock_image_tower(unlocked_groups=0, freeze_bn_stats=True)
+    extras = nn.ModuleDict(built.extra_modules())
+    if world > 1 and "ssl_head" in extras:
+        extras["ssl_head"] = nn.SyncBatchNorm.convert_sync_batchnorm(extras["ssl_head"])
+    objective = Objective(config, model, extras, rank=rank, world_size=world).to(device)
+    step_module = (
+        nn.parallel.DistributedDataParallel(objective, find_unused_parameters=config.lock_image)
+        if world > 1
+        else objective
+    )
+    optimizer = torch.optim.AdamW(
+        param_groups(model, dict(extras), config.wd),
+        lr=config.lr,
+        betas=(config.beta1, config.beta2),
+        eps=config.eps,
+    )
+    scaler = torch.amp.GradScaler(enabled=config.precision == "amp" and device.type == "cuda")
+    loader = make_loader(
+        config.train_data,
+        preprocess=built.preprocess_train,
+        tokenizer=built.tokenizer,
+        batch_size=config.batch_size,
+        workers=config.workers,
+        seed=config.seed,
+        epoch_samples=config.train_num_samples,
+        resampled=config.resampled,
+        rank=rank,
+        world_size=world,
+        views=_views(built) if config.loss == "slip" else None,
+        teacher_keys=tuple(config.teachers),
+        teacher_dims={t: config.teacher_dim for t in config.teachers} or None,
+    )
+    per_epoch = max(1, loader.num_batches // config.accum_steps)
+    total = config.steps or config.epochs * per_epoch
+
+    out = Path(config.out)
+    step, epoch, done_in_epoch = 0, 0, 0
+    resume = _resume_path(config, out)
+    if resume is not None:
+        checkpoint = torch.load(resume, map_location="cpu", weights_only=False)
+        model.load_state_dict(checkpoint["state_dict"])
+        extras.load_state_dict(checkpoint["extras"])
+        optimizer.load_state_dict(checkpoint["optimizer"])
+        scaler.load_state_dict(checkpoint["scaler"])
+        step, epoch, done_in_epoch = checkpoint["step"], checkpoint["epoch"], checkpoint["batches_done"]
+
+    rows: list[dict] = []
+    metrics = _metrics_writer(out, rank)
+    loader.set_epoch(epoch)
+    batches = iter(loader)
+    for _ in range(done_in_epoch):  # replay the data position (the pipeline is deterministic)
+        next(batches)
+    if resume is not None:
+        set_rng_state(checkpoint["rng"][rank] if rank < len(checkpoint["rng"]) else checkpoint["rng"][0])
+    objective.train()
+    started, seen = time.perf_counter(), 0
+    while step < total:
+        for group in optimizer.param_groups:
+            group["lr"] = lr_at(step, config, total)
+        parts_sum: dict[str, float] = {}
+        for _ in range(config.accum_steps):
+            try:
+                batch = next(batches)
+            except StopIteration:
+                epoch, done_in_epoch = epoch + 1, 0
+                loader.set_epoch(epoch)
+                batches = iter(loader)
+                batch = next(batches)
+            done_in_epoch += 1
+            batch = {
+                k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()
+            }
+            with autocast(config, device):
+                parts = step_module(batch)
+            scaler.scale(parts["loss"] / config.accum_steps).backward()
+            for name, value in parts.items():
+                parts_sum[name] = parts_sum.get(name, 0.0) + float(value.detach()) / config.accum_steps
+            seen += len(batch["key"]) * world
+        if config.grad_clip:
+            scaler.unscale_(optimizer)
+            torch.nn.utils.clip_grad_norm_(objective.parameters(), config.grad_clip)
+        scaler.step(optimizer)
+        scaler.update()
+        optimizer.zero_grad(set_to_none=True)
+        with torch.no_grad():
+            model.logit_scale.clamp_(0, math.log(100))
+        step += 1
+        row = {
+            "step": step,
+            **parts_sum,
+            "lr": optimizer.param_groups[0]["lr"],
+            "samples_per_s": seen / max(1e-9, time.perf_counter() - started),
+        }
+        rows.append(row)
+        if rank == 0 and (step % config.log_every == 0 or step == total):
+            metrics(row)
+        stopping = config.stop_after is not None and step >= config.stop_after
+        if step % config.save_every == 0 or step == total or stopping:
+            _save(out, rank, world, model, extras, optimizer, scaler, step, epoch, done_in_epoch, config)
+        if stopping:
+            break
+    if world > 1:
+        dist.barrier()
+    return rows
+
+
+def _views(built):
+    """SLIP's two augmented views, at the model's image size and normalisation."""
+    from unimed_train.objective import slip_views
+
+    size = built.model.visual.image_size
+    size = size[0] if isinstance(size, tuple | list) else size
+    normalize = next(t for t in built.preprocess_val.transforms if type(t).__name__ == "Normalize")
+    return slip_views(size, normalize.mean, normalize.std)
+
+
+def _resume_path(config: TrainConfig, out: Path) -> Path | None:
+    if config.resume is None:
+        return None
+    path = out / "checkpoints" / "latest.pt" if config.resume == "latest" else Path(config.resume)
+    if not path.is_file():
+        raise SystemExit(f"--resume {config.resume}: no checkpoint at {path}")
+    return path
+
+
+def _metrics_writer(out: Path, rank: int):
+    writer = None
+    if rank == 0:
+        out.mkdir(parents=True, exist_ok=True)
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+
+            writer = SummaryWriter(str(out / "tensorboard"))
+        except ImportError:  # tensorboard is optional: metrics.jsonl always has everything
+            writer = None
+
+    def log(row: dict) -> None:
+        with open(out / "metrics.jsonl", "a") as handle:
+            handle.write(json.dumps(row) + "\n")
+        if writer is not None:
+            for name, value in row.items():
+                if name != "step":
+                    writer.add_scalar(name, value, row["step"])
+            writer.flush()
+
+    return log
+
+
+def _save(out, rank, world, model, extras, optimizer, scaler, step, epoch, done_in_epoch, config) -> None:
+    """An open_clip-compatible `state_dict` plus everything needed to resume exactly."""
+    states = [None] * world
+    if world > 1:
+        dist.all_gather_object(states, rng_state())
+    else:
+        states = [rng_state()]
+    if rank != 0:
+        return
+    folder = out / "checkpoints"
+    folder.mkdir(parents=True, exist_ok=True)
+    checkpoint = {
+        "state_dict": model.state_dict(),
+        "extras": extras.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "scaler": scaler.state_dict(),
+        "step": step,
+        "epoch": epoch,
+        "batches_done": done_in_epoch,
+        "rng": states,
+        "config": vars(config),
+    }
+    target = folder / f"step_{step:07d}.pt"
+    tmp = folder / f".{target.name}.tmp"
+    torch.save(checkpoint, tmp)
+    os.replace(tmp, target)
+    latest = folder / "latest.pt"
+    tmp_latest = folder / ".latest.pt.tmp"
+    torch.save(checkpoint, tmp_latest)
+    os.replace(tmp_latest, latest)
+
+
+def main(argv: list[str] | None = None) -> None:
+    config = parse_config(argv)
+    train(config)
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
