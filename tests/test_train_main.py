@@ -99,3 +99,81 @@ def test_other_losses_run(tmp_path: Path, demo_out: Path, loss: str):
     assert len(rows) == 3
     if loss == "slip":
         assert {"clip", "ssl"} <= set(rows[0])
+
+
+def test_distillation_on_the_real_biomedica_teacher_features(tmp_path: Path, shared_data: Path):
+    """Shards carrying MMKD-CLIP teacher features (`<teacher>.img.npy` / `<teacher>.txt.npy`)."""
+    import io
+    import tarfile
+
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    demo = shared_data / "biomedica_demo"
+    rows = [json.loads(line) for line in (demo / "meta.jsonl").read_text().splitlines() if line.strip()]
+    folder = tmp_path / "shards"
+    folder.mkdir()
+    sizes = {}
+    for shard, part in enumerate((rows[:4], rows[4:])):
+        name = f"teach-{shard:06d}.tar"
+        sizes[name] = len(part)
+        with tarfile.open(folder / name, "w") as tar:
+            for index, row in enumerate(part):
+                features = torch.load(
+                    demo / Path(row["imgpath"]).parent / "clips_project_output.pt",
+                    map_location="cpu",
+                    weights_only=True,
+                )
+                image = io.BytesIO()
+                Image.open(demo / row["imgpath"]).convert("RGB").resize((48, 48)).save(image, format="JPEG")
+                members = {
+                    "jpg": image.getvalue(),
+                    "txt": row["txt"].encode(),
+                    "json": json.dumps({"captions": [row["txt"]]}).encode(),
+                }
+                teachers = [("biomedclip", "BiomedCLIP")] + ([("quiltnet", "QuiltNet")] if index % 2 else [])
+                for short, long in teachers:
+                    for kind in ("img", "txt"):
+                        buffer = io.BytesIO()
+                        np.save(buffer, features[f"{long}_{kind}"].numpy().astype(np.float32))
+                        members[f"{short}.{kind}.npy"] = buffer.getvalue()
+                for ext, data in members.items():
+                    info = tarfile.TarInfo(f"s{shard}x{index}.{ext}")
+                    info.size = len(data)
+                    tar.addfile(info, io.BytesIO(data))
+    (folder / "sizes.json").write_text(json.dumps(sizes))
+    config = tmp_path / "tiny.json"
+    config.write_text(json.dumps(TINY))
+    out = tmp_path / "distill"
+    main(
+        [
+            "--train-data",
+            str(folder / "teach-{000000..000001}.tar"),
+            "--model",
+            "tiny",
+            "--model-cfg",
+            str(config),
+            "--batch-size",
+            "4",
+            "--workers",
+            "0",
+            "--steps",
+            "4",
+            "--warmup",
+            "1",
+            "--log-every",
+            "1",
+            "--loss",
+            "distill",
+            "--teachers",
+            "biomedclip,quiltnet",
+            "--teacher-dim",
+            "512",
+            "--out",
+            str(out),
+        ]
+    )
+    logged = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert len(logged) == 4 and all({"clip", "fd", "cross"} <= set(r) for r in logged)
+    assert all(r["fd"] > 0 and r["loss"] == r["loss"] for r in logged)
