@@ -177,3 +177,56 @@ def test_distillation_on_the_real_biomedica_teacher_features(tmp_path: Path, sha
     logged = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert len(logged) == 4 and all({"clip", "fd", "cross"} <= set(r) for r in logged)
     assert all(r["fd"] > 0 and r["loss"] == r["loss"] for r in logged)
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_two_processes_with_torchrun_and_gloo(tmp_path: Path, demo_out: Path):
+    """The same program under torchrun: 2 CPU ranks (gloo) train, rank 0 logs and checkpoints."""
+    import os
+    import subprocess
+    import sys
+
+    config = tmp_path / "tiny.json"
+    config.write_text(json.dumps(TINY))
+    out = tmp_path / "ddp"
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node=2",
+        "--master_addr=127.0.0.1",
+        f"--master_port={free_port()}",  # torchrun's static rendezvous needs a concrete free port
+        "-m",
+        "unimed_train.main",
+        "--train-data",
+        shards(demo_out),
+        "--model",
+        "tiny",
+        "--model-cfg",
+        str(config),
+        "--batch-size",
+        "4",
+        "--workers",
+        "0",
+        "--steps",
+        "3",
+        "--warmup",
+        "1",
+        "--log-every",
+        "1",
+        "--out",
+        str(out),
+    ]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    finished = subprocess.run(command, capture_output=True, text=True, timeout=120, env=env)
+    assert finished.returncode == 0, finished.stderr[-3000:]
+    logged = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in logged] == [1, 2, 3]  # written once, by rank 0
+    assert (out / "checkpoints" / "latest.pt").is_file()
