@@ -67,7 +67,9 @@ def test_loss_goes_down_and_outputs_are_written(tmp_path: Path, demo_out: Path):
 
 
 def test_stop_and_resume_gives_the_same_following_losses(tmp_path: Path, demo_out: Path):
-    unbroken = run(tmp_path, demo_out, "unbroken", "--steps", "12", "--save-every", "100")
+    unbroken = run(
+        tmp_path, demo_out, "unbroken", "--steps", "12", "--save-every", "100", "--resume", "latest"
+    )
     first_half = run(tmp_path, demo_out, "broken", "--steps", "12", "--save-every", "6", "--stop-after", "6")
     assert [r["step"] for r in first_half] == list(range(1, 7))
     resumed = run(tmp_path, demo_out, "broken", "--steps", "12", "--save-every", "6", "--resume", "latest")

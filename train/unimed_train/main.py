@@ -212,6 +212,8 @@ def _resume_path(config: TrainConfig, out: Path) -> Path | None:
     if config.resume is None:
         return None
     path = out / "checkpoints" / "latest.pt" if config.resume == "latest" else Path(config.resume)
+    if config.resume == "latest" and not path.is_file():
+        return None  # nothing to resume yet: a first run (so one job script serves every restart)
     if not path.is_file():
         raise SystemExit(f"--resume {config.resume}: no checkpoint at {path}")
     return path
