@@ -64,6 +64,24 @@ class ChexpertLayout(BaseModel):
     path_prefix: str = ""  # stripped from `Path`, e.g. "CheXpert-v1.0-small/"
 
 
+def observation_labels(row: dict, policy: str) -> tuple[list[str], list[str], list[str]]:
+    """The 14 CheXpert observation cells of a row (CheXpert's CSVs, MIMIC-CXR's label CSV) read
+    under an uncertainty policy: (labels, uncertain labels, problems with bad cells)."""
+    labels, uncertain, problems = [], [], []
+    for column in OBSERVATIONS:
+        cell = str(row[column]).strip()
+        if cell not in _VALUES:
+            problems.append(f"column {column!r}: bad value {cell!r} (expected 1.0, 0.0, -1.0 or blank)")
+        elif _VALUES[cell] == 1:
+            labels.append(column)
+        elif _VALUES[cell] == -1:
+            if policy == "positive":
+                labels.append(column)
+            if policy != "negative":
+                uncertain.append(column)
+    return labels, uncertain, problems
+
+
 def annotation_files(layout: ChexpertLayout, dataset_root: Path) -> list[Path]:
     return [dataset_root / entry.path for entry in layout.csvs]
 
@@ -91,18 +109,7 @@ def _parse_row(
             return ItemError(relpath, relpath, f"{where}: column {VIEW_COLUMN!r}: bad value {view!r}")
         if view != layout.views:
             return Filtered(relpath, f"{view} view")
-    labels, uncertain, problems = [], [], []
-    for column in OBSERVATIONS:
-        cell = row[column].strip()
-        if cell not in _VALUES:
-            problems.append(f"column {column!r}: bad value {cell!r} (expected 1.0, 0.0, -1.0 or blank)")
-        elif _VALUES[cell] == 1:
-            labels.append(column)
-        elif _VALUES[cell] == -1:
-            if layout.uncertain == "positive":
-                labels.append(column)
-            if layout.uncertain != "negative":
-                uncertain.append(column)
+    labels, uncertain, problems = observation_labels(row, layout.uncertain)
     if problems:
         return ItemError(relpath, relpath, f"{where}: " + "; ".join(problems))
     match = _PATIENT.search(raw_path)

@@ -32,7 +32,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from unimed_data.layouts.chexpert import _VALUES, OBSERVATIONS
+from unimed_data.layouts.chexpert import OBSERVATIONS, observation_labels
 from unimed_data.layouts.item import Filtered, Item, ItemError, RelPath, relative_path
 from unimed_data.layouts.tabular import Row, read_csv
 from unimed_data.reports import findings_text
@@ -137,18 +137,7 @@ def _load_labels(layout: MimicCxrLayout, dataset_root: Path) -> dict[int, _Label
         study = _study_id(row)
         if study is None:
             continue
-        positive, uncertain, problems = [], [], []
-        for column in OBSERVATIONS:
-            cell = str(row[column]).strip()
-            if cell not in _VALUES:
-                problems.append(f"column {column!r}: bad value {cell!r} (expected 1.0, 0.0, -1.0 or blank)")
-            elif _VALUES[cell] == 1:
-                positive.append(column)
-            elif _VALUES[cell] == -1:
-                if layout.uncertain == "positive":
-                    positive.append(column)
-                if layout.uncertain != "negative":
-                    uncertain.append(column)
+        positive, uncertain, problems = observation_labels(row, layout.uncertain)
         if problems:
             labels[study] = f"{where}: " + "; ".join(problems)
         else:
