@@ -21,34 +21,32 @@ def shards(demo_out: Path) -> str:
     return str(demo_out / "train" / f"unimed-{{000000..{len(sizes) - 1:06d}}}.tar")
 
 
-def run(tmp_path: Path, demo_out: Path, name: str, *extra: str) -> list[dict]:
+def tiny_argv(tmp_path: Path, data: str, out: Path, *extra: str) -> list[str]:
+    """Arguments for the tiny test model on `data`, logging every step to `out`; `extra` wins."""
     config = tmp_path / "tiny.json"
     config.write_text(json.dumps(TINY))
+    base = ["--train-data", data, "--model", "tiny", "--model-cfg", str(config), "--workers", "0"]
+    return [*base, "--log-every", "1", "--out", str(out), *extra]
+
+
+def run(tmp_path: Path, demo_out: Path, name: str, *extra: str) -> list[dict]:
     out = tmp_path / name
-    argv = [
-        "--train-data",
-        shards(demo_out),
-        "--model",
-        "tiny",
-        "--model-cfg",
-        str(config),
-        "--batch-size",
-        "8",
-        "--workers",
-        "0",
-        "--lr",
-        "1e-3",
-        "--warmup",
-        "2",
-        "--log-every",
-        "1",
-        "--out",
-        str(out),
-        "--wd",
-        "0.01",
-        *extra,
-    ]
-    main(argv)
+    main(
+        tiny_argv(
+            tmp_path,
+            shards(demo_out),
+            out,
+            "--batch-size",
+            "8",
+            "--lr",
+            "1e-3",
+            "--warmup",
+            "2",
+            "--wd",
+            "0.01",
+            *extra,
+        )
+    )
     return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
 
 
@@ -145,37 +143,10 @@ def test_distillation_on_the_real_biomedica_teacher_features(tmp_path: Path, sha
                     info.size = len(data)
                     tar.addfile(info, io.BytesIO(data))
     (folder / "sizes.json").write_text(json.dumps(sizes))
-    config = tmp_path / "tiny.json"
-    config.write_text(json.dumps(TINY))
     out = tmp_path / "distill"
-    main(
-        [
-            "--train-data",
-            str(folder / "teach-{000000..000001}.tar"),
-            "--model",
-            "tiny",
-            "--model-cfg",
-            str(config),
-            "--batch-size",
-            "4",
-            "--workers",
-            "0",
-            "--steps",
-            "4",
-            "--warmup",
-            "1",
-            "--log-every",
-            "1",
-            "--loss",
-            "distill",
-            "--teachers",
-            "biomedclip,quiltnet",
-            "--teacher-dim",
-            "512",
-            "--out",
-            str(out),
-        ]
-    )
+    teachers = ["--loss", "distill", "--teachers", "biomedclip,quiltnet", "--teacher-dim", "512"]
+    data = str(folder / "teach-{000000..000001}.tar")
+    main(tiny_argv(tmp_path, data, out, "--batch-size", "4", "--steps", "4", "--warmup", "1", *teachers))
     logged = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert len(logged) == 4 and all({"clip", "fd", "cross"} <= set(r) for r in logged)
     assert all(r["fd"] > 0 and r["loss"] == r["loss"] for r in logged)
@@ -195,37 +166,19 @@ def test_two_processes_with_torchrun_and_gloo(tmp_path: Path, demo_out: Path):
     import subprocess
     import sys
 
-    config = tmp_path / "tiny.json"
-    config.write_text(json.dumps(TINY))
     out = tmp_path / "ddp"
-    command = [
+    torchrun = [
         sys.executable,
         "-m",
         "torch.distributed.run",
         "--nproc_per_node=2",
         "--master_addr=127.0.0.1",
-        f"--master_port={free_port()}",  # torchrun's static rendezvous needs a concrete free port
-        "-m",
-        "unimed_train.main",
-        "--train-data",
-        shards(demo_out),
-        "--model",
-        "tiny",
-        "--model-cfg",
-        str(config),
-        "--batch-size",
-        "4",
-        "--workers",
-        "0",
-        "--steps",
-        "3",
-        "--warmup",
-        "1",
-        "--log-every",
-        "1",
-        "--out",
-        str(out),
     ]
+    torchrun.append(f"--master_port={free_port()}")  # torchrun's static rendezvous needs a concrete port
+    arguments = tiny_argv(
+        tmp_path, shards(demo_out), out, "--batch-size", "4", "--steps", "3", "--warmup", "1"
+    )
+    command = [*torchrun, "-m", "unimed_train.main", *arguments]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     finished = subprocess.run(command, capture_output=True, text=True, timeout=120, env=env)
     assert finished.returncode == 0, finished.stderr[-3000:]

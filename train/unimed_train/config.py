@@ -51,6 +51,11 @@ class TrainConfig:
     resume: str | None = None  # a checkpoint file, or "latest" for OUT/checkpoints/latest.pt
     stop_after: int | None = None  # stop (with a checkpoint) after this step, e.g. to split a job
 
+    @property
+    def teacher_dims(self) -> dict[str, int]:
+        """Feature width of each distillation teacher (all `teacher_dim` wide)."""
+        return {name: self.teacher_dim for name in self.teachers}
+
     def check(self) -> TrainConfig:
         if not self.train_data:
             raise SystemExit("--train-data is required")

@@ -88,7 +88,7 @@ def train(config: TrainConfig) -> list[dict]:
         device=device,
         precision=config.precision,
         grad_checkpointing=config.grad_checkpointing,
-        teacher_dims={t: config.teacher_dim for t in config.teachers},
+        teacher_dims=config.teacher_dims,
     )
     model = built.model
     if config.lock_image:
@@ -122,7 +122,7 @@ def train(config: TrainConfig) -> list[dict]:
         world_size=world,
         views=_views(built) if config.loss == "slip" else None,
         teacher_keys=tuple(config.teachers),
-        teacher_dims={t: config.teacher_dim for t in config.teachers} or None,
+        teacher_dims=config.teacher_dims or None,
     )
     per_epoch = max(1, loader.num_batches // config.accum_steps)
     total = config.steps or config.epochs * per_epoch
