@@ -24,8 +24,11 @@ def shared_data() -> Path:
 
 @pytest.fixture(scope="session")
 def demo_out(tmp_path_factory) -> Path:
-    """`unimed-data build --demo` output; tests that change it must copy it first."""
+    """`unimed-data build --demo` output; tests that change it must copy it first. A fixed patient
+    salt fixes the patient-level splits, so tests that train and evaluate see the same held-out set."""
     out = tmp_path_factory.mktemp("demo") / "out"
-    result = run_cli("build", "--demo", "--out", out, "--shard-size", "8", "--workers", "2")
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("UNIMED_PATIENT_SALT", "demo-fixture-salt")
+        result = run_cli("build", "--demo", "--out", out, "--shard-size", "8", "--workers", "2")
     assert result.exit_code == 0, result.output
     return out

@@ -4,7 +4,18 @@ import pytest
 
 from tests.conftest import run_cli
 
-COMMANDS = ["build", "ingest", "convert", "caption", "shard", "validate", "stats", "download", "sources"]
+COMMANDS = [
+    "build",
+    "ingest",
+    "convert",
+    "caption",
+    "shard",
+    "evalset",
+    "validate",
+    "stats",
+    "download",
+    "sources",
+]
 
 
 @pytest.mark.parametrize("command", COMMANDS)

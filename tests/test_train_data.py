@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import io
 import json
-import tarfile
 from collections import Counter
 from pathlib import Path
 
@@ -17,6 +16,8 @@ pytest.importorskip("open_clip")
 
 import torch
 from unimed_train.data import caption_index, make_loader, parse_spec
+
+from tests.wds_samples import write_tar
 
 N_CAPTIONS = 6
 TEACHER_DIM = 8
@@ -35,19 +36,6 @@ def _npy(arr: np.ndarray) -> bytes:
     buf = io.BytesIO()
     np.save(buf, arr.astype(np.float32))
     return buf.getvalue()
-
-
-def _write_tar(path: Path, samples: list[dict[str, bytes]]) -> None:
-    with tarfile.open(path, "w") as tar:
-        for sample in samples:
-            key = sample["__key__"]
-            for ext, data in sample.items():
-                if ext == "__key__":
-                    continue
-                info = tarfile.TarInfo(f"{key}.{ext}")
-                info.size = len(data)
-                info.mtime = 0
-                tar.addfile(info, io.BytesIO(data))
 
 
 def _make_source(folder: Path, name: str, n_shards: int, per_shard: int, *, plain=False, teacher=False):
@@ -71,7 +59,7 @@ def _make_source(folder: Path, name: str, n_shards: int, per_shard: int, *, plai
                 sample["biomedclip.txt.npy"] = _npy(-np.full(TEACHER_DIM, idx, dtype=np.float32))
             samples.append(sample)
         fname = f"{name}-{s:06d}.tar"
-        _write_tar(folder / fname, samples)
+        write_tar(folder / fname, samples)
         sizes[fname] = per_shard
     (folder / "sizes.json").write_text(json.dumps(sizes))
     return str(folder / f"{name}-{{{0:06d}..{n_shards - 1:06d}}}.tar")
@@ -213,6 +201,15 @@ def test_workers_split_and_match_sequential(corpus):
     assert loader.state() == {"epoch": 0, "batches_done": 12}
     again = [k for b in loader for k in b["key"]]  # persistent workers, same epoch
     assert again == keys
+
+
+def test_more_workers_than_shards_are_cut_to_what_the_shards_feed(corpus, caplog):
+    loader = _loader(corpus["b"], workers=4, batch_size=5)  # 2 shards
+    keys = [k for b in loader for k in b["key"]]
+    assert sorted(keys) == sorted(set(keys)) and len(keys) == 20
+    assert "using 2 workers per rank" in caplog.text
+    with pytest.raises(ValueError, match="2 shards cannot be split between 3 ranks"):
+        _loader(corpus["b"], rank=0, world_size=3)
 
 
 def test_weighted_resampling(corpus):

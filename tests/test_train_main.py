@@ -9,24 +9,7 @@ pytest.importorskip("open_clip", reason="needs the `train` extra")
 
 from unimed_train.main import main
 
-TINY = {
-    "embed_dim": 32,
-    "vision_cfg": {"image_size": 32, "layers": 2, "width": 64, "patch_size": 8},
-    "text_cfg": {"context_length": 32, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 2},
-}
-
-
-def shards(demo_out: Path) -> str:
-    sizes = json.loads((demo_out / "train" / "sizes.json").read_text())
-    return str(demo_out / "train" / f"unimed-{{000000..{len(sizes) - 1:06d}}}.tar")
-
-
-def tiny_argv(tmp_path: Path, data: str, out: Path, *extra: str) -> list[str]:
-    """Arguments for the tiny test model on `data`, logging every step to `out`; `extra` wins."""
-    config = tmp_path / "tiny.json"
-    config.write_text(json.dumps(TINY))
-    base = ["--train-data", data, "--model", "tiny", "--model-cfg", str(config), "--workers", "0"]
-    return [*base, "--log-every", "1", "--out", str(out), *extra]
+from tests.tiny_models import shards, tiny_argv
 
 
 def run(tmp_path: Path, demo_out: Path, name: str, *extra: str) -> list[dict]:
@@ -58,6 +41,10 @@ def test_loss_goes_down_and_outputs_are_written(tmp_path: Path, demo_out: Path):
     assert rows[0]["lr"] < rows[2]["lr"] and rows[-1]["samples_per_s"] > 0
     checkpoint = tmp_path / "learn" / "checkpoints" / "latest.pt"
     assert checkpoint.is_file() and (tmp_path / "learn" / "checkpoints" / "step_0000030.pt").is_file()
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    board = EventAccumulator(str(tmp_path / "learn" / "tensorboard")).Reload()
+    assert [event.step for event in board.Scalars("loss")] == list(range(1, 31))
     import torch
 
     saved = torch.load(checkpoint, map_location="cpu", weights_only=False)

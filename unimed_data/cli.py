@@ -357,3 +357,166 @@ def sources(
         sys.stdout.write(json.dumps(rows, indent=2) + "\n")
     else:
         render_sources(rows, Console())
+
+
+# Options that only one or two evalset sources read: flag -> (parameter, default, sources).
+_EVAL_ONLY = {
+    "--holdout-train": ("holdout_train", 0.0, ("folder",)),
+    "--holdout-val": ("holdout_val", 0.0, ("folder",)),
+    "--root": ("root", None, ("manifest",)),
+    "--with-train": ("with_train", False, ("manifest",)),
+    "--split": ("split", "test", ("manifest", "build")),
+    "--train-split": ("train_split", None, ("build",)),
+    "--dataset": ("dataset", None, ("build",)),
+    "--task": ("task", "classification", ("build",)),
+}
+_SOURCE_NAMES = {"folder": "--from-folder", "manifest": "MANIFEST", "build": "--from-build"}
+
+
+@app.command()
+def evalset(
+    manifest: Annotated[
+        str | None, typer.Argument(help="A classification manifest: bundled name or YAML path.")
+    ] = None,
+    out: Annotated[
+        Path, typer.Option("--out", "-o", help="Evaluation set folder (CLIP_benchmark layout).")
+    ] = ...,
+    root: Annotated[Path | None, typer.Option("--root", help="Raw data root of MANIFEST.")] = None,
+    from_folder: Annotated[
+        Path | None, typer.Option("--from-folder", help="A folder-per-class tree: DIR/<class>/<images>.")
+    ] = None,
+    from_build: Annotated[
+        Path | None, typer.Option("--from-build", help="The output folder of `unimed-data build`.")
+    ] = None,
+    modality: Annotated[
+        str | None,
+        typer.Option("--modality", help=f"Needed for --from-folder: {', '.join(MODALITIES)}."),
+    ] = None,
+    name: Annotated[
+        str | None, typer.Option("--name", help="Name of the set (default: the source's).")
+    ] = None,
+    holdout_train: Annotated[
+        float, typer.Option("--holdout-train", help="--from-folder: fraction per class written to train.")
+    ] = 0.0,
+    holdout_val: Annotated[
+        float, typer.Option("--holdout-val", help="--from-folder: fraction per class written to val.")
+    ] = 0.0,
+    with_train: Annotated[
+        bool, typer.Option("--with-train", help="MANIFEST: also write its train and val splits.")
+    ] = False,
+    split: Annotated[
+        str, typer.Option("--split", help="Source split(s) that form the test split, comma-separated.")
+    ] = "test",
+    train_split: Annotated[
+        str | None, typer.Option("--train-split", help="--from-build: split(s) written as train.")
+    ] = None,
+    dataset: Annotated[
+        list[str] | None, typer.Option("--dataset", help="--from-build: keep only this dataset (repeatable).")
+    ] = None,
+    task: Annotated[
+        str,
+        typer.Option(
+            "--task",
+            help="--from-build: classification (labels), modality (modality recognition) or retrieval (captions).",
+        ),
+    ] = "classification",
+    templates: Annotated[
+        Path | None, typer.Option("--templates", help="Zero-shot templates, one per line with {c}.")
+    ] = None,
+    shard_size: ShardSizeOpt = None,
+    max_side: MaxSideOpt = None,
+    jpeg_quality: QualityOpt = None,
+    seed: SeedOpt = None,
+    workers: WorkersOpt = None,
+) -> None:
+    """Write an evaluation set (CLIP_benchmark webdataset layout) from a class-folder tree, a
+    classification manifest or a build's held-out split."""
+    from unimed_data.evalset import EvalSetError, write_evalset
+    from unimed_data.evalset import sources as eval_sources
+    from unimed_data.evalset.templates import bundled_templates_file
+    from unimed_data.imaging import ConvertOptions
+    from unimed_data.parallel import default_workers
+
+    given = {
+        "manifest": manifest is not None,
+        "folder": from_folder is not None,
+        "build": from_build is not None,
+    }
+    if sum(given.values()) != 1:
+        _fail("give exactly one of: a MANIFEST (with --root), --from-folder DIR, or --from-build OUT")
+    source = next(kind for kind, present in given.items() if present)
+    for flag, (parameter, default, sources) in _EVAL_ONLY.items():
+        if source not in sources and locals()[parameter] not in (None, default):
+            _fail(f"{flag} applies to {' and '.join(_SOURCE_NAMES[s] for s in sources)} only")
+    if modality is not None and modality not in MODALITIES:
+        _fail(f"--modality {modality}: use one of {', '.join(MODALITIES)}")
+    splits = tuple(s.strip() for s in split.split(",") if s.strip())
+    try:
+        if source == "folder":
+            if modality is None:
+                _fail(f"--from-folder needs --modality, one of: {', '.join(MODALITIES)}")
+            collected = eval_sources.from_folder(
+                from_folder,
+                modality=modality,
+                name=name,
+                holdout_train=holdout_train,
+                holdout_val=holdout_val,
+                seed=seed or 0,
+            )
+        elif source == "manifest":
+            if root is None:
+                _fail(f"{manifest}: a manifest needs --root RAW (the folder holding RAW/<name>/)")
+            collected = eval_sources.from_manifest(
+                manifest,
+                root,
+                test_splits=splits,
+                with_train=with_train,
+                seed=seed or 0,
+                name=name,
+                modality=modality,
+            )
+        else:
+            trains = tuple(s.strip() for s in (train_split or "").split(",") if s.strip())
+            collected = eval_sources.from_build(
+                from_build,
+                splits=splits,
+                train_splits=trains,
+                datasets=tuple(dataset or ()),
+                name=name or out.name,
+                modality=modality,
+                classes_from="modality" if task == "modality" else "labels",
+            )
+            if task == "modality":
+                task, templates = "classification", templates or bundled_templates_file("modality")
+        sizes = {"max_side": max_side, "jpeg_quality": jpeg_quality}
+        options = ConvertOptions(**{k: v for k, v in sizes.items() if v is not None})
+        summary = write_evalset(
+            collected,
+            out,
+            task=task,
+            templates=templates,
+            shard_size=shard_size or 1000,
+            options=options,
+            workers=workers or default_workers(),
+        )
+    except (EvalSetError, ManifestError) as exc:
+        _fail(str(exc))
+    info = summary.info
+    splits_line = ", ".join(f"{s} {n}" for s, n in info["splits"].items())
+    console.print(
+        f"{info['name']}: {info['task']}, {len(info['classes'])} classes; samples per split: {splits_line}"
+    )
+    console.print(f"Inputs {info['inputs']} = samples {summary.samples} + errors {info['errors']}")
+    for row in summary.errors[:5]:
+        console.print(
+            f"  {row['stage']}: {row['source_path']}: {row['reason']}",
+            highlight=False,
+            markup=False,
+            soft_wrap=True,
+        )
+    if len(summary.errors) > 5:
+        console.print(f"... and more: see {summary.out / 'errors.parquet'}")
+    console.print(f"Evaluation set in {summary.out}")
+    if info["splits"].get("test", 0) == 0:
+        console.print("[red]error:[/red] no test sample was written: see the errors above")
+        raise typer.Exit(1)

@@ -51,7 +51,8 @@ Epochs, ranks and workers
 Sequential mode (default): the shard list is shuffled with ``(seed, epoch)`` (the same order on
 every rank), split ``shards[rank::world_size]`` between ranks and then ``[worker::workers]``
 between DataLoader workers, so ranks and workers read disjoint shards that together cover all
-of them (needs ``len(shards) >= world_size * max(1, workers)``). Each worker reads its shards
+of them (with fewer than ``world_size * workers`` shards the workers are cut to what the shards
+feed, with a warning; fewer shards than ranks is an error). Each worker reads its shards
 round after round (reshuffled with the pass number) so every rank yields exactly
 ``num_batches`` full batches: ``num_batches = ceil(num_samples / (batch_size * world_size))``,
 with ``num_samples = epoch_samples or <sizes.json total>``; a few samples repeat at the end of an
@@ -81,6 +82,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import logging
 import math
 import os
 import random
@@ -106,6 +108,8 @@ __all__ = [
     "make_loader",
     "parse_spec",
 ]
+
+log = logging.getLogger(__name__)
 
 IMAGE_EXTS = ("jpg", "jpeg", "png", "webp")
 DEFAULT_SHUFFLE_BUFFER = 2000
@@ -504,10 +508,15 @@ def make_loader(
                 f"epoch of {num_samples} samples is less than one global batch of {global_batch}"
             )
     else:
+        if len(all_urls) < world_size:
+            raise ValueError(f"{len(all_urls)} shards cannot be split between {world_size} ranks")
         if len(all_urls) < world_size * n_workers:
-            raise ValueError(
-                f"{len(all_urls)} shards cannot be split between {world_size} ranks x {n_workers} workers"
-            )
+            fitting = len(all_urls) // world_size
+            log.warning(
+                "%d shards for %d ranks x %d workers: using %d workers per rank",
+                len(all_urls), world_size, n_workers, fitting,
+            )  # fmt: skip
+            workers = n_workers = fitting
         num_batches = math.ceil(num_samples / global_batch)
 
     dims: dict = {}

@@ -190,7 +190,7 @@ def train(config: TrainConfig) -> list[dict]:
             metrics(row)
         stopping = config.stop_after is not None and step >= config.stop_after
         if step % config.save_every == 0 or step == total or stopping:
-            _save(out, rank, world, model, extras, optimizer, scaler, step, epoch, done_in_epoch, config)
+            _save(out, rank, world, built, extras, optimizer, scaler, step, epoch, done_in_epoch, config)
         if stopping:
             break
     if world > 1:
@@ -223,12 +223,9 @@ def _metrics_writer(out: Path, rank: int):
     writer = None
     if rank == 0:
         out.mkdir(parents=True, exist_ok=True)
-        try:
-            from torch.utils.tensorboard import SummaryWriter
+        from torch.utils.tensorboard import SummaryWriter
 
-            writer = SummaryWriter(str(out / "tensorboard"))
-        except ImportError:  # tensorboard is optional: metrics.jsonl always has everything
-            writer = None
+        writer = SummaryWriter(str(out / "tensorboard"))
 
     def log(row: dict) -> None:
         with open(out / "metrics.jsonl", "a") as handle:
@@ -242,8 +239,11 @@ def _metrics_writer(out: Path, rank: int):
     return log
 
 
-def _save(out, rank, world, model, extras, optimizer, scaler, step, epoch, done_in_epoch, config) -> None:
-    """An open_clip-compatible `state_dict` plus everything needed to resume exactly."""
+def _save(out, rank, world, built, extras, optimizer, scaler, step, epoch, done_in_epoch, config) -> None:
+    """An open_clip-compatible `state_dict` plus everything needed to resume exactly.
+
+    `model_cfg` holds the resolved architecture (not the path to its JSON), so the evaluator rebuilds
+    the model from the checkpoint alone, on another machine too."""
     states = [None] * world
     if world > 1:
         dist.all_gather_object(states, rng_state())
@@ -254,7 +254,7 @@ def _save(out, rank, world, model, extras, optimizer, scaler, step, epoch, done_
     folder = out / "checkpoints"
     folder.mkdir(parents=True, exist_ok=True)
     checkpoint = {
-        "state_dict": model.state_dict(),
+        "state_dict": built.model.state_dict(),
         "extras": extras.state_dict(),
         "optimizer": optimizer.state_dict(),
         "scaler": scaler.state_dict(),
@@ -263,6 +263,7 @@ def _save(out, rank, world, model, extras, optimizer, scaler, step, epoch, done_
         "batches_done": done_in_epoch,
         "rng": states,
         "config": vars(config),
+        "model_cfg": built.model_cfg,
     }
     target = folder / f"step_{step:07d}.pt"
     tmp = folder / f".{target.name}.tmp"

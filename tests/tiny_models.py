@@ -1,0 +1,53 @@
+"""A tiny open_clip model for CPU tests: its config, trainer arguments, and saved forms of it."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+from unimed_train.model import build_model
+
+TINY = {
+    "embed_dim": 32,
+    "vision_cfg": {"image_size": 32, "layers": 2, "width": 64, "patch_size": 8},
+    "text_cfg": {"context_length": 32, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 2},
+}
+
+
+def shards(demo_out: Path) -> str:
+    sizes = json.loads((demo_out / "train" / "sizes.json").read_text())
+    return str(demo_out / "train" / f"unimed-{{000000..{len(sizes) - 1:06d}}}.tar")
+
+
+def tiny_argv(tmp_path: Path, data: str, out: Path, *extra: str) -> list[str]:
+    """Arguments for the tiny test model on `data`, logging every step to `out`; `extra` wins."""
+    config = tmp_path / "tiny.json"
+    config.write_text(json.dumps(TINY))
+    base = ["--train-data", data, "--model", "tiny", "--model-cfg", str(config), "--workers", "0"]
+    return [*base, "--log-every", "1", "--out", str(out), *extra]
+
+
+def tiny_local_dir(path: Path, seed: int = 0) -> str:
+    """A seeded random tiny model saved in open_clip's local-dir layout; returns `local-dir:PATH`."""
+    from safetensors.torch import save_file
+
+    torch.manual_seed(seed)
+    model = build_model(TINY).model
+    path.mkdir(parents=True)
+    save_file(model.state_dict(), str(path / "open_clip_model.safetensors"))
+    pp = {"mean": list(model.visual.image_mean), "std": list(model.visual.image_std)}
+    (path / "open_clip_config.json").write_text(json.dumps({"model_cfg": TINY, "preprocess_cfg": pp}))
+    return f"local-dir:{path}"
+
+
+def tiny_checkpoint(path: Path, seed: int = 1) -> str:
+    """A checkpoint the way our trainer writes it: state_dict, config (TrainConfig dict), numpy RNG."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    cfg = path.parent / "tiny.json"
+    cfg.write_text(json.dumps(TINY))
+    torch.manual_seed(seed)
+    model = build_model("tiny", model_cfg=str(cfg)).model
+    config = {"model": "tiny", "model_cfg": str(cfg), "text_encoder": None, "context_length": None}
+    rng = [{"numpy": np.random.get_state(), "torch": torch.get_rng_state()}]
+    torch.save({"state_dict": model.state_dict(), "config": config, "rng": rng, "step": 3}, path)
+    return str(path)

@@ -1,0 +1,164 @@
+"""Reading eval sets in CLIP_benchmark's webdataset layout (ours from `unimed-data evalset`, or theirs).
+
+```
+EVAL/test/{0..n-1}.tar + test/nshards.txt   (train/, val/ optional, same shape)
+     classnames.txt, zeroshot_classification_templates.txt, dataset_type.txt, prompts.json, info.json
+```
+Shards are read in order and never shuffled, so features, labels and captions line up run after run.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+SPLITS = ("train", "val", "test")
+KINDS = ("classification", "multilabel", "retrieval")
+IMAGE_EXTS = "jpg;png;webp;jpeg"
+LABEL_EXT = {"classification": "cls", "multilabel": "npy", "retrieval": "txt"}
+
+
+class EvalSetError(ValueError):
+    """An eval folder that cannot be read; the message names the path and the reason."""
+
+    def __init__(self, path: str | Path, reason: str):
+        super().__init__(f"{path}: {reason}")
+        self.path, self.reason = str(path), reason
+
+
+@dataclass
+class EvalSet:
+    root: Path
+    name: str
+    modality: str
+    kind: str  # classification | multilabel | retrieval
+    splits: dict[str, int]  # split -> number of shards
+    classnames: list[str] = field(default_factory=list)
+    templates: list[str] = field(default_factory=list)
+    prompts: dict[str, list[str]] | None = None
+    info: dict[str, Any] = field(default_factory=dict)
+
+    def shards(self, split: str) -> list[str]:
+        """Shard paths in index order (a list, not a brace pattern, so odd folder names are safe)."""
+        return [str(self.root / split / f"{i}.tar") for i in range(self.splits[split])]
+
+    def prompt_ensembles(self) -> list[list[str]]:
+        """Per class the prompts to average: prompts.json when present, else the templates filled in.
+
+        A class that prompts.json lacks falls back to the templates, so a partial file still works."""
+        out = []
+        for name in self.classnames:
+            own = (self.prompts or {}).get(name)
+            out.append(list(own) if own else [t.replace("{c}", name) for t in self.templates])
+        if any(not p for p in out):
+            raise EvalSetError(self.root, "no prompts: prompts.json and the templates are both empty")
+        return out
+
+
+def _read_lines(path: Path) -> list[str]:
+    return [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def _nshards(root: Path, split: str) -> int:
+    path = root / split / "nshards.txt"
+    try:
+        n = int(path.read_text(encoding="utf-8").strip())
+    except FileNotFoundError:
+        raise EvalSetError(root, f"missing {split}/nshards.txt") from None
+    except ValueError:
+        raise EvalSetError(root, f"{split}/nshards.txt is not an integer") from None
+    missing = [f"{split}/{i}.tar" for i in range(n) if not (root / split / f"{i}.tar").is_file()]
+    if n < 1 or missing:
+        raise EvalSetError(root, f"{split}: nshards.txt says {n} but shards are missing {missing[:3]}")
+    return n
+
+
+def load_evalset(path: str | Path) -> EvalSet:
+    """Read the metadata of one eval folder; raises `EvalSetError` when it is unusable."""
+    root = Path(path)
+    if not root.is_dir():
+        raise EvalSetError(root, "not a directory")
+    splits = {s: _nshards(root, s) for s in SPLITS if (root / s).is_dir()}
+    if "test" not in splits:
+        raise EvalSetError(root, "missing test/ split (test/nshards.txt and test/{0..n-1}.tar)")
+    type_file = root / "dataset_type.txt"
+    kind = type_file.read_text(encoding="utf-8").strip().lower() if type_file.is_file() else ""
+    kind = kind or "classification"
+    if kind not in KINDS:
+        raise EvalSetError(root, f"dataset_type.txt says {kind!r}; expected multilabel, retrieval or nothing")
+    info = {}
+    if (root / "info.json").is_file():
+        try:
+            info = json.loads((root / "info.json").read_text(encoding="utf-8"))
+        except json.JSONDecodeError as e:
+            raise EvalSetError(root, f"info.json is not JSON ({e})") from None
+    evalset = EvalSet(
+        root=root,
+        name=str(info.get("name") or root.name),
+        modality=str(info.get("modality") or "unknown"),
+        kind=kind,
+        splits=splits,
+        info=info,
+    )
+    if kind == "retrieval":
+        return evalset
+    if not (root / "classnames.txt").is_file():
+        raise EvalSetError(root, "missing classnames.txt")
+    evalset.classnames = _read_lines(root / "classnames.txt")
+    if not evalset.classnames:
+        raise EvalSetError(root, "classnames.txt is empty")
+    templates = root / "zeroshot_classification_templates.txt"
+    evalset.templates = _read_lines(templates) if templates.is_file() else []
+    if (root / "prompts.json").is_file():
+        try:
+            evalset.prompts = json.loads((root / "prompts.json").read_text(encoding="utf-8"))
+        except json.JSONDecodeError as e:
+            raise EvalSetError(root, f"prompts.json is not JSON ({e})") from None
+    if not evalset.templates and not evalset.prompts:
+        raise EvalSetError(root, "neither zeroshot_classification_templates.txt nor prompts.json")
+    return evalset
+
+
+def _label(kind: str, value: Any) -> Any:
+    if kind == "classification":
+        return int(value)
+    if kind == "multilabel":
+        return np.asarray(value, dtype=np.float32).reshape(-1)
+    return [line.strip() for line in str(value).splitlines() if line.strip()]
+
+
+def _all_shards(src):
+    return src
+
+
+def _collate(batch: list[tuple[torch.Tensor, Any]]) -> tuple[torch.Tensor, list[Any]]:
+    images, labels = zip(*batch, strict=True)
+    return torch.stack(images), list(labels)
+
+
+def iter_batches(
+    evalset: EvalSet, split: str, transform: Callable, batch_size: int = 64, workers: int = 0
+) -> Iterator[tuple[torch.Tensor, list[Any]]]:
+    """(images, labels) batches of one split in shard order: labels are ints, float vectors
+    (multilabel; -1 kept) or caption lists (retrieval). With workers, shards are dealt to workers
+    (order then depends on the worker count only)."""
+    import webdataset as wds
+
+    kind = evalset.kind
+    dataset = (
+        # shardshuffle=None: no shuffling; every rank reads everything (no node splitting)
+        wds.WebDataset(evalset.shards(split), shardshuffle=None, nodesplitter=_all_shards)
+        .decode("pil")
+        .to_tuple(IMAGE_EXTS, LABEL_EXT[kind])
+        .map_tuple(lambda im: transform(im.convert("RGB")), lambda v: _label(kind, v))
+    )
+    loader = torch.utils.data.DataLoader(
+        dataset, batch_size=batch_size, num_workers=workers, collate_fn=_collate
+    )
+    yield from loader

@@ -1,0 +1,220 @@
+"""The evaluation report: results.json (every entry), results.md (models x datasets per task, with
+per-modality and overall averages as UniMed-CLIP reports them) and PNG plots.
+
+Every file is written to a temporary name and renamed, so a reader never sees half a report; the
+same entries always give the same bytes (stable ordering, no timestamps).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import os
+import re
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+TASK_ORDER = ("zeroshot", "linear_probe", "retrieval")
+HEADLINES = {
+    "zeroshot": "top-1 accuracy (macro AUROC on multi-label sets)",
+    "linear_probe": "accuracy (macro AUROC on multi-label sets)",
+    "retrieval": "mean of image and text recall@1",
+}
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+def _plain(value: Any) -> Any:
+    """JSON-safe copy: numpy scalars/arrays to Python, NaN/inf to None."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    if hasattr(value, "tolist"):
+        return _plain(value.tolist())
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def _task_key(task: str) -> tuple:
+    base = "linear_probe" if task.startswith("linear_probe") else task
+    shots = task.removeprefix("linear_probe_").removesuffix("shot")
+    rank = TASK_ORDER.index(base) if base in TASK_ORDER else len(TASK_ORDER)
+    return (rank, task != base, int(shots) if shots.isdigit() else 0, task)
+
+
+def _unique(values) -> list:
+    return list(dict.fromkeys(values))
+
+
+def _safe_name(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_") or "x"
+
+
+def _fmt(score: float | None) -> str:
+    return "–" if score is None else f"{100 * score:.2f}"
+
+
+def _mean(values: list[float]) -> float | None:
+    return sum(values) / len(values) if values else None
+
+
+def task_table(entries: Sequence[dict], task: str) -> tuple[list[str], list[tuple[str, str]], dict]:
+    """(models, [(dataset, modality)], {(model, dataset): entry}) for one task; datasets where every
+    model was skipped are left out, datasets sorted by modality then name."""
+    rows = [e for e in entries if e["task"] == task]
+    models = _unique(e["model"] for e in entries)
+    datasets = sorted(
+        {(e["dataset"], e["modality"]) for e in rows if e["status"] != "skipped"}, key=lambda d: (d[1], d[0])
+    )
+    cells = {(e["model"], e["dataset"]): e for e in rows}
+    return models, datasets, cells
+
+
+def averages(
+    model: str, datasets: list[tuple[str, str]], cells: dict
+) -> tuple[dict[str, tuple[float | None, bool]], tuple[float | None, bool]]:
+    """Per modality and overall mean headline score of one model (means over datasets, each dataset
+    weighted once); the flag is True when some dataset had no score (the mean is over fewer sets)."""
+    groups: dict[str, list] = {}
+    for name, modality in datasets:
+        entry = cells.get((model, name))
+        score = entry.get("score") if entry and entry["status"] == "ok" else None
+        groups.setdefault(modality, []).append(score)
+
+    def summarise(scores: list) -> tuple[float | None, bool]:
+        have = [s for s in scores if s is not None]
+        return _mean(have), len(have) < len(scores)
+
+    per = {m: summarise(s) for m, s in groups.items()}
+    return per, summarise([s for ss in groups.values() for s in ss])
+
+
+def markdown(entries: Sequence[dict]) -> str:
+    tasks = sorted(_unique(e["task"] for e in entries if e["task"] != "all"), key=_task_key)
+    lines = ["# Evaluation results", ""]
+    lines.append("Scores in %. `*`: average over fewer datasets (a score is missing); `err`: see Errors.")
+    for task in tasks:
+        models, datasets, cells = task_table(entries, task)
+        if not datasets:
+            continue
+        base = "linear_probe" if task.startswith("linear_probe") else task
+        modalities = _unique(m for _, m in datasets)
+        lines += ["", f"## {task}", "", f"Headline: {HEADLINES.get(base, 'summary score')}.", ""]
+        header = ["model", *(f"{d} ({m})" for d, m in datasets), *(f"avg {m}" for m in modalities), "average"]
+        lines.append("| " + " | ".join(header) + " |")
+        lines.append("|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|")
+        for model in models:
+            row = [model]
+            for name, _ in datasets:
+                entry = cells.get((model, name))
+                if entry is None or entry["status"] == "skipped":
+                    row.append("–")
+                elif entry["status"] == "error":
+                    row.append("err")
+                else:
+                    row.append(_fmt(entry.get("score")))
+            per, overall = averages(model, datasets, cells)
+            for value, partial in [*(per[m] for m in modalities), overall]:
+                row.append(_fmt(value) + ("*" if partial and value is not None else ""))
+            lines.append("| " + " | ".join(row) + " |")
+    errors = [e for e in entries if e["status"] == "error"]
+    if errors:
+        lines += ["", "## Errors", ""]
+        lines += [f"- {e['model']} / {e['dataset']} / {e['task']}: {e['error']}" for e in errors]
+    return "\n".join(lines) + "\n"
+
+
+def _png(fig) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100, metadata={"Software": None})
+    return buf.getvalue()
+
+
+def bar_chart(entries: Sequence[dict], task: str) -> bytes | None:
+    """Grouped bars: one group per dataset, one bar per model (headline score)."""
+    import matplotlib.pyplot as plt
+
+    models, datasets, cells = task_table(entries, task)
+    if not datasets:
+        return None
+    width = 0.8 / max(1, len(models))
+    fig, ax = plt.subplots(figsize=(max(4.0, 1.2 * len(datasets) * max(1, len(models)) ** 0.5 + 2), 3.6))
+    for i, model in enumerate(models):
+        heights = []
+        for name, _ in datasets:
+            entry = cells.get((model, name))
+            score = entry.get("score") if entry and entry["status"] == "ok" else None
+            heights.append(100 * score if score is not None else 0.0)
+        xs = [j + (i - (len(models) - 1) / 2) * width for j in range(len(datasets))]
+        ax.bar(xs, heights, width=width, label=model)
+    ax.set_xticks(range(len(datasets)), [d for d, _ in datasets], rotation=30, ha="right")
+    ax.set_ylabel("score (%)")
+    ax.set_ylim(0, 100)
+    ax.set_title(task)
+    ax.legend(fontsize="small")
+    fig.tight_layout()
+    data = _png(fig)
+    plt.close(fig)
+    return data
+
+
+def confusion_image(entry: dict) -> bytes:
+    """Row-normalised confusion matrix (rows: true class) with counts written in the cells."""
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    counts = np.asarray(entry["metrics"]["confusion"], dtype=float)
+    names = list(entry["metrics"].get("per_class_recall") or range(len(counts)))
+    rates = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
+    size = min(12.0, 2.5 + 0.5 * len(names))
+    fig, ax = plt.subplots(figsize=(size, size))
+    ax.imshow(rates, vmin=0, vmax=1, cmap="Blues")
+    if len(names) <= 30:
+        for i in range(len(names)):
+            for j in range(len(names)):
+                color = "white" if rates[i, j] > 0.5 else "black"
+                ax.text(j, i, f"{int(counts[i, j])}", ha="center", va="center", fontsize=7, color=color)
+    ax.set_xticks(range(len(names)), [str(n) for n in names], rotation=45, ha="right", fontsize=7)
+    ax.set_yticks(range(len(names)), [str(n) for n in names], fontsize=7)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(f"{entry['model']} on {entry['dataset']}", fontsize=9)
+    fig.tight_layout()
+    data = _png(fig)
+    plt.close(fig)
+    return data
+
+
+def write_report(entries: Sequence[dict], out_dir: str | Path) -> list[Path]:
+    """Write results.json, results.md and plots/ under `out_dir`; returns the files written."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    out = Path(out_dir)
+    plain = _plain(list(entries))
+    written = []
+
+    def put(path: Path, data: bytes) -> None:
+        atomic_write(path, data)
+        written.append(path)
+
+    put(out / "results.json", (json.dumps(plain, indent=2, ensure_ascii=False) + "\n").encode())
+    put(out / "results.md", markdown(plain).encode())
+    for task in sorted(_unique(e["task"] for e in plain if e["task"] != "all"), key=_task_key):
+        data = bar_chart(plain, task)
+        if data is not None:
+            put(out / "plots" / f"{_safe_name(task)}.png", data)
+    for e in plain:
+        if e["task"] == "zeroshot" and e["status"] == "ok" and "confusion" in e.get("metrics", {}):
+            name = f"{_safe_name(e['model'])}__{_safe_name(e['dataset'])}.png"
+            put(out / "plots" / "confusion" / name, confusion_image(e))
+    return written

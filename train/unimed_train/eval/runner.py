@@ -1,0 +1,232 @@
+"""Every task on every eval set for every model: one list of result entries.
+
+Each model is built once; each eval set's test split is encoded once per model and reused by all tasks.
+Entries are ``{model, pretrained, dataset, modality, task, status, metrics, score, n}`` with status
+``ok``, ``skipped`` (plus ``reason``) or ``error`` (plus ``error``): a broken set or task is recorded
+and the rest still runs. Tasks: ``zeroshot``, ``linear_probe`` (and ``linear_probe_<k>shot`` per
+few-shot k), ``retrieval``.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from unimed_train.eval.encode import ModelSpec, encode_images, encode_texts, load_model
+from unimed_train.eval.evalsets import EvalSet, iter_batches, load_evalset
+from unimed_train.eval.metrics import (
+    class_embeddings,
+    classification_metrics,
+    multilabel_metrics,
+    retrieval_metrics,
+    summary_score,
+)
+from unimed_train.eval.probe import linear_probe
+from unimed_train.model import Built
+
+log = logging.getLogger(__name__)
+
+TASKS = ("zeroshot", "linear_probe", "retrieval")
+RETRIEVAL_KS = (1, 5, 10)
+
+
+def base_task(task: str) -> str:
+    """`linear_probe_4shot` -> `linear_probe` (what summary_score knows)."""
+    return "linear_probe" if task.startswith("linear_probe") else task
+
+
+def _entry(spec: ModelSpec, name: str, modality: str, task: str, **fields: Any) -> dict[str, Any]:
+    return {
+        "model": spec.label,
+        "pretrained": spec.pretrained,
+        "dataset": name,
+        "modality": modality,
+        "task": task,
+        **fields,
+    }
+
+
+class _Context:
+    """One model on one eval set: features are encoded on first use and kept for the other tasks."""
+
+    def __init__(self, built: Built, evalset: EvalSet, opts: dict[str, Any]):
+        self.built, self.evalset, self.opts = built, evalset, opts
+        self._cache: dict[str, tuple[np.ndarray, list]] = {}
+
+    def split(self, split: str) -> tuple[np.ndarray, list]:
+        if split not in self._cache:
+            o = self.opts
+            batches = iter_batches(
+                self.evalset, split, self.built.preprocess_val, o["batch_size"], o["workers"]
+            )
+            feats, labels = encode_images(
+                self.built, batches, o["device"], o["precision"], desc=f"{self.evalset.name}/{split}"
+            )
+            if not labels:
+                raise ValueError(f"{self.evalset.root}: split {split} has no samples")
+            self._cache[split] = (feats.numpy(), labels)
+        return self._cache[split]
+
+    def texts(self, texts: list[str]) -> np.ndarray:
+        o = self.opts
+        return encode_texts(self.built, texts, o["device"], o["precision"], o["batch_size"]).numpy()
+
+
+def _targets(evalset: EvalSet, labels: list) -> np.ndarray:
+    return np.stack(labels) if evalset.kind == "multilabel" else np.asarray(labels, dtype=np.int64)
+
+
+def zeroshot(ctx: _Context) -> dict[str, Any]:
+    """Scores = 100 * image @ class embeddings (prompt-ensemble means), as CLIP_benchmark does."""
+    ev = ctx.evalset
+    ensembles = ev.prompt_ensembles()
+    flat = ctx.texts([p for prompts in ensembles for p in prompts])
+    bounds = np.cumsum([0] + [len(p) for p in ensembles])
+    classes = np.asarray(class_embeddings([flat[a:b] for a, b in itertools.pairwise(bounds)]))
+    feats, labels = ctx.split("test")
+    scores = 100.0 * feats @ classes.T
+    targets = _targets(ev, labels)
+    if ev.kind == "multilabel":
+        return multilabel_metrics(scores, targets, classnames=ev.classnames)
+    return classification_metrics(scores, targets, classnames=ev.classnames)
+
+
+def probe(ctx: _Context, k_shot: int | None, seed: int) -> dict[str, Any]:
+    """Logistic regression on frozen image features; the val split (if any) picks C."""
+    ev = ctx.evalset
+    train_x, train_y = ctx.split("train")
+    test_x, test_y = ctx.split("test")
+    val = {}
+    if "val" in ev.splits:
+        val_x, val_y = ctx.split("val")
+        val = {"val_x": val_x, "val_y": _targets(ev, val_y)}
+    return linear_probe(
+        train_x,
+        _targets(ev, train_y),
+        test_x,
+        _targets(ev, test_y),
+        **val,
+        multilabel=ev.kind == "multilabel",
+        k_shot=k_shot,
+        seed=seed,
+        classnames=ev.classnames,
+    )
+
+
+def retrieval(ctx: _Context) -> dict[str, Any]:
+    """Image <-> caption recall@k over all test captions (each caption points at its image)."""
+    feats, captions = ctx.split("test")
+    texts = [c for caps in captions for c in caps]
+    text_to_image = np.asarray([i for i, caps in enumerate(captions) for _ in caps], dtype=np.int64)
+    if not texts:
+        raise ValueError(f"{ctx.evalset.root}: no captions in the test split")
+    return retrieval_metrics(feats, ctx.texts(texts), text_to_image, ks=RETRIEVAL_KS)
+
+
+def _skip_reason(evalset: EvalSet, task: str) -> str | None:
+    if task == "retrieval":
+        return None if evalset.kind == "retrieval" else f"{evalset.kind} set (not a retrieval set)"
+    if evalset.kind == "retrieval":
+        return "retrieval set (no classes)"
+    if task.startswith("linear_probe") and "train" not in evalset.splits:
+        return "no train split"
+    return None
+
+
+def _task_names(tasks: Sequence[str], k_shots: Sequence[int]) -> list[str]:
+    names = []
+    for task in tasks:
+        names.append(task)
+        if task == "linear_probe":
+            names.extend(f"linear_probe_{k}shot" for k in k_shots)
+    return names
+
+
+def evaluate_one(
+    spec: ModelSpec, built: Built, data_dir: str | Path, tasks: Sequence[str], opts: dict[str, Any]
+) -> list[dict[str, Any]]:
+    """All tasks of one model on one eval folder; an unreadable folder becomes one error entry."""
+    try:
+        evalset = load_evalset(data_dir)
+    except Exception as e:  # recorded, the other sets still run
+        log.error("%s", e)
+        return [_entry(spec, Path(data_dir).name, "unknown", "all", status="error", error=str(e))]
+    ctx = _Context(built, evalset, opts)
+    out = []
+    for task in tasks:
+        entry = _entry(spec, evalset.name, evalset.modality, task)
+        reason = _skip_reason(evalset, task)
+        if reason:
+            out.append({**entry, "status": "skipped", "reason": reason})
+            continue
+        try:
+            if task == "zeroshot":
+                metrics = zeroshot(ctx)
+            elif task == "retrieval":
+                metrics = retrieval(ctx)
+            else:
+                k = (
+                    int(task.removeprefix("linear_probe_").removesuffix("shot"))
+                    if task != "linear_probe"
+                    else None
+                )
+                metrics = probe(ctx, k, opts["seed"])
+        except Exception as e:
+            log.exception("%s on %s, %s failed", spec.label, evalset.name, task)
+            out.append({**entry, "status": "error", "error": f"{type(e).__name__}: {e}"})
+            continue
+        score = summary_score(base_task(task), metrics)
+        n = len(ctx.split("test")[1])
+        out.append({**entry, "status": "ok", "metrics": metrics, "score": score, "n": n})
+    return out
+
+
+def run(
+    specs: Iterable[ModelSpec],
+    data_dirs: Sequence[str | Path],
+    *,
+    tasks: Sequence[str] = TASKS,
+    k_shots: Sequence[int] = (),
+    batch_size: int = 64,
+    workers: int = 0,
+    device: str = "cpu",
+    precision: str = "fp32",
+    seed: int = 0,
+) -> list[dict[str, Any]]:
+    """Entries for every model x eval set x task, in that order."""
+    unknown = [t for t in tasks if t not in TASKS]
+    if unknown:
+        raise ValueError(f"unknown task(s) {unknown}; choose from {TASKS}")
+    opts = {
+        "batch_size": batch_size,
+        "workers": workers,
+        "device": device,
+        "precision": precision,
+        "seed": seed,
+    }
+    names = _task_names(tasks, k_shots)
+    entries: list[dict[str, Any]] = []
+    for spec in specs:
+        try:
+            built = load_model(spec, device=device, precision=precision)
+        except Exception as e:
+            log.exception("model %s could not be built", spec.label)
+            for d in data_dirs:
+                entries.append(
+                    _entry(
+                        spec, Path(d).name, "unknown", "all", status="error", error=f"{type(e).__name__}: {e}"
+                    )
+                )
+            continue
+        for d in data_dirs:
+            entries.extend(evaluate_one(spec, built, d, names, opts))
+        del built
+        if device.startswith("cuda"):
+            torch.cuda.empty_cache()
+    return entries

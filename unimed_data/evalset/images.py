@@ -1,0 +1,40 @@
+"""A candidate's JPEG bytes: converted by the pipeline's own converter, or copied from a shard.
+
+Runs in worker processes (`parallel.ordered_map`), so a failure comes back as a reason instead of
+an exception, and a decoder that kills its process costs only its own file.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from unimed_data.imaging import ConvertOptions, ImageError, convert_file
+
+
+@dataclass(frozen=True)
+class ImageTask:
+    path: str
+    member: tuple[int, int] | None  # (offset, size) of a ready JPEG inside the tar at `path`
+    options: ConvertOptions
+
+
+def load_image(task: ImageTask) -> tuple[bytes | None, str | None]:
+    """(JPEG bytes, None), or (None, reason)."""
+    if task.member is not None:
+        offset, size = task.member
+        try:
+            with open(task.path, "rb") as shard:
+                shard.seek(offset)
+                data = shard.read(size)
+        except OSError as exc:
+            return None, f"cannot read the jpg member ({exc.strerror or exc})"
+        return (data, None) if len(data) == size else (None, "jpg member cut short")
+    try:
+        return convert_file(Path(task.path), task.options).jpeg, None
+    except ImageError as exc:
+        return None, str(exc)
+
+
+def crashed(task: ImageTask) -> tuple[None, str]:
+    return None, "the image decoder crashed its worker process"

@@ -1,0 +1,116 @@
+"""The CLIP_benchmark webdataset layout on disk: `<split>/<n>.tar` + `nshards.txt`, and the
+metadata files beside them (classnames, templates, dataset type, prompts, info, errors).
+
+Tars are written with the standard library (webdataset's writer imports torch), each to a temporary
+name and renamed, with fixed member metadata, so the same samples give the same bytes; a rewritten
+shard identical to the old one keeps the old file.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+import tarfile
+from collections.abc import Iterable
+from pathlib import Path
+
+from unimed_data.schema import ERROR_SCHEMA, SPLITS
+from unimed_data.tables import atomic_write_text, publish, table_writer, temp_path
+
+_SHARD = re.compile(r"^\d+\.tar$")
+
+
+def _add_member(tar: tarfile.TarFile, name: str, data: bytes) -> None:
+    info = tarfile.TarInfo(name)
+    info.size, info.mtime, info.mode = len(data), 0, 0o444
+    info.uname = info.gname = "unimed"
+    tar.addfile(info, io.BytesIO(data))
+
+
+class SplitWriter:
+    """Streams samples into `<folder>/0.tar, 1.tar, ...`, `shard_size` samples each."""
+
+    def __init__(self, folder: Path, shard_size: int):
+        self.folder, self.shard_size = folder, shard_size
+        self.count = self.shards = 0
+        self._tar: tarfile.TarFile | None = None
+        self._tmp: Path | None = None
+
+    def __enter__(self) -> SplitWriter:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        return self
+
+    def write(self, key: str, members: dict[str, bytes]) -> None:
+        if self._tar is None:
+            self._tmp = temp_path(self.folder / f"{self.shards}.tar")
+            self._tar = tarfile.open(self._tmp, "w", format=tarfile.USTAR_FORMAT)  # noqa: SIM115 (spans calls)
+        for ext in sorted(members):
+            _add_member(self._tar, f"{key}.{ext}", members[ext])
+        self.count += 1
+        if self.count % self.shard_size == 0:
+            self._close_shard()
+
+    def _close_shard(self) -> None:
+        self._tar.close()
+        publish(self._tmp, self.folder / f"{self.shards}.tar")
+        self._tar = self._tmp = None
+        self.shards += 1
+
+    def __exit__(self, kind, value, traceback) -> None:
+        if kind is not None:
+            if self._tar is not None:
+                self._tar.close()
+                self._tmp.unlink(missing_ok=True)
+            return
+        if self._tar is not None:
+            self._close_shard()
+        remove_shards(self.folder, keep=self.shards)
+        atomic_write_text(self.folder / "nshards.txt", f"{self.shards}\n")
+
+
+def remove_shards(folder: Path, keep: int = 0) -> None:
+    """Shards numbered `keep` and up, left by an earlier run with more samples (all when keep=0)."""
+    if not folder.is_dir():
+        return
+    for path in folder.iterdir():
+        if _SHARD.match(path.name) and int(path.stem) >= keep:
+            path.unlink()
+    if keep == 0:
+        (folder / "nshards.txt").unlink(missing_ok=True)
+
+
+def clear_other_splits(out: Path, written: Iterable[str]) -> None:
+    """An earlier run's train/val shards must not outlive a run that no longer asks for them."""
+    for split in set(SPLITS) - set(written):
+        remove_shards(out / split)
+
+
+def write_metadata(
+    out: Path,
+    *,
+    task: str,
+    classes: list[str],
+    templates: list[str],
+    prompts: dict[str, list[str]],
+    info: dict,
+    errors: list[dict],
+) -> None:
+    """Everything beside the shards. Retrieval sets have no classes, so no class or template files."""
+    classification_files = ("classnames.txt", "zeroshot_classification_templates.txt", "prompts.json")
+    if task == "retrieval":
+        for name in classification_files:
+            (out / name).unlink(missing_ok=True)
+    else:
+        atomic_write_text(out / "classnames.txt", "".join(f"{name}\n" for name in classes))
+        atomic_write_text(out / "zeroshot_classification_templates.txt", "".join(f"{t}\n" for t in templates))
+        atomic_write_text(out / "prompts.json", json.dumps(prompts, indent=2, ensure_ascii=False) + "\n")
+    dataset_type = {"multilabel": "multilabel", "retrieval": "retrieval"}.get(task)
+    if dataset_type is None:
+        (out / "dataset_type.txt").unlink(missing_ok=True)
+    else:
+        atomic_write_text(out / "dataset_type.txt", f"{dataset_type}\n")
+    atomic_write_text(out / "info.json", json.dumps(info, indent=2, ensure_ascii=False) + "\n")
+    with table_writer(out / "errors.parquet", ERROR_SCHEMA) as table:
+        for row in errors:
+            table.write(row)
