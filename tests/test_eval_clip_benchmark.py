@@ -53,7 +53,11 @@ def test_zeroshot_classification_matches_clip_benchmark(tmp_path: Path):
 
 
 def test_zeroshot_retrieval_matches_clip_benchmark(tmp_path: Path):
-    root = write_evalset(tmp_path / "captions", kind="retrieval", n_classes=6, splits={"test": 3})
+    """On distinct captions. Where a caption string repeats across images we count every copy as
+    the same text (CLIP_benchmark counts the copies as misses); test_eval_metrics specifies that."""
+    root = write_evalset(
+        tmp_path / "captions", kind="retrieval", n_classes=6, splits={"test": 3}, unique_captions=True
+    )
     spec = ModelSpec("tiny", pretrained=tiny_local_dir(tmp_path / "model", seed=3))
     built = load_model(spec)
     _, loader = _loader(root, built.preprocess_val, image_captions_collate_fn, "zeroshot_retrieval")

@@ -14,6 +14,7 @@ from unimed_train.eval.metrics import (
     class_embeddings,
     classification_metrics,
     multilabel_metrics,
+    positive_class,
     retrieval_metrics,
     summary_score,
 )
@@ -343,3 +344,29 @@ def test_summary_score_per_task():
         summary_score("segmentation", {"top1": 1.0})
     with pytest.raises(KeyError):
         summary_score("zeroshot", {"n": 3})
+
+
+def test_binary_metrics_are_about_the_abnormal_class_whatever_the_order():
+    scores = np.array([[2.0, 0.0], [0.0, 2.0], [2.0, 0.0], [2.0, 0.0]])
+    targets = np.array([0, 1, 1, 0])  # class 0 = "abnormal" (sorted first), predicted 0, 1, 0, 0
+    m = classification_metrics(scores, targets, ["abnormal", "normal"])
+    assert m["positive"] == "abnormal"
+    assert (m["precision"], m["recall"]) == (pytest.approx(2 / 3), 1.0)
+    assert m["auroc"] == pytest.approx(0.75)
+    assert classification_metrics(scores, targets, ["benign", "malignant"])["positive"] == "malignant"
+    assert positive_class(["cat", "dog"]) == 1 and positive_class(["no finding", "pneumonia"]) == 1
+
+
+def test_retrieval_counts_identical_captions_as_the_same_text():
+    """Template captions repeat across images: "a" belongs to images 0 and 1, so neither the text
+    nor the images may lose to the other copy."""
+    img = np.eye(3, dtype=np.float32)[[0, 0, 1]] + np.array(
+        [[0, 0.1, 0], [0, 0, 0.1], [0, 0, 0]], dtype=np.float32
+    )
+    img /= np.linalg.norm(img, axis=1, keepdims=True)
+    txt = np.eye(3, dtype=np.float32)[[0, 0, 1]]
+    t2i = np.array([0, 1, 2])
+    plain = retrieval_metrics(img, txt, t2i, ks=(1,))
+    grouped = retrieval_metrics(img, txt, t2i, ks=(1,), text_groups=np.array([0, 0, 1]))
+    assert plain["text_retrieval_recall@1"] < 1 and plain["image_retrieval_recall@1"] < 1
+    assert grouped["text_retrieval_recall@1"] == grouped["image_retrieval_recall@1"] == 1.0

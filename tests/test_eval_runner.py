@@ -91,3 +91,11 @@ def test_a_missing_checkpoint_file_is_named(tmp_path: Path):
     missing = tmp_path / "runs" / "checkpoints" / "latest.pt"
     with pytest.raises(ValueError, match=f"{missing}: no such checkpoint file"):
         load_model(ModelSpec("gone", pretrained=str(missing)))
+
+
+def test_sets_sharing_a_name_get_distinct_columns(tmp_path: Path):
+    from unimed_train.eval.runner import set_names
+
+    first = write_evalset(tmp_path / "x" / "chexpert", n_classes=2)
+    second = write_evalset(tmp_path / "y" / "chexpert", n_classes=2)
+    assert set_names([first, second, tmp_path / "gone"]) == ["chexpert", "chexpert#2", "gone"]

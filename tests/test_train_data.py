@@ -17,7 +17,7 @@ pytest.importorskip("open_clip")
 import torch
 from unimed_train.data import caption_index, make_loader, parse_spec
 
-from tests.wds_samples import write_tar
+from tests.wds_samples import npy_bytes, write_tar
 
 N_CAPTIONS = 6
 TEACHER_DIM = 8
@@ -29,12 +29,6 @@ def _jpeg(seed: int) -> bytes:
     rgb = np.random.default_rng(seed).integers(0, 255, size=(20, 24, 3), dtype=np.uint8)
     buf = io.BytesIO()
     Image.fromarray(rgb).save(buf, format="JPEG")
-    return buf.getvalue()
-
-
-def _npy(arr: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    np.save(buf, arr.astype(np.float32))
     return buf.getvalue()
 
 
@@ -55,8 +49,8 @@ def _make_source(folder: Path, name: str, n_shards: int, per_shard: int, *, plai
                 sample["json"] = json.dumps(meta).encode()
             if teacher and i % 2 == 0:
                 idx = s * 1000 + i
-                sample["biomedclip.img.npy"] = _npy(np.full(TEACHER_DIM, idx, dtype=np.float32))
-                sample["biomedclip.txt.npy"] = _npy(-np.full(TEACHER_DIM, idx, dtype=np.float32))
+                sample["biomedclip.img.npy"] = npy_bytes(np.full(TEACHER_DIM, idx, dtype=np.float32))
+                sample["biomedclip.txt.npy"] = npy_bytes(-np.full(TEACHER_DIM, idx, dtype=np.float32))
             samples.append(sample)
         fname = f"{name}-{s:06d}.tar"
         write_tar(folder / fname, samples)

@@ -30,6 +30,12 @@ def shape_image(cls: int, seed: int, size: int = 40, fmt: str = "png") -> bytes:
     return buf.getvalue()
 
 
+def npy_bytes(array: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, array)
+    return buf.getvalue()
+
+
 def write_tar(path: Path, samples: list[dict[str, bytes]]) -> None:
     """WebDataset samples (`__key__` plus extension -> bytes) as one tar, members in sample order."""
     with tarfile.open(path, "w") as tar:
@@ -52,11 +58,13 @@ def write_evalset(
     modality: str | None = "xray",
     prompts: bool = False,
     fmt: str = "png",
+    unique_captions: bool = False,
 ) -> Path:
     """A CLIP_benchmark-layout eval set of shape images: `splits` maps split -> samples per class.
 
     kind: classification (.cls), multilabel (.npy over the classes; a few -1 uncertain labels),
-    retrieval (.txt with two captions per image)."""
+    retrieval (.txt with two captions per image; the first repeats across a class unless
+    `unique_captions`)."""
     splits = splits or {"test": 4}
     root.mkdir(parents=True, exist_ok=True)
     names = [f"{SHAPES[c % 3]} {c}" for c in range(n_classes)]
@@ -71,11 +79,10 @@ def write_evalset(
                 vec = np.zeros(n_classes, dtype=np.float32)
                 vec[cls] = 1
                 vec[(cls + 1 + i) % n_classes] = -1 if i % 3 == 0 else 1
-                buf = io.BytesIO()
-                np.save(buf, vec)
-                sample["npy"] = buf.getvalue()
+                sample["npy"] = npy_bytes(vec)
             else:
-                sample["txt"] = f"a photo of a {names[cls]}\nimage number {i}".encode()
+                first = f"a photo of a {names[cls]}" + (f" {i}" if unique_captions else "")
+                sample["txt"] = f"{first}\nimage number {i}".encode()
             samples.append(sample)
         (root / split).mkdir(exist_ok=True)
         chunks = [samples[s : s + shard_size] for s in range(0, len(samples), shard_size)]

@@ -39,6 +39,8 @@ class SplitWriter:
 
     def __enter__(self) -> SplitWriter:
         self.folder.mkdir(parents=True, exist_ok=True)
+        # Until the new nshards.txt is written, a reader must not take new and old shards for one set.
+        (self.folder / "nshards.txt").unlink(missing_ok=True)
         return self
 
     def write(self, key: str, members: dict[str, bytes]) -> None:
@@ -66,7 +68,8 @@ class SplitWriter:
         if self._tar is not None:
             self._close_shard()
         remove_shards(self.folder, keep=self.shards)
-        atomic_write_text(self.folder / "nshards.txt", f"{self.shards}\n")
+        if self.shards:  # a split without samples is left out, not written as "0 shards"
+            atomic_write_text(self.folder / "nshards.txt", f"{self.shards}\n")
 
 
 def remove_shards(folder: Path, keep: int = 0) -> None:
@@ -78,6 +81,8 @@ def remove_shards(folder: Path, keep: int = 0) -> None:
             path.unlink()
     if keep == 0:
         (folder / "nshards.txt").unlink(missing_ok=True)
+        if not any(folder.iterdir()):
+            folder.rmdir()
 
 
 def clear_other_splits(out: Path, written: Iterable[str]) -> None:

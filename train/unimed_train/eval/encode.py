@@ -113,7 +113,7 @@ def _autocast(device: str, precision: str):
 def encode_images(
     built: Built, batches: Iterable[tuple[torch.Tensor, list]], device: str, precision: str, desc: str = ""
 ) -> tuple[torch.Tensor, list]:
-    """(features (N, D), labels) over (images, labels) batches, in batch order."""
+    """(features (N, D), targets) over (images, targets) batches, in batch order."""
     feats, labels = [], []
     for images, batch_labels in tqdm(batches, desc=desc or "images", unit="batch", leave=False):
         with _autocast(device, precision):

@@ -20,7 +20,7 @@ import torch
 
 SPLITS = ("train", "val", "test")
 KINDS = ("classification", "multilabel", "retrieval")
-IMAGE_EXTS = "jpg;png;webp;jpeg"
+IMAGE_EXTS = ("jpg", "png", "webp", "jpeg")
 LABEL_EXT = {"classification": "cls", "multilabel": "npy", "retrieval": "txt"}
 
 
@@ -62,7 +62,11 @@ class EvalSet:
 
 
 def _read_lines(path: Path) -> list[str]:
-    return [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise EvalSetError(path, f"not UTF-8 text ({e.reason} at byte {e.start})") from None
+    return [line.strip() for line in text.splitlines() if line.strip()]
 
 
 def _nshards(root: Path, split: str) -> int:
@@ -74,9 +78,16 @@ def _nshards(root: Path, split: str) -> int:
     except ValueError:
         raise EvalSetError(root, f"{split}/nshards.txt is not an integer") from None
     missing = [f"{split}/{i}.tar" for i in range(n) if not (root / split / f"{i}.tar").is_file()]
-    if n < 1 or missing:
+    if n < 1:
+        raise EvalSetError(root, f"{split}/nshards.txt says {n}: the split has no shards")
+    if missing:
         raise EvalSetError(root, f"{split}: nshards.txt says {n} but shards are missing {missing[:3]}")
     return n
+
+
+def _split_present(folder: Path) -> bool:
+    """A split folder with neither nshards.txt nor shards (left empty by a rerun) is no split."""
+    return folder.is_dir() and ((folder / "nshards.txt").exists() or any(folder.glob("*.tar")))
 
 
 def load_evalset(path: str | Path) -> EvalSet:
@@ -84,11 +95,11 @@ def load_evalset(path: str | Path) -> EvalSet:
     root = Path(path)
     if not root.is_dir():
         raise EvalSetError(root, "not a directory")
-    splits = {s: _nshards(root, s) for s in SPLITS if (root / s).is_dir()}
+    splits = {s: _nshards(root, s) for s in SPLITS if _split_present(root / s)}
     if "test" not in splits:
         raise EvalSetError(root, "missing test/ split (test/nshards.txt and test/{0..n-1}.tar)")
     type_file = root / "dataset_type.txt"
-    kind = type_file.read_text(encoding="utf-8").strip().lower() if type_file.is_file() else ""
+    kind = " ".join(_read_lines(type_file)).lower() if type_file.is_file() else ""
     kind = kind or "classification"
     if kind not in KINDS:
         raise EvalSetError(root, f"dataset_type.txt says {kind!r}; expected multilabel, retrieval or nothing")
@@ -113,6 +124,8 @@ def load_evalset(path: str | Path) -> EvalSet:
     evalset.classnames = _read_lines(root / "classnames.txt")
     if not evalset.classnames:
         raise EvalSetError(root, "classnames.txt is empty")
+    if len(set(evalset.classnames)) != len(evalset.classnames):
+        raise EvalSetError(root, "classnames.txt repeats a class name")
     templates = root / "zeroshot_classification_templates.txt"
     evalset.templates = _read_lines(templates) if templates.is_file() else []
     if (root / "prompts.json").is_file():
@@ -120,6 +133,12 @@ def load_evalset(path: str | Path) -> EvalSet:
             evalset.prompts = json.loads((root / "prompts.json").read_text(encoding="utf-8"))
         except json.JSONDecodeError as e:
             raise EvalSetError(root, f"prompts.json is not JSON ({e})") from None
+        prompts = evalset.prompts
+        well_formed = isinstance(prompts, dict) and all(
+            isinstance(v, list) and all(isinstance(t, str) for t in v) for v in prompts.values()
+        )
+        if not well_formed:
+            raise EvalSetError(root, 'prompts.json must map class names to lists of prompts: {"class": ["..."]}')
     if not evalset.templates and not evalset.prompts:
         raise EvalSetError(root, "neither zeroshot_classification_templates.txt nor prompts.json")
     return evalset
@@ -133,30 +152,67 @@ def _label(kind: str, value: Any) -> Any:
     return [line.strip() for line in str(value).splitlines() if line.strip()]
 
 
+@dataclass(frozen=True)
+class Target:
+    """A sample's key and label. Sorting by key gives the same sample order for any worker count,
+    which the probe's seeded validation and few-shot draws rely on."""
+
+    key: str
+    value: Any
+
+
+class _Decode:
+    """One decoded sample -> (image tensor, Target). A class, not a lambda, so DataLoader workers
+    can pickle it under spawn/forkserver. Multi-label targets get -1 for the classes the sample's
+    json lists as `uncertain_labels` (our sets store those as 0, which CLIP_benchmark reads as
+    negative), so metrics mask them."""
+
+    def __init__(self, evalset: EvalSet, transform: Callable):
+        self.kind, self.transform = evalset.kind, transform
+        self.index = {name: i for i, name in enumerate(evalset.classnames)}
+
+    def __call__(self, sample: dict) -> tuple[torch.Tensor, Target]:
+        where = f"{sample.get('__url__', '?')}: sample {sample.get('__key__')}"
+        image = next((sample[ext] for ext in IMAGE_EXTS if ext in sample), None)
+        label_ext = LABEL_EXT[self.kind]
+        if image is None or label_ext not in sample:
+            raise EvalSetError(where, f"needs an image ({', '.join(IMAGE_EXTS)}) and a .{label_ext}")
+        value = _label(self.kind, sample[label_ext])
+        if self.kind == "classification" and not 0 <= value < len(self.index):
+            raise EvalSetError(where, f"class id {value} outside classnames.txt ({len(self.index)} classes)")
+        if self.kind == "multilabel":
+            if len(value) != len(self.index):
+                raise EvalSetError(where, f".npy has {len(value)} entries for {len(self.index)} classes")
+            meta = sample.get("json") if isinstance(sample.get("json"), dict) else {}
+            for name in meta.get("uncertain_labels") or ():
+                if name in self.index:
+                    value[self.index[name]] = -1.0
+        return self.transform(image.convert("RGB")), Target(sample["__key__"], value)
+
+
 def _all_shards(src):
     return src
 
 
-def _collate(batch: list[tuple[torch.Tensor, Any]]) -> tuple[torch.Tensor, list[Any]]:
-    images, labels = zip(*batch, strict=True)
-    return torch.stack(images), list(labels)
+def _collate(batch: list[tuple[torch.Tensor, Target]]) -> tuple[torch.Tensor, list[Target]]:
+    images, targets = zip(*batch, strict=True)
+    return torch.stack(images), list(targets)
 
 
 def iter_batches(
     evalset: EvalSet, split: str, transform: Callable, batch_size: int = 64, workers: int = 0
-) -> Iterator[tuple[torch.Tensor, list[Any]]]:
-    """(images, labels) batches of one split in shard order: labels are ints, float vectors
-    (multilabel; -1 kept) or caption lists (retrieval). With workers, shards are dealt to workers
-    (order then depends on the worker count only)."""
+) -> Iterator[tuple[torch.Tensor, list[Target]]]:
+    """(images, targets) batches of one split; target values are ints, float vectors (multilabel,
+    -1 = uncertain) or caption lists (retrieval). Shards are read in order without shuffling; with
+    workers they are dealt to workers, so sort by `Target.key` for an order that does not depend
+    on the worker count."""
     import webdataset as wds
 
-    kind = evalset.kind
     dataset = (
         # shardshuffle=None: no shuffling; every rank reads everything (no node splitting)
         wds.WebDataset(evalset.shards(split), shardshuffle=None, nodesplitter=_all_shards)
         .decode("pil")
-        .to_tuple(IMAGE_EXTS, LABEL_EXT[kind])
-        .map_tuple(lambda im: transform(im.convert("RGB")), lambda v: _label(kind, v))
+        .map(_Decode(evalset, transform))
     )
     loader = torch.utils.data.DataLoader(
         dataset, batch_size=batch_size, num_workers=workers, collate_fn=_collate

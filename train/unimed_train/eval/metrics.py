@@ -87,6 +87,22 @@ def _l2n(x: np.ndarray) -> np.ndarray:
 # -------------------------------------------------------------------------------- classification
 
 
+NEGATIVE_WORDS = ("normal", "no finding", "healthy", "benign", "negative", "absent", "no ")
+
+
+def positive_class(classnames: list[str] | None) -> int:
+    """The class binary metrics are about: class 1, unless its name reads as the negative one
+    ("normal", "no finding", "benign", ...) and class 0's does not. Class order is alphabetical, so
+    ["abnormal", "normal"] must not report F1 for "normal"."""
+    if not classnames or len(classnames) != 2:
+        return 1
+
+    def negative(name: str) -> bool:
+        return name.strip().lower().startswith(NEGATIVE_WORDS)
+
+    return 0 if negative(classnames[1]) and not negative(classnames[0]) else 1
+
+
 def classification_metrics(
     scores: np.ndarray, targets: np.ndarray, classnames: list[str] | None = None
 ) -> dict:
@@ -97,9 +113,9 @@ def classification_metrics(
     ``balanced_accuracy`` is the mean recall over the classes present in ``targets``
     (== ``sklearn.metrics.balanced_accuracy_score``), the fairer number on imbalanced medical test
     sets; ``per_class_recall`` is None for a class with no test samples.
-    For C == 2 also ``auroc`` (class 1 positive, score = softmax(scores)[:, 1]; None if targets
-    hold one class only) and ``f1``/``precision``/``recall`` of class 1 on the argmax prediction
-    (0.0 where undefined, sklearn's ``zero_division=0``).
+    For C == 2 also ``auroc`` (of the ``positive_class``, score = its softmax probability; None if
+    targets hold one class only) and ``f1``/``precision``/``recall`` of that class on the argmax
+    prediction (0.0 where undefined, sklearn's ``zero_division=0``), and ``positive`` (its name).
     """
     scores = _check_scores(scores)
     n, c = scores.shape
@@ -138,10 +154,14 @@ def classification_metrics(
         "n": int(n),
     }
     if c == 2:
-        prob1 = _softmax(scores)[:, 1]
-        out["auroc"] = _float(roc_auc_score(targets, prob1)) if len(np.unique(targets)) == 2 else None
-        p, r, f, _ = precision_recall_fscore_support(targets, pred, labels=[1], average=None, zero_division=0)
-        out.update(f1=float(f[0]), precision=float(p[0]), recall=float(r[0]))
+        pos = positive_class(classnames)
+        prob = _softmax(scores)[:, pos]
+        defined = len(np.unique(targets)) == 2
+        out["auroc"] = _float(roc_auc_score(targets == pos, prob)) if defined else None
+        p, r, f, _ = precision_recall_fscore_support(
+            targets, pred, labels=[pos], average=None, zero_division=0
+        )
+        out.update(f1=float(f[0]), precision=float(p[0]), recall=float(r[0]), positive=names[pos])
     return out
 
 
@@ -191,6 +211,7 @@ def retrieval_metrics(
     text_features: np.ndarray,
     text_to_image: np.ndarray,
     ks: Sequence[int] = (1, 5, 10),
+    text_groups: np.ndarray | None = None,
 ) -> dict:
     """CLIP-style Recall@k with several texts per image (CLIP_benchmark ``zeroshot_retrieval``).
 
@@ -204,6 +225,9 @@ def retrieval_metrics(
     text stays a distractor for text -> image but is left out of image -> text (CLIP_benchmark
     would count it as a miss, which measures the data, not the model).
     Similarities are computed in row chunks so large test sets do not need an N_text x N_image matrix.
+    ``text_groups`` (one id per text) marks texts that are the same string: a text then counts every
+    image holding that string as its own, and an image every copy of its texts. Template captions
+    repeat across images, and without this the identical copies would tie and count as misses.
     """
     img = np.asarray(image_features, dtype=np.float32)
     txt = np.asarray(text_features, dtype=np.float32)
@@ -225,21 +249,35 @@ def retrieval_metrics(
     if any(k < 1 for k in ks):
         raise ValueError(f"ks must be >= 1; got {ks}")
 
-    # text -> image: rank of the own image = number of other images scoring >= it.
+    groups = np.arange(n_txt) if text_groups is None else np.asarray(text_groups)
+    if groups.shape != (n_txt,):
+        raise ValueError(f"text_groups must have shape ({n_txt},); got {groups.shape}")
+    _, gid = np.unique(groups, return_inverse=True)
+    group_images: list[list[int]] = [[] for _ in range(int(gid.max()) + 1)]
+    group_texts: list[list[int]] = [[] for _ in range(len(group_images))]
+    for j, (g, i) in enumerate(zip(gid.tolist(), t2i.tolist(), strict=True)):
+        group_images[g].append(i)
+        group_texts[g].append(j)
+    image_texts: list[set[int]] = [set() for _ in range(n_img)]
+    for j, i in enumerate(t2i.tolist()):
+        image_texts[i].update(group_texts[gid[j]])
+
+    # The rank of the best positive = the number of negatives scoring at least as high (ties lose).
     t_rank = np.empty(n_txt, dtype=np.int64)
     for s in range(0, n_txt, _RETRIEVAL_CHUNK):
         sim = txt[s : s + _RETRIEVAL_CHUNK] @ img.T  # (b, n_img)
-        rows = np.arange(sim.shape[0])
-        own = sim[rows, t2i[s : s + _RETRIEVAL_CHUNK]]
-        t_rank[s : s + sim.shape[0]] = (sim >= own[:, None]).sum(axis=1) - 1
+        pos = np.zeros(sim.shape, dtype=bool)
+        for r in range(sim.shape[0]):
+            pos[r, group_images[gid[s + r]]] = True
+        t_rank[s : s + sim.shape[0]] = _negatives_above(sim, pos)
 
-    # image -> text: rank of the best own text = number of other images' texts scoring >= it.
     i_rank = np.empty(n_img, dtype=np.int64)
     for s in range(0, n_img, _RETRIEVAL_CHUNK):
         sim = img[s : s + _RETRIEVAL_CHUNK] @ txt.T  # (b, n_txt)
-        pos = t2i[None, :] == np.arange(s, s + sim.shape[0])[:, None]
-        best = np.where(pos, sim, -np.inf).max(axis=1)
-        i_rank[s : s + sim.shape[0]] = ((sim >= best[:, None]) & ~pos).sum(axis=1)
+        pos = np.zeros(sim.shape, dtype=bool)
+        for r in range(sim.shape[0]):
+            pos[r, sorted(image_texts[s + r])] = True
+        i_rank[s : s + sim.shape[0]] = _negatives_above(sim, pos)
 
     has_text = np.bincount(t2i, minlength=n_img) > 0
     out = {}
@@ -249,6 +287,12 @@ def retrieval_metrics(
     out["n_images"] = int(n_img)
     out["n_texts"] = int(n_txt)
     return out
+
+
+def _negatives_above(sim: np.ndarray, pos: np.ndarray) -> np.ndarray:
+    """Per row: how many non-positive columns score >= the best positive (0 = retrieved first)."""
+    best = np.where(pos, sim, -np.inf).max(axis=1)
+    return ((sim >= best[:, None]) & ~pos).sum(axis=1)
 
 
 # ------------------------------------------------------------------------------ class embeddings

@@ -65,12 +65,13 @@ class _Context:
             batches = iter_batches(
                 self.evalset, split, self.built.preprocess_val, o["batch_size"], o["workers"]
             )
-            feats, labels = encode_images(
+            feats, targets = encode_images(
                 self.built, batches, o["device"], o["precision"], desc=f"{self.evalset.name}/{split}"
             )
-            if not labels:
+            if not targets:
                 raise ValueError(f"{self.evalset.root}: split {split} has no samples")
-            self._cache[split] = (feats.numpy(), labels)
+            order = sorted(range(len(targets)), key=lambda i: targets[i].key)
+            self._cache[split] = (feats.numpy()[order], [targets[i].value for i in order])
         return self._cache[split]
 
     def texts(self, texts: list[str]) -> np.ndarray:
@@ -126,7 +127,9 @@ def retrieval(ctx: _Context) -> dict[str, Any]:
     text_to_image = np.asarray([i for i, caps in enumerate(captions) for _ in caps], dtype=np.int64)
     if not texts:
         raise ValueError(f"{ctx.evalset.root}: no captions in the test split")
-    return retrieval_metrics(feats, ctx.texts(texts), text_to_image, ks=RETRIEVAL_KS)
+    unique, groups = np.unique(np.asarray(texts, dtype=object), return_inverse=True)
+    text_feats = ctx.texts(unique.tolist())[groups]  # each distinct caption encoded once
+    return retrieval_metrics(feats, text_feats, text_to_image, ks=RETRIEVAL_KS, text_groups=groups)
 
 
 def _skip_reason(evalset: EvalSet, task: str) -> str | None:
@@ -148,15 +151,36 @@ def _task_names(tasks: Sequence[str], k_shots: Sequence[int]) -> list[str]:
     return names
 
 
+def set_names(data_dirs: Sequence[str | Path]) -> list[str]:
+    """A distinct display name per eval folder: its info.json name (else the folder name), with
+    `#2`, `#3`... on repeats, so two sets never share a table column, an average or a plot."""
+    names, seen = [], {}
+    for d in data_dirs:
+        try:
+            name = load_evalset(d).name
+        except Exception:  # the error entry comes from evaluate_one
+            name = Path(d).name
+        seen[name] = seen.get(name, 0) + 1
+        names.append(name if seen[name] == 1 else f"{name}#{seen[name]}")
+    return names
+
+
 def evaluate_one(
-    spec: ModelSpec, built: Built, data_dir: str | Path, tasks: Sequence[str], opts: dict[str, Any]
+    spec: ModelSpec,
+    built: Built,
+    data_dir: str | Path,
+    tasks: Sequence[str],
+    opts: dict[str, Any],
+    name: str | None = None,
 ) -> list[dict[str, Any]]:
-    """All tasks of one model on one eval folder; an unreadable folder becomes one error entry."""
+    """All tasks of one model on one eval folder (shown as `name`); an unreadable folder becomes
+    one error entry."""
     try:
         evalset = load_evalset(data_dir)
     except Exception as e:  # recorded, the other sets still run
         log.error("%s", e)
-        return [_entry(spec, Path(data_dir).name, "unknown", "all", status="error", error=str(e))]
+        return [_entry(spec, name or Path(data_dir).name, "unknown", "all", status="error", error=str(e))]
+    evalset.name = name or evalset.name
     ctx = _Context(built, evalset, opts)
     out = []
     for task in tasks:
@@ -211,21 +235,19 @@ def run(
         "seed": seed,
     }
     names = _task_names(tasks, k_shots)
+    set_labels = set_names(data_dirs)
     entries: list[dict[str, Any]] = []
     for spec in specs:
         try:
             built = load_model(spec, device=device, precision=precision)
         except Exception as e:
             log.exception("model %s could not be built", spec.label)
-            for d in data_dirs:
-                entries.append(
-                    _entry(
-                        spec, Path(d).name, "unknown", "all", status="error", error=f"{type(e).__name__}: {e}"
-                    )
-                )
+            error = f"{type(e).__name__}: {e}"
+            for label in set_labels:
+                entries.append(_entry(spec, label, "unknown", "all", status="error", error=error))
             continue
-        for d in data_dirs:
-            entries.extend(evaluate_one(spec, built, d, names, opts))
+        for d, label in zip(data_dirs, set_labels, strict=True):
+            entries.extend(evaluate_one(spec, built, d, names, opts, label))
         del built
         if device.startswith("cuda"):
             torch.cuda.empty_cache()
