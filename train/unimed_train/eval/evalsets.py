@@ -138,7 +138,9 @@ def load_evalset(path: str | Path) -> EvalSet:
             isinstance(v, list) and all(isinstance(t, str) for t in v) for v in prompts.values()
         )
         if not well_formed:
-            raise EvalSetError(root, 'prompts.json must map class names to lists of prompts: {"class": ["..."]}')
+            raise EvalSetError(
+                root, 'prompts.json must map class names to lists of prompts: {"class": ["..."]}'
+            )
     if not evalset.templates and not evalset.prompts:
         raise EvalSetError(root, "neither zeroshot_classification_templates.txt nor prompts.json")
     return evalset
