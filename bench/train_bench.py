@@ -1,12 +1,12 @@
 """Trainer throughput: our loop and data loader beside open_clip_train.main on the same shards.
 
-CPU (default): a tiny ViT on the demo build's shards (run `unimed-data build --demo --out demo-out`
-first), batch 16, fixed steps; prints training samples/s of `unimed_train.main` and of
+CPU (default): a tiny ViT on the demo build's shards (run `unimed-data build --demo --out bench-demo
+--shard-size 8` first: several shards, as the loader workers need), batch 16, fixed steps; prints training samples/s of `unimed_train.main` and of
 `open_clip_train.main`, and data-loader samples/s of `unimed_train.data`.
 GPU (`--gpu`, where one is lent): ViT-B-16 with a local BiomedBERT folder (`--text-encoder`),
 batch 256, bf16: samples/s per GPU, peak memory and an MFU estimate. Prints; asserts nothing.
 
-    uv run --all-extras python bench/train_bench.py --shards 'demo-out/train/unimed-{000000..000008}.tar'
+    uv run --all-extras python bench/train_bench.py --shards 'bench-demo/train/unimed-{000000..000007}.tar'
 """
 
 from __future__ import annotations
@@ -109,6 +109,11 @@ def main() -> None:
             return
         config = workdir / "tiny.json"
         config.write_text(json.dumps(TINY))
+        # Both trainers import torch, torchvision and open_clip (seconds): import them before either
+        # clock starts, or whichever runs first is charged for the other's imports too.
+        import open_clip_train.main  # noqa: F401
+        import unimed_train.main  # noqa: F401
+
         ours_wall, ours_loop = ours(
             args.shards, args.steps, args.batch, workdir, ["--model", "tiny", "--model-cfg", str(config)]
         )
