@@ -42,16 +42,11 @@ def class_tree(root: Path, n: int) -> Path:
 def tiny_local_dir(path: Path) -> str:
     """The tiny model, seeded, in open_clip's local-dir layout (loadable by both evaluators)."""
     import torch
-    from safetensors.torch import save_file
+    from unimed_train.export import save_local_dir
     from unimed_train.model import build_model
 
     torch.manual_seed(0)
-    model = build_model(TINY).model
-    path.mkdir(parents=True)
-    save_file(model.state_dict(), str(path / "open_clip_model.safetensors"))
-    pp = {"mean": list(model.visual.image_mean), "std": list(model.visual.image_std)}
-    (path / "open_clip_config.json").write_text(json.dumps({"model_cfg": TINY, "preprocess_cfg": pp}))
-    return f"local-dir:{path}"
+    return save_local_dir(build_model(TINY).model, TINY, path)
 
 
 def ours(evalset: Path, pretrained: str, batch: int, workers: int) -> tuple[float, float]:

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from unimed_train.export import save_local_dir
 from unimed_train.model import build_model
 
 TINY = {
@@ -29,19 +30,13 @@ def tiny_argv(tmp_path: Path, data: str, out: Path, *extra: str) -> list[str]:
 
 def tiny_local_dir(path: Path, seed: int = 0) -> str:
     """A seeded random tiny model saved in open_clip's local-dir layout; returns `local-dir:PATH`."""
-    from safetensors.torch import save_file
-
     torch.manual_seed(seed)
-    model = build_model(TINY).model
-    path.mkdir(parents=True)
-    save_file(model.state_dict(), str(path / "open_clip_model.safetensors"))
-    pp = {"mean": list(model.visual.image_mean), "std": list(model.visual.image_std)}
-    (path / "open_clip_config.json").write_text(json.dumps({"model_cfg": TINY, "preprocess_cfg": pp}))
-    return f"local-dir:{path}"
+    return save_local_dir(build_model(TINY).model, TINY, path)
 
 
 def tiny_checkpoint(path: Path, seed: int = 1) -> str:
-    """A checkpoint the way our trainer writes it: state_dict, config (TrainConfig dict), numpy RNG."""
+    """A checkpoint the way our trainer writes it: state_dict, config (TrainConfig dict), the
+    resolved architecture, numpy RNG."""
     path.parent.mkdir(parents=True, exist_ok=True)
     cfg = path.parent / "tiny.json"
     cfg.write_text(json.dumps(TINY))
@@ -49,5 +44,6 @@ def tiny_checkpoint(path: Path, seed: int = 1) -> str:
     model = build_model("tiny", model_cfg=str(cfg)).model
     config = {"model": "tiny", "model_cfg": str(cfg), "text_encoder": None, "context_length": None}
     rng = [{"numpy": np.random.get_state(), "torch": torch.get_rng_state()}]
-    torch.save({"state_dict": model.state_dict(), "config": config, "rng": rng, "step": 3}, path)
+    saved = {"state_dict": model.state_dict(), "config": config, "model_cfg": TINY, "rng": rng, "step": 3}
+    torch.save(saved, path)
     return str(path)

@@ -1,0 +1,62 @@
+"""Export a model as an open_clip model folder: `open_clip_config.json` + `open_clip_model.safetensors`.
+
+That folder is what open_clip loads as `local-dir:PATH` and, pushed to the Hugging Face hub, as
+`hf-hub:org/name`, so a model trained here can be shared and evaluated by tools that know nothing of
+our checkpoints (CLIP_benchmark, open_clip itself). Weights only: no optimizer or RNG state.
+
+    python -m unimed_train.export --checkpoint runs/x/checkpoints/latest.pt --out models/x
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from pathlib import Path
+
+from torch import nn
+
+WEIGHTS = "open_clip_model.safetensors"
+CONFIG = "open_clip_config.json"
+
+
+def save_local_dir(model: nn.Module, model_cfg: dict, path: str | os.PathLike) -> str:
+    """Write `model` (an open_clip CLIP with architecture `model_cfg`) to `path`; returns the
+    `local-dir:` name that loads it. Files are written to temporary names and renamed."""
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    state = {name: tensor.detach().cpu().contiguous() for name, tensor in model.state_dict().items()}
+    tmp = path / f".{WEIGHTS}.tmp"
+    save_file(state, str(tmp))
+    os.replace(tmp, path / WEIGHTS)
+    visual = model.visual
+    preprocess = {"mean": list(visual.image_mean), "std": list(visual.image_std)}
+    config = {"model_cfg": model_cfg, "preprocess_cfg": preprocess}
+    tmp = path / f".{CONFIG}.tmp"
+    tmp.write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+    os.replace(tmp, path / CONFIG)
+    return f"local-dir:{path}"
+
+
+def export_checkpoint(checkpoint: str | os.PathLike, out: str | os.PathLike) -> str:
+    """One of our trainer's checkpoints (its saved architecture rebuilds the model) -> `out`."""
+    from unimed_train.eval.encode import ModelSpec, load_model
+
+    built = load_model(ModelSpec("export", pretrained=str(checkpoint)))
+    return save_local_dir(built.model, built.model_cfg, out)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="python -m unimed_train.export", description=__doc__.splitlines()[0]
+    )
+    parser.add_argument("--checkpoint", required=True, help="a checkpoint our trainer wrote")
+    parser.add_argument("--out", required=True, help="the model folder to write")
+    args = parser.parse_args(argv)
+    print(export_checkpoint(args.checkpoint, args.out))
+
+
+if __name__ == "__main__":
+    main()
