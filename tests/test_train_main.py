@@ -9,7 +9,7 @@ pytest.importorskip("open_clip", reason="needs the `train` extra")
 
 from unimed_train.main import main
 
-from tests.tiny_models import shards, tiny_argv
+from tests.tiny_models import shards, tiny_argv, tiny_local_dir
 
 
 def run(tmp_path: Path, demo_out: Path, name: str, *extra: str) -> list[dict]:
@@ -78,6 +78,36 @@ def test_a_real_hugging_face_text_tower(tmp_path: Path, demo_out: Path):
         "32",
     )
     assert len(rows) == 3 and all(r["loss"] == r["loss"] for r in rows)
+
+
+def test_learning_rate_warms_up_linearly_then_follows_a_cosine_to_zero():
+    from unimed_train.config import TrainConfig
+    from unimed_train.main import lr_at
+
+    config = TrainConfig(lr=1.0, warmup=4)
+    assert [lr_at(s, config, 14) for s in range(4)] == [0.25, 0.5, 0.75, 1.0]
+    assert lr_at(4, config, 14) == 1.0 and lr_at(9, config, 14) == pytest.approx(0.5)
+    assert lr_at(14, config, 14) == pytest.approx(0.0, abs=1e-12)
+
+
+def test_epochs_accumulation_a_locked_pretrained_image_tower_and_bf16(tmp_path: Path, demo_out: Path):
+    """--epochs counts optimizer steps after accumulation; --lock-image keeps the image tower at the
+    weights --pretrained loaded (a safetensors file here); amp_bf16 and checkpointing run on CPU."""
+    import torch
+    from safetensors.torch import load_file
+
+    start = tiny_local_dir(tmp_path / "start", seed=5).removeprefix("local-dir:")
+    weights = str(Path(start) / "open_clip_model.safetensors")
+    flags = ["--epochs", "1", "--accum-steps", "2", "--lock-image", "true", "--pretrained", weights]
+    flags += ["--grad-checkpointing", "true", "--precision", "amp_bf16"]
+    rows = run(tmp_path, demo_out, "options", *flags)
+    batches = -(-sum(json.loads((demo_out / "train" / "sizes.json").read_text()).values()) // 8)
+    assert [r["step"] for r in rows] == list(range(1, batches // 2 + 1))
+    assert all(r["loss"] == r["loss"] for r in rows)  # finite under bf16 autocast
+    trained = torch.load(tmp_path / "options" / "checkpoints" / "latest.pt", weights_only=False)["state_dict"]
+    initial = load_file(weights)
+    assert all(torch.equal(trained[k], initial[k]) for k in initial if k.startswith("visual."))
+    assert not torch.equal(trained["text_projection"], initial["text_projection"])
 
 
 @pytest.mark.parametrize("loss", ["siglip", "slip"])
