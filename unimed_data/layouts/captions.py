@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, model_validator
 
-from unimed_data.layouts.item import Item, ItemError, RelPath, relative_path
-from unimed_data.layouts.tabular import optional_cell, read_csv, read_jsonl
+from unimed_data.layouts.item import Item, ItemError, RelPath, relative_path, unique_stripped
+from unimed_data.layouts.tabular import optional_cell, parse_rows, read_csv, read_jsonl
 
 # BIOMEDICA taxonomy labels (lower-cased) -> our modalities; secondary labels are the specific ones.
 BIOMEDICA_MODALITIES = {
@@ -77,7 +78,7 @@ def _captions(value: object) -> list[str]:
     values = value if isinstance(value, list) else [value]
     if not all(isinstance(entry, str) for entry in values):
         raise ValueError("expected a caption string or a list of strings")
-    return list(dict.fromkeys(entry.strip() for entry in values if entry.strip()))
+    return unique_stripped(values)
 
 
 def _read_metadata(dataset_root: Path, relpath: str) -> dict:
@@ -110,20 +111,18 @@ def _parse_row(layout: CaptionsLayout, dataset_root: Path, where: str, row: dict
     return Item(item_id=item_id, source_path=relpath, captions=captions, modality=modality, origin=where)
 
 
+def _item_or_error(layout: CaptionsLayout, dataset_root: Path, where: str, row: dict) -> Item | ItemError:
+    try:
+        return _parse_row(layout, dataset_root, where, row)
+    except ValueError as exc:
+        item_id = optional_cell(row, layout.id_column or layout.image_column)
+        return ItemError(item_id, None, f"{where}: {exc}")
+
+
 def iter_items(layout: CaptionsLayout, dataset_root: Path) -> Iterator[Item | ItemError]:
     if layout.format == "csv":
         columns = (layout.image_column, layout.caption_column, layout.id_column, layout.metadata_column)
         rows = read_csv(dataset_root, layout.table, [column for column in columns if column])
     else:
         rows = read_jsonl(dataset_root, layout.table)
-    for where, row in rows:
-        if isinstance(row, str):
-            yield ItemError(None, None, f"{where}: {row}")
-            continue
-        try:
-            item = _parse_row(layout, dataset_root, where, row)
-        except ValueError as exc:
-            item_id = optional_cell(row, layout.id_column or layout.image_column)
-            yield ItemError(item_id, None, f"{where}: {exc}")
-        else:
-            yield item
+    yield from parse_rows(rows, partial(_item_or_error, layout, dataset_root))

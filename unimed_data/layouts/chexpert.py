@@ -17,13 +17,14 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from unimed_data.layouts.item import Filtered, Item, ItemError, RelPath, relative_path
-from unimed_data.layouts.tabular import read_csv
+from unimed_data.layouts.tabular import parse_rows, read_csv
 
 OBSERVATIONS = (
     "No Finding",
@@ -88,11 +89,8 @@ def annotation_files(layout: ChexpertLayout, dataset_root: Path) -> list[Path]:
 
 def iter_items(layout: ChexpertLayout, dataset_root: Path) -> Iterator[Item | ItemError | Filtered]:
     for entry in layout.csvs:
-        for where, row in read_csv(dataset_root, entry.path, [PATH_COLUMN, VIEW_COLUMN, *OBSERVATIONS]):
-            if isinstance(row, str):
-                yield ItemError(None, None, f"{where}: {row}")
-            else:
-                yield _parse_row(layout, entry, where, row)
+        rows = read_csv(dataset_root, entry.path, [PATH_COLUMN, VIEW_COLUMN, *OBSERVATIONS])
+        yield from parse_rows(rows, partial(_parse_row, layout, entry))
 
 
 def _parse_row(

@@ -7,16 +7,16 @@ patient id out of the image path (its first group), so that both eyes of one pat
 
 from __future__ import annotations
 
-import ast
 import re
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, field_validator
 
 from unimed_data.layouts.item import Item, ItemError, RelPath, relative_path
-from unimed_data.layouts.tabular import read_csv
+from unimed_data.layouts.tabular import parse_rows, parse_str_list, read_csv
 
 
 class FlairLayout(BaseModel):
@@ -46,39 +46,34 @@ def annotation_files(layout: FlairLayout, dataset_root: Path) -> list[Path]:
 
 
 def parse_categories(cell: str) -> list[str]:
-    try:
-        value = ast.literal_eval(cell.strip())
-    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
-        raise ValueError(f"not a Python list literal: {cell!r}") from None
-    if not isinstance(value, list) or not all(isinstance(entry, str) for entry in value):
-        raise ValueError(f"expected a list of strings, got {cell!r}")
-    labels = list(dict.fromkeys(entry.strip() for entry in value if entry.strip()))
+    labels = parse_str_list(cell)
     if not labels:
         raise ValueError("empty category list")
     return labels
 
 
+def _parse_row(
+    layout: FlairLayout, pattern: re.Pattern[str] | None, where: str, row: dict
+) -> Item | ItemError:
+    try:
+        relpath = relative_path(layout.image_root, row["image"].strip())
+    except ValueError as exc:
+        return ItemError(None, None, f"{where}: column 'image': {exc}")
+    try:
+        labels = parse_categories(row["categories"])
+    except ValueError as exc:
+        return ItemError(relpath, relpath, f"{where}: column 'categories': {exc}")
+    match = pattern.search(relpath) if pattern else None
+    return Item(
+        item_id=relpath,
+        source_path=relpath,
+        labels=labels,
+        patient=match and match.group(1),
+        origin=where,
+    )
+
+
 def iter_items(layout: FlairLayout, dataset_root: Path) -> Iterator[Item | ItemError]:
     pattern = re.compile(layout.patient_pattern) if layout.patient_pattern else None
-    for where, row in read_csv(dataset_root, layout.csv, ["image", "categories"]):
-        if isinstance(row, str):
-            yield ItemError(None, None, f"{where}: {row}")
-            continue
-        try:
-            relpath = relative_path(layout.image_root, row["image"].strip())
-        except ValueError as exc:
-            yield ItemError(None, None, f"{where}: column 'image': {exc}")
-            continue
-        try:
-            labels = parse_categories(row["categories"])
-        except ValueError as exc:
-            yield ItemError(relpath, relpath, f"{where}: column 'categories': {exc}")
-            continue
-        match = pattern.search(relpath) if pattern else None
-        yield Item(
-            item_id=relpath,
-            source_path=relpath,
-            labels=labels,
-            patient=match and match.group(1),
-            origin=where,
-        )
+    rows = read_csv(dataset_root, layout.csv, ["image", "categories"])
+    yield from parse_rows(rows, partial(_parse_row, layout, pattern))

@@ -33,9 +33,11 @@ class FolderLayout(BaseModel):
 
 
 def is_dicom(path: Path) -> bool:
+    # Imported here: the imaging package pulls in pydicom and numpy, which ingest otherwise never needs.
+    from unimed_data.imaging.dicom import has_dicom_magic
+
     with path.open("rb") as handle:
-        handle.seek(128)
-        return handle.read(4) == b"DICM"
+        return has_dicom_magic(handle.read(132))
 
 
 def _walk(folder: Path) -> Iterator[Path]:

@@ -6,6 +6,7 @@ so ingest stays fast and works before the images are even downloaded.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 from typing import Annotated
@@ -48,6 +49,11 @@ class Filtered:
 
     item_id: str
     reason: str
+
+
+def unique_stripped(values: Iterable[str]) -> list[str]:
+    """The non-blank values, stripped, in first-seen order and without repeats."""
+    return list(dict.fromkeys(value.strip() for value in values if value.strip()))
 
 
 def relative_path(*parts: str) -> str:

@@ -34,7 +34,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from unimed_data.layouts.chexpert import OBSERVATIONS, observation_labels
 from unimed_data.layouts.item import Filtered, Item, ItemError, RelPath, relative_path
-from unimed_data.layouts.tabular import Row, read_csv
+from unimed_data.layouts.tabular import Row, parse_rows, read_csv
 from unimed_data.reports import findings_text
 
 METADATA_COLUMNS = ("dicom_id", "subject_id", "study_id", "ViewPosition")
@@ -178,11 +178,8 @@ def iter_items(layout: MimicCxrLayout, dataset_root: Path) -> Iterator[Item | It
     splits = _load_splits(layout, dataset_root)
     labels = _load_labels(layout, dataset_root)
     reports = _Reports(layout, dataset_root)
-    for where, row in read_table(dataset_root, layout.metadata_csv, METADATA_COLUMNS):
-        if isinstance(row, str):
-            yield ItemError(None, None, f"{where}: {row}")
-        else:
-            yield _parse_row(layout, where, row, splits, labels, reports)
+    rows = read_table(dataset_root, layout.metadata_csv, METADATA_COLUMNS)
+    yield from parse_rows(rows, lambda where, row: _parse_row(layout, where, row, splits, labels, reports))
 
 
 def _parse_row(

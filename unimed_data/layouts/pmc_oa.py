@@ -10,13 +10,14 @@ as written. Other keys on a line are ignored. The item id is the image path, so 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from unimed_data.layouts.item import Item, ItemError, RelPath, relative_path
-from unimed_data.layouts.tabular import read_jsonl
+from unimed_data.layouts.tabular import parse_rows, read_jsonl
 
 DEFAULT_IMAGE_DIR = "caption_T060_filtered_top4_sep_v0_subfigures"
 
@@ -61,8 +62,5 @@ def _parse_line(layout: PmcOaLayout, part: PmcOaPart, where: str, row: dict) -> 
 
 def iter_items(layout: PmcOaLayout, dataset_root: Path) -> Iterator[Item | ItemError]:
     for part in layout.parts:
-        for where, row in read_jsonl(dataset_root, part.jsonl):
-            if isinstance(row, str):
-                yield ItemError(None, None, f"{where}: {row}")
-            else:
-                yield _parse_line(layout, part, where, row)
+        rows = read_jsonl(dataset_root, part.jsonl)
+        yield from parse_rows(rows, partial(_parse_line, layout, part))

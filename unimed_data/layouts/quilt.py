@@ -15,16 +15,16 @@ raised to 16 MiB first because the transcript columns can be long.
 
 from __future__ import annotations
 
-import ast
 import csv
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from unimed_data.layouts.item import Filtered, Item, ItemError, RelPath, relative_path
-from unimed_data.layouts.tabular import read_csv
+from unimed_data.layouts.tabular import parse_rows, parse_str_list, read_csv
 
 IMAGE_COLUMN = "image_path"
 SUBSET_COLUMN = "subset"
@@ -52,13 +52,7 @@ def parse_pathology(cell: str) -> list[str]:
     text = cell.strip()
     if not text or text.lower() == "nan":
         return []
-    try:
-        value = ast.literal_eval(text)
-    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
-        raise ValueError(f"not a Python list literal: {cell!r}") from None
-    if not isinstance(value, list) or not all(isinstance(entry, str) for entry in value):
-        raise ValueError(f"expected a list of strings, got {cell!r}")
-    return list(dict.fromkeys(entry.strip() for entry in value if entry.strip()))
+    return parse_str_list(cell)
 
 
 def _parse_row(layout: QuiltLayout, where: str, row: dict) -> Item | ItemError | Filtered:
@@ -95,8 +89,5 @@ def iter_items(layout: QuiltLayout, dataset_root: Path) -> Iterator[Item | ItemE
     required = [IMAGE_COLUMN, layout.caption_column]
     if layout.subsets is not None:
         required.append(SUBSET_COLUMN)
-    for where, row in read_csv(dataset_root, layout.csv, required):
-        if isinstance(row, str):
-            yield ItemError(None, None, f"{where}: {row}")
-        else:
-            yield _parse_row(layout, where, row)
+    rows = read_csv(dataset_root, layout.csv, required)
+    yield from parse_rows(rows, partial(_parse_row, layout))

@@ -15,13 +15,14 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from unimed_data.layouts.item import Item, ItemError, RelPath, relative_path
-from unimed_data.layouts.tabular import read_csv
+from unimed_data.layouts.item import Item, ItemError, RelPath, relative_path, unique_stripped
+from unimed_data.layouts.tabular import parse_rows, read_csv
 
 ID_COLUMN = "ID"
 CAPTION_COLUMN = "Caption"
@@ -65,7 +66,7 @@ def annotation_files(layout: Rocov2Layout, dataset_root: Path) -> list[Path]:
 
 
 def parse_cuis(cell: str) -> list[str]:
-    cuis = list(dict.fromkeys(cui.strip() for cui in cell.split(";") if cui.strip()))
+    cuis = unique_stripped(cell.split(";"))
     if not cuis:
         raise ValueError("no CUIs")
     bad = [cui for cui in cuis if not _CUI.fullmatch(cui)]
@@ -74,59 +75,62 @@ def parse_cuis(cell: str) -> list[str]:
     return cuis
 
 
+def _add_concepts(
+    concepts: dict[str, list[str]], first_line: dict[str, str], where: str, row: dict
+) -> ItemError | None:
+    """Record one concepts row's CUIs under its ID; what is wrong with the row, if anything."""
+    item_id = row[ID_COLUMN].strip()
+    if not item_id:
+        return ItemError(None, None, f"{where}: no id in column {ID_COLUMN!r}")
+    if item_id in concepts:
+        return ItemError(item_id, None, f"{where}: duplicate id {item_id!r}, first at {first_line[item_id]}")
+    first_line[item_id] = where
+    try:
+        concepts[item_id] = parse_cuis(row[CUIS_COLUMN])
+    except ValueError as exc:
+        concepts[item_id] = []  # seen, so a later repeat is still reported as a duplicate
+        return ItemError(item_id, None, f"{where}: column {CUIS_COLUMN!r}: {exc}")
+    return None
+
+
 def _read_concepts(dataset_root: Path, relpath: str, errors: list[ItemError]) -> dict[str, list[str]]:
     concepts: dict[str, list[str]] = {}
     first_line: dict[str, str] = {}
-    for where, row in read_csv(dataset_root, relpath, [ID_COLUMN, CUIS_COLUMN]):
-        if isinstance(row, str):
-            errors.append(ItemError(None, None, f"{where}: {row}"))
-            continue
-        item_id = row[ID_COLUMN].strip()
-        if not item_id:
-            errors.append(ItemError(None, None, f"{where}: no id in column {ID_COLUMN!r}"))
-        elif item_id in concepts:
-            errors.append(
-                ItemError(item_id, None, f"{where}: duplicate id {item_id!r}, first at {first_line[item_id]}")
-            )
-        else:
-            try:
-                concepts[item_id] = parse_cuis(row[CUIS_COLUMN])
-            except ValueError as exc:
-                errors.append(ItemError(item_id, None, f"{where}: column {CUIS_COLUMN!r}: {exc}"))
-                concepts[item_id] = []  # seen, so a later repeat is still reported as a duplicate
-            first_line[item_id] = where
+    rows = read_csv(dataset_root, relpath, [ID_COLUMN, CUIS_COLUMN])
+    results = parse_rows(rows, partial(_add_concepts, concepts, first_line))
+    errors.extend(error for error in results if error is not None)
     return concepts
+
+
+def _parse_row(
+    layout: Rocov2Layout, part: Rocov2Part, concepts: dict[str, list[str]], where: str, row: dict
+) -> Item | ItemError:
+    item_id = row[ID_COLUMN].strip()
+    if not item_id:
+        return ItemError(None, None, f"{where}: no id in column {ID_COLUMN!r}")
+    try:
+        relpath = relative_path(part.images, item_id + layout.image_suffix)
+    except ValueError as exc:
+        return ItemError(item_id, None, f"{where}: column {ID_COLUMN!r}: {exc}")
+    caption = row[CAPTION_COLUMN].strip()
+    if not caption:
+        return ItemError(item_id, relpath, f"{where}: no caption in column {CAPTION_COLUMN!r}")
+    return Item(
+        item_id=item_id,
+        source_path=relpath,
+        labels=list(concepts.get(item_id, ())),
+        captions=[caption],
+        split=part.split,
+        origin=where,
+    )
 
 
 def iter_items(layout: Rocov2Layout, dataset_root: Path) -> Iterator[Item | ItemError]:
     for part in layout.parts:
-        concepts: dict[str, list[str]] | None = None
+        concepts: dict[str, list[str]] = {}
         if layout.concepts and part.concepts:
             errors: list[ItemError] = []
             concepts = _read_concepts(dataset_root, part.concepts, errors)
             yield from errors
-        for where, row in read_csv(dataset_root, part.captions, [ID_COLUMN, CAPTION_COLUMN]):
-            if isinstance(row, str):
-                yield ItemError(None, None, f"{where}: {row}")
-                continue
-            item_id = row[ID_COLUMN].strip()
-            if not item_id:
-                yield ItemError(None, None, f"{where}: no id in column {ID_COLUMN!r}")
-                continue
-            try:
-                relpath = relative_path(part.images, item_id + layout.image_suffix)
-            except ValueError as exc:
-                yield ItemError(item_id, None, f"{where}: column {ID_COLUMN!r}: {exc}")
-                continue
-            caption = row[CAPTION_COLUMN].strip()
-            if not caption:
-                yield ItemError(item_id, relpath, f"{where}: no caption in column {CAPTION_COLUMN!r}")
-                continue
-            yield Item(
-                item_id=item_id,
-                source_path=relpath,
-                labels=list(concepts.get(item_id, [])) if concepts is not None else [],
-                captions=[caption],
-                split=part.split,
-                origin=where,
-            )
+        rows = read_csv(dataset_root, part.captions, [ID_COLUMN, CAPTION_COLUMN])
+        yield from parse_rows(rows, partial(_parse_row, layout, part, concepts))

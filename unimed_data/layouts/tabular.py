@@ -7,17 +7,20 @@ be trusted); a malformed row is yielded as a reason string so the layout turns i
 
 from __future__ import annotations
 
+import ast
 import csv
 import gzip
 import json
 import zlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
+from typing import TypeVar
 
-from unimed_data.layouts.item import LayoutError
+from unimed_data.layouts.item import ItemError, LayoutError, unique_stripped
 
 Row = dict[str, object] | str  # the row's values, or why the row is unreadable
 GZIP_MAGIC = b"\x1f\x8b"
+T = TypeVar("T")
 
 
 def annotation_file(dataset_root: Path, relpath: str) -> Path:
@@ -82,3 +85,23 @@ def optional_cell(row: dict[str, object], column: str | None) -> str | None:
     if column is None or row.get(column) is None:
         return None
     return str(row[column]).strip() or None
+
+
+def parse_rows(
+    rows: Iterable[tuple[str, Row]], parse: Callable[[str, dict[str, object]], T]
+) -> Iterator[T | ItemError]:
+    """`parse(where, row)` for each readable row; an unreadable one becomes an `ItemError` saying why."""
+    for where, row in rows:
+        yield ItemError(None, None, f"{where}: {row}") if isinstance(row, str) else parse(where, row)
+
+
+def parse_str_list(cell: str) -> list[str]:
+    """A Python list literal of strings, read with `ast.literal_eval` (literals only, never code),
+    as its non-blank strings, stripped and without repeats."""
+    try:
+        value = ast.literal_eval(cell.strip())
+    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+        raise ValueError(f"not a Python list literal: {cell!r}") from None
+    if not isinstance(value, list) or not all(isinstance(entry, str) for entry in value):
+        raise ValueError(f"expected a list of strings, got {cell!r}")
+    return unique_stripped(value)
