@@ -304,10 +304,15 @@ def _error(message: str, type_: str, code: str | None = None, param: str | None 
 
 class _HTTPError(Exception):
     def __init__(
-        self, status: int, message: str, type_: str = "invalid_request_error", code: str | None = None
+        self,
+        status: int,
+        message: str,
+        type_: str = "invalid_request_error",
+        code: str | None = None,
+        param: str | None = None,
     ):
         super().__init__(message)
-        self.status, self.message, self.type, self.code = status, message, type_, code
+        self.status, self.message, self.type, self.code, self.param = status, message, type_, code, param
 
 
 # -- the server ----------------------------------------------------------------------------------
@@ -505,7 +510,7 @@ class FakeOpenAI:
         except _CLIENT_GONE:
             h.close_connection = True
         except _HTTPError as exc:
-            self._send_json(h, log, exc.status, _error(exc.message, exc.type, exc.code))
+            self._send_json(h, log, exc.status, _error(exc.message, exc.type, exc.code, exc.param))
         except Exception:
             self.errors.append(traceback.format_exc())
             try:

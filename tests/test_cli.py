@@ -63,36 +63,28 @@ def test_sources_lists_the_registry(tmp_path):
     assert "mimic-cxr-jpg" in run_cli("sources").output
 
 
-def test_download_fetches_verifies_and_unpacks_over_http_then_skips(tmp_path):
-    import functools
+def test_download_fetches_verifies_and_unpacks_over_http_then_skips(tmp_path, server):
     import hashlib
+    import io
     import tarfile
-    import threading
-    from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 
-    served = tmp_path / "served"
-    (served / "payload").mkdir(parents=True)
-    (served / "payload" / "a.txt").write_text("hello")
-    with tarfile.open(served / "set.tar.gz", "w:gz") as tar:
-        tar.add(served / "payload" / "a.txt", arcname="images/a.txt")
-    digest = hashlib.sha256((served / "set.tar.gz").read_bytes()).hexdigest()
-    handler = functools.partial(SimpleHTTPRequestHandler, directory=str(served))
-    handler.log_message = lambda *args: None
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+        info = tarfile.TarInfo("images/a.txt")
+        info.size = len(b"hello")
+        tar.addfile(info, io.BytesIO(b"hello"))
+    server.files["/set.tar.gz"] = buf.getvalue()
+    digest = hashlib.sha256(buf.getvalue()).hexdigest()
     manifest = tmp_path / "tiny.yaml"
     manifest.write_text(
         "name: tiny\nmodality: ct\nlicense: CC0\nlayout: {type: folder}\ndownload:\n"
-        f"  - {{fetcher: http, url: 'http://127.0.0.1:{server.server_port}/set.tar.gz', sha256: {digest}}}\n"
+        f"  - {{fetcher: http, url: '{server.url}/set.tar.gz', sha256: {digest}}}\n"
     )
-    try:
-        result = run_cli("download", manifest, "--root", tmp_path / "raw")
-        assert result.exit_code == 0, result.output
-        assert (tmp_path / "raw" / "tiny" / "images" / "a.txt").read_text() == "hello"
-        again = run_cli("download", manifest, "--root", tmp_path / "raw")
-        assert again.exit_code == 0 and "already complete" in again.output
-    finally:
-        server.shutdown()
+    result = run_cli("download", manifest, "--root", tmp_path / "raw")
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "raw" / "tiny" / "images" / "a.txt").read_text() == "hello"
+    again = run_cli("download", manifest, "--root", tmp_path / "raw")
+    assert again.exit_code == 0 and "already complete" in again.output
 
 
 def test_download_of_a_request_only_set_explains_what_to_do(tmp_path):

@@ -9,7 +9,6 @@ import zipfile
 
 import pytest
 
-from tests.test_download_http import server  # noqa: F401  (fixture)
 from unimed_data.download import (
     AuthError,
     ManualDownloadRequired,
@@ -35,7 +34,7 @@ def _zip(files: dict[str, bytes]) -> bytes:
     return buf.getvalue()
 
 
-def test_zenodo_record(server, tmp_path, monkeypatch):  # noqa: F811
+def test_zenodo_record(server, tmp_path, monkeypatch):
     archive = _zip({"imgs/a.png": b"png-a", "labels.csv": b"x,y\n"})
     readme = b"read me"
     server.files["/rec/files/data.zip"] = archive
@@ -62,7 +61,7 @@ def test_zenodo_record(server, tmp_path, monkeypatch):  # noqa: F811
     assert len(server.requests) == n  # listing cached, files verified, archive marker present
 
 
-def test_zenodo_bad_md5(server, tmp_path, monkeypatch):  # noqa: F811
+def test_zenodo_bad_md5(server, tmp_path, monkeypatch):
     server.files["/f/x.bin"] = b"abc"
     rec = {
         "files": [
@@ -81,7 +80,7 @@ def test_zenodo_bad_md5(server, tmp_path, monkeypatch):  # noqa: F811
     assert not (tmp_path / "x.bin").exists()
 
 
-def test_figshare_article(server, tmp_path, monkeypatch):  # noqa: F811
+def test_figshare_article(server, tmp_path, monkeypatch):
     a, b = b"first file", b"second file"
     server.files["/dl/1"], server.files["/dl/2"] = a, b
     art = {
@@ -107,7 +106,7 @@ def test_figshare_article(server, tmp_path, monkeypatch):  # noqa: F811
     assert not (tmp_path / "a.txt").exists()
 
 
-def test_physionet_basic_auth(server, tmp_path, monkeypatch):  # noqa: F811
+def test_physionet_basic_auth(server, tmp_path, monkeypatch):
     data = b"waveform"
     sums = f"{hashlib.sha256(data).hexdigest()} sub/rec.dat\n".encode()
     for p, d in (("/files/proj/1.0/SHA256SUMS.txt", sums), ("/files/proj/1.0/sub/rec.dat", data)):
@@ -181,6 +180,20 @@ def test_from_file_unpacks_and_dataset_report(tmp_path):
     bad.write_bytes(b"not it")
     with pytest.raises(Exception, match="does not verify"):
         download_dataset(_M([entry], name="x2"), raw, from_file=bad)
+
+
+def test_from_file_matches_a_url_with_a_query_string(tmp_path):
+    archive = _zip({"cls/y.jpg": b"jpeg"})
+    src = tmp_path / "dl" / "a.zip"
+    src.parent.mkdir()
+    src.write_bytes(archive)
+    entries = [
+        ManualEntry(fetcher="manual", instructions="ask", expect=[{"name": "labels.csv"}]),
+        HttpEntry(fetcher="http", url="https://example.org/files/a.zip?download=1"),
+    ]
+    assert entries[1].file_name == "a.zip"
+    download_dataset(_M(entries), tmp_path / "raw", from_file=src)
+    assert (tmp_path / "raw/demo-set/cls/y.jpg").read_bytes() == b"jpeg"
 
 
 def test_huggingface_arguments_and_token_not_leaked(tmp_path, monkeypatch, caplog):

@@ -2,97 +2,13 @@
 
 from __future__ import annotations
 
-import base64
 import hashlib
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from unimed_data.download import http as dl
 from unimed_data.download.fetchers import download_entry, mirror_url
 from unimed_data.download.http import AuthError, ChecksumError, DownloadError, NotFoundError, download_file
 from unimed_data.download.spec import HttpEntry
-
-
-class FileServer:
-    """Serves `files` (path -> bytes) on 127.0.0.1 with Range support, one-off mid-body drops,
-    and basic auth on the paths listed in `protected`."""
-
-    def __init__(self):
-        self.files: dict[str, bytes] = {}
-        self.drop_once: set[str] = set()
-        self.protected: dict[str, tuple[str, str]] = {}
-        self.requests: list[dict] = []
-        self.ignore_range = False
-        server = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args):
-                pass
-
-            def do_GET(self):
-                path = self.path.split("?", 1)[0]
-                server.requests.append(
-                    {
-                        "path": path,
-                        "range": self.headers.get("Range"),
-                        "auth": self.headers.get("Authorization"),
-                    }
-                )
-                if path in server.protected:
-                    user, pw = server.protected[path]
-                    want = "Basic " + base64.b64encode(f"{user}:{pw}".encode()).decode()
-                    if self.headers.get("Authorization") != want:
-                        self.send_response(401)
-                        self.send_header("WWW-Authenticate", 'Basic realm="x"')
-                        self.send_header("Content-Length", "0")
-                        self.end_headers()
-                        return
-                if path not in server.files:
-                    self.send_response(404)
-                    self.send_header("Content-Length", "0")
-                    self.end_headers()
-                    return
-                data = server.files[path]
-                start = 0
-                rng = self.headers.get("Range")
-                if rng and rng.startswith("bytes=") and not server.ignore_range:
-                    start = int(rng[6:].split("-", 1)[0])
-                    self.send_response(206)
-                    self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
-                else:
-                    self.send_response(200)
-                body = data[start:]
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                if path in server.drop_once:
-                    server.drop_once.discard(path)
-                    self.wfile.write(body[: len(body) // 2])
-                    self.wfile.flush()
-                    self.close_connection = True
-                    return
-                self.wfile.write(body)
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-        self.thread = threading.Thread(target=self.httpd.serve_forever, args=(0.05,), daemon=True)
-        self.thread.start()
-
-    def close(self):
-        self.httpd.shutdown()
-        self.httpd.server_close()
-
-
-@pytest.fixture
-def server(monkeypatch):
-    for var in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY", "all_proxy", "ALL_PROXY"):
-        monkeypatch.delenv(var, raising=False)
-    monkeypatch.setattr(dl, "BACKOFF_S", 0.01)
-    monkeypatch.setattr(dl, "CHUNK", 4096)
-    s = FileServer()
-    yield s
-    s.close()
 
 
 def _payload(n=100_000) -> bytes:

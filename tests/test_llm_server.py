@@ -9,7 +9,8 @@ import time
 
 import openai
 import pytest
-from llm_server import FakeOpenAI, Fault, FaultPlan, captions_json
+
+from tests.llm_server import FakeOpenAI, Fault, FaultPlan, captions_json
 
 PROMPT = "SUBJECT: a left lower lobe opacity\nCOUNT: 3\nrecord rec-1"
 
@@ -85,6 +86,14 @@ def test_server_errors():
                 chat(c)
             assert info.value.status_code == status
         chat(c)
+
+
+def test_streaming_is_a_bad_request():
+    with FakeOpenAI() as server, client(server) as c:
+        with pytest.raises(openai.BadRequestError) as info:
+            chat(c, stream=True)
+        assert info.value.status_code == 400 and info.value.param == "stream"
+        assert not server.errors
 
 
 def test_stall_times_out_and_drop_fails_the_connection():

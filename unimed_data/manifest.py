@@ -19,7 +19,7 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from unimed_data.download.spec import Access, DownloadEntry, Role
+from unimed_data.download.spec import FETCHER_TYPES, Access, DownloadEntry, Role
 from unimed_data.layouts import LAYOUT_TYPES, Layout
 from unimed_data.layouts.item import RelPath
 from unimed_data.schema import MODALITIES, dataset_slug
@@ -67,7 +67,7 @@ class Manifest(BaseModel):
 _UNION_TAGS = {
     "layout": set(LAYOUT_TYPES),
     "split": set(SPLIT_RULES),
-    "download": {"http", "zenodo", "figshare", "huggingface", "kaggle", "physionet", "manual"},
+    "download": set(FETCHER_TYPES),
 }
 
 

@@ -5,6 +5,12 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 
+def cost_usd(prompt: int, completion: int, *, prices: tuple[float, float], batch: bool) -> float:
+    """The price of tokens at `prices` (input, output) per million tokens; the Batch API costs half."""
+    factor = 0.5 if batch else 1.0
+    return factor * (prompt * prices[0] + completion * prices[1]) / 1e6
+
+
 @dataclass
 class Usage:
     calls: int = 0
@@ -18,11 +24,10 @@ class Usage:
     cost_usd: float = 0.0
 
     def add_tokens(self, prompt: int, completion: int, *, prices: tuple[float, float], batch: bool) -> None:
-        """Count tokens and their price (per million tokens); the Batch API costs half."""
+        """Count tokens and their price (see `cost_usd`)."""
         self.prompt_tokens += prompt
         self.completion_tokens += completion
-        factor = 0.5 if batch else 1.0
-        self.cost_usd += factor * (prompt * prices[0] + completion * prices[1]) / 1e6
+        self.cost_usd += cost_usd(prompt, completion, prices=prices, batch=batch)
 
     def merged(self, other: dict) -> Usage:
         return Usage(**{k: v + other.get(k, 0) for k, v in asdict(self).items()})

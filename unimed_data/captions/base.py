@@ -19,6 +19,11 @@ class CaptionUnit:
     uncertain: tuple[str, ...] = ()
     report: str | None = None
 
+    @property
+    def is_report(self) -> bool:
+        """Captioned from its report: labels win over a report, and a blank report is no report."""
+        return bool(self.report and self.report.strip()) and not self.labels
+
 
 @dataclass(frozen=True)
 class CaptionFailure:

@@ -20,7 +20,6 @@ import openai
 from unimed_data.captions.answers import InvalidAnswer
 from unimed_data.captions.base import CaptionUnit
 from unimed_data.captions.cache import CaptionCache, cache_key
-from unimed_data.captions.prompts import NothingToCaption
 
 if TYPE_CHECKING:
     from unimed_data.captions.openai_backend import OpenAICaptioner
@@ -30,14 +29,7 @@ MAX_REQUESTS_PER_BATCH = 50_000  # the Batch API's limit per input file
 
 
 def run_batch(captioner: OpenAICaptioner, units: list[CaptionUnit], cache: CaptionCache) -> None:
-    pending: dict[str, tuple[CaptionUnit, list[dict]]] = {}
-    for unit in units:
-        try:
-            key, messages = captioner.request(unit)
-        except NothingToCaption:
-            continue  # the ordinary path records it as a failure
-        if cache.get(key) is None:
-            pending[key] = (unit, messages)
+    pending = {key: (unit, messages) for unit, key, messages in captioner.pending(units, cache)}
     if not pending:
         return
     client = openai.OpenAI(
@@ -111,7 +103,7 @@ def _ingest(output: bytes, captioner, pending, cache: CaptionCache) -> None:
         unit = pending[key][0]
         try:
             text = body["choices"][0]["message"]["content"] or ""
-            captions = captioner.validate(text, unit, captioner.hints_for(unit))
+            captions = captioner.validate(text, unit)
         except (InvalidAnswer, KeyError, IndexError, TypeError):
             captioner.usage.invalid_answers += 1
             continue  # asked again through the ordinary endpoint

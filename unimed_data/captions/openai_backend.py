@@ -22,7 +22,7 @@ from pathlib import Path
 
 import openai
 
-from unimed_data.captions.accounting import Usage
+from unimed_data.captions.accounting import Usage, cost_usd
 from unimed_data.captions.answers import InvalidAnswer, parse_captions
 from unimed_data.captions.base import CaptionFailure, CaptionUnit
 from unimed_data.captions.cache import CaptionCache, cache_key
@@ -137,12 +137,17 @@ class OpenAICaptioner:
         key = cache_key({"identity": self.answer_identity, "messages": messages})
         return key, messages
 
-    def _requests(self, units: list[CaptionUnit]) -> list[tuple[str, list[dict]]]:
-        """Cache keys and messages of the units that have something to caption from."""
+    def pending(
+        self, units: list[CaptionUnit], cache: CaptionCache
+    ) -> list[tuple[CaptionUnit, str, list[dict]]]:
+        """(unit, cache key, messages) of the units that would need a request: something to caption
+        from, no cached answer. Units with nothing to caption from are left to `caption`'s failures."""
         found = []
         for unit in units:
             with contextlib.suppress(NothingToCaption):
-                found.append(self.request(unit))
+                key, messages = self.request(unit)
+                if cache.get(key) is None:
+                    found.append((unit, key, messages))
         return found
 
     def choose_pilot(self, units_in_order: list[CaptionUnit]) -> None:
@@ -165,15 +170,13 @@ class OpenAICaptioner:
         chosen = self.selected(units)
         cache = CaptionCache(self.cache_path)
         try:
-            requests = self._requests(chosen)
-            uncached = [messages for key, messages in requests if cache.get(key) is None]
+            uncached = [messages for _, _, messages in self.pending(chosen, cache)]
         finally:
             cache.close()
         # About four characters a token for English prompts; a caption about 25 tokens.
         prompt_tokens = sum(len(m["content"]) // 4 + 4 for messages in uncached for m in messages)
         completion_tokens = len(uncached) * self.per_record * 25
-        factor = 0.5 if self.settings.batch else 1.0
-        cost = factor * (prompt_tokens * self.prices[0] + completion_tokens * self.prices[1]) / 1e6
+        cost = cost_usd(prompt_tokens, completion_tokens, prices=self.prices, batch=self.settings.batch)
         return {
             "backend": "openai",
             "model": self.settings.model,
@@ -211,7 +214,7 @@ class OpenAICaptioner:
         key = os.environ.get(self.settings.api_key_env)
         if key:
             return key
-        if all(cache.get(key) is not None for key, _ in self._requests(units)):
+        if not self.pending(units, cache):
             return "unused"  # everything is cached: no request will be sent
         raise RuntimeError(
             f"the environment variable {self.settings.api_key_env} holding the API key is not set"
@@ -239,7 +242,6 @@ class OpenAICaptioner:
         if (cached := cache.get(key)) is not None:
             self.usage.cache_hits += 1
             return cached
-        hints = self.hints_for(unit)
         conversation = list(messages)
         reason = ""
         for _ in range(self.settings.validation_attempts):
@@ -250,7 +252,7 @@ class OpenAICaptioner:
                 self.usage.failures += 1
                 return CaptionFailure(str(exc))
             try:
-                captions = self.validate(text, unit, hints)
+                captions = self.validate(text, unit)
             except InvalidAnswer as exc:
                 self.usage.invalid_answers += 1
                 reason = str(exc)
@@ -268,14 +270,14 @@ class OpenAICaptioner:
         self.usage.failures += 1
         return CaptionFailure(f"invalid answer after {self.settings.validation_attempts} attempts: {reason}")
 
-    def validate(self, text: str, unit: CaptionUnit, hints: DatasetHints) -> list[str]:
+    def validate(self, text: str, unit: CaptionUnit) -> list[str]:
         return parse_captions(
             text,
             count=self.per_record,
-            exact=not (unit.report and not unit.labels),
+            exact=not unit.is_report,
             token_budget=self.settings.token_budget,
             count_tokens=self.count_tokens,
-            forbidden=hints.raw_label_ids,
+            forbidden=self.hints_for(unit).raw_label_ids,
         )
 
     def request_body(self, messages: list[dict]) -> dict:

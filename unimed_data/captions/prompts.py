@@ -8,6 +8,7 @@ template backend.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 from importlib import resources
@@ -51,10 +52,11 @@ class PromptBuilder:
         )
         self.env.filters.update(join_and=join_and, clinical=clinical, a=with_article)
 
-    @property
+    @functools.cached_property
     def identity(self) -> str:
         """SHA-256 over the names and texts of the `llm/` templates of both folders: a template
-        edit changes it, and so the cache key of the captions."""
+        edit changes it, and so the cache key of the captions. Read once: every request's cache
+        key needs it, and the templates do not change during a run."""
         digest = hashlib.sha256()
         for folder in self.folders:
             tag = "bundled" if folder == self.folders[-1] else "user"
@@ -64,7 +66,7 @@ class PromptBuilder:
 
     def template_name(self, unit: CaptionUnit) -> str:
         """The template that `messages` renders for `unit` (after the fallback to the generic one)."""
-        if _is_report(unit):
+        if unit.is_report:
             return REPORT_TEMPLATE
         return self.env.select_template([f"llm/labels_{unit.modality}.j2", GENERIC_LABELS_TEMPLATE]).name
 
@@ -80,7 +82,7 @@ class PromptBuilder:
         if count < 1:
             raise ValueError(f"count must be at least 1, got {count}")
         modality_name = MODALITY_NAMES.get(unit.modality, unit.modality)
-        if _is_report(unit):
+        if unit.is_report:
             context = {"report": unit.report.strip(), "modality_name": modality_name, "count": count}
         else:
             labels = split_labels(unit.labels, unit.uncertain)
@@ -98,10 +100,6 @@ class PromptBuilder:
         name = self.template_name(unit)
         system, user = _split(self.env.get_template(name).render(**context), name)
         return [{"role": "system", "content": system}, {"role": "user", "content": user}]
-
-
-def _is_report(unit: CaptionUnit) -> bool:
-    return bool(unit.report and unit.report.strip()) and not unit.labels
 
 
 def _definitions_for(labels: tuple[str, ...], definitions: dict[str, str]) -> dict[str, str]:

@@ -104,7 +104,7 @@ class TemplateCaptioner:
         return {unit: self._caption_one(unit) for unit in units}
 
     def _caption_one(self, unit: CaptionUnit) -> list[str] | CaptionFailure:
-        candidates = report_sentences(unit.report) if unit.report and not unit.labels else self._render(unit)
+        candidates = report_sentences(unit.report) if unit.is_report else self._render(unit)
         unique = list(dict.fromkeys(c for c in candidates if c))
         if not unique:
             return CaptionFailure("nothing to caption from: no labels, no report")

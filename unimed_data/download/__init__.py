@@ -78,7 +78,7 @@ def _entry_for_file(dataset: str, entries: list, src: Path) -> int:
     for i, e in enumerate(entries):
         names = []
         if e.fetcher == "http":
-            names.append(e.filename or e.url.rstrip("/").rsplit("/", 1)[-1])
+            names.append(e.file_name)
         elif e.fetcher == "manual":
             names += [Path(f.name).name for f in e.expect]
         if src.name in names:

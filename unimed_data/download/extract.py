@@ -23,6 +23,7 @@ import zipfile
 from pathlib import Path, PurePosixPath
 
 from unimed_data.download.http import DownloadError
+from unimed_data.tables import atomic_write_text
 
 MAX_TOTAL_BYTES = 200 * 1024**3
 MAX_RATIO = 200.0
@@ -98,9 +99,9 @@ def extract_archive(
         shutil.rmtree(staging, ignore_errors=True)
         raise ExtractError(f"{archive}: cannot unpack: {type(err).__name__}: {err}") from None
     placed = _move_into(archive, staging, target)
-    tmp = marker.with_name(marker.name + ".tmp")
-    tmp.write_text(json.dumps({"archive": archive.name, "members": len(members), "top": sorted(placed)}))
-    os.replace(tmp, marker)
+    atomic_write_text(
+        marker, json.dumps({"archive": archive.name, "members": len(members), "top": sorted(placed)})
+    )
     return [target / p for p in sorted(placed)]
 
 

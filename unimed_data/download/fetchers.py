@@ -43,6 +43,7 @@ from unimed_data.download.spec import (
     PhysioNetEntry,
     ZenodoEntry,
 )
+from unimed_data.tables import atomic_write_text, temp_path
 
 ZENODO_API = "https://zenodo.org/api"
 FIGSHARE_API = "https://api.figshare.com/v2"
@@ -119,7 +120,7 @@ def _run_entry(entry, dataset_dir: Path, *, mirror=None, from_file=None) -> tupl
 
 
 def _http(entry: HttpEntry, dest: Path, result: _Result, mirror: str | None) -> None:
-    name = entry.filename or urlsplit(entry.url).path.rstrip("/").rsplit("/", 1)[-1]
+    name = entry.file_name
     if not name:
         raise DownloadError(f"{redact_url(entry.url)}: no file name in the URL; set `filename`")
     path = _dest_for(dest, name, redact_url(entry.url))
@@ -135,9 +136,7 @@ def _listing_cache(dest: Path, key: str, fetch: Callable[[], list[dict]]) -> lis
         except (OSError, ValueError):
             pass
     files = fetch()
-    tmp = cache.with_name(cache.name + ".tmp")
-    tmp.write_text(json.dumps(files))
-    os.replace(tmp, cache)
+    atomic_write_text(cache, json.dumps(files))
     return files
 
 
@@ -362,7 +361,7 @@ def _from_file(entry, src: Path, dest: Path, result: _Result) -> None:
     name = src.name
     if isinstance(entry, HttpEntry):
         sha256, size = entry.sha256, entry.size
-        name = entry.filename or urlsplit(entry.url).path.rstrip("/").rsplit("/", 1)[-1] or src.name
+        name = entry.file_name or src.name
     elif isinstance(entry, ManualEntry):
         match = [f for f in entry.expect if Path(f.name).name == src.name]
         if len(match) == 1:
@@ -378,7 +377,7 @@ def _from_file(entry, src: Path, dest: Path, result: _Result) -> None:
     path = _dest_for(dest, name, str(src))
     copy = path.resolve() != src.resolve() and verify_file(path, sha256=sha256, size=size) != []
     if copy:
-        tmp = path.with_name(f".{path.name}.copy")
+        tmp = temp_path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(src, tmp)
         os.replace(tmp, path)

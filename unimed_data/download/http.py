@@ -9,7 +9,7 @@ mismatch deletes the partial file and raises `ChecksumError`. A `dest` that alre
 verifies is kept without contacting the server; a stamp file `.<name>.verified` (size, mtime,
 sha256) spares rehashing it on later runs.
 
-Credentials (basic auth, a bearer token, or `user:pass@` in the URL) go only into the request's
+Credentials (basic auth, or `user:pass@` in the URL) go only into the request's
 `Authorization` header, which is not forwarded to another host on redirects; every URL that
 appears in a message or log is passed through `redact_url` first.
 """
@@ -82,11 +82,8 @@ def split_credentials(url: str) -> tuple[str, tuple[str, str] | None]:
 
 
 def file_digest(path: Path, algorithm: str = "sha256") -> str:
-    h = hashlib.new(algorithm)
     with path.open("rb") as f:
-        while block := f.read(CHUNK):
-            h.update(block)
-    return h.hexdigest()
+        return hashlib.file_digest(f, algorithm).hexdigest()
 
 
 def _stamp_path(dest: Path) -> Path:
@@ -143,9 +140,7 @@ class _SameHostAuthRedirect(urllib.request.HTTPRedirectHandler):
         return new
 
 
-def _auth_header(auth: tuple[str, str] | None, token: str | None) -> str | None:
-    if token:
-        return f"Bearer {token}"
+def _auth_header(auth: tuple[str, str] | None) -> str | None:
     if auth:
         raw = f"{auth[0]}:{auth[1]}".encode()
         return "Basic " + base64.b64encode(raw).decode("ascii")
@@ -153,27 +148,18 @@ def _auth_header(auth: tuple[str, str] | None, token: str | None) -> str | None:
 
 
 class _Retry(Exception):
-    def __init__(self, reason: str):
-        super().__init__(reason)
-        self.reason = reason
+    """A transfer that broke off in a way worth retrying; the message is the reason."""
 
 
-def open_url(
-    url: str,
-    *,
-    auth: tuple[str, str] | None = None,
-    token: str | None = None,
-    headers: dict[str, str] | None = None,
-    timeout: float | None = None,
-):
+def open_url(url: str, *, auth: tuple[str, str] | None = None, headers: dict[str, str] | None = None):
     """`urlopen` with credentials in a non-forwarded Authorization header; raises urllib errors."""
     clean, url_auth = split_credentials(url)
-    header = _auth_header(auth or url_auth, token)
+    header = _auth_header(auth or url_auth)
     opener = urllib.request.build_opener(_SameHostAuthRedirect(header))
     req = urllib.request.Request(clean, headers={"User-Agent": USER_AGENT, **(headers or {})})
     if header:
         req.add_unredirected_header("Authorization", header)
-    return opener.open(req, timeout=timeout or TIMEOUT_S)
+    return opener.open(req, timeout=TIMEOUT_S)
 
 
 def _http_error(err: urllib.error.HTTPError, shown: str, auth_hint: str | None) -> DownloadError:
@@ -185,27 +171,19 @@ def _http_error(err: urllib.error.HTTPError, shown: str, auth_hint: str | None) 
     return DownloadError(f"{shown}: HTTP {err.code} {err.reason}")
 
 
-def fetch_bytes(
-    url: str,
-    *,
-    auth: tuple[str, str] | None = None,
-    token: str | None = None,
-    auth_hint: str | None = None,
-    retries: int | None = None,
-) -> bytes:
+def fetch_bytes(url: str, *, auth: tuple[str, str] | None = None, auth_hint: str | None = None) -> bytes:
     """A small document (API JSON, a checksum list) with the same retry and error rules."""
     shown = redact_url(url)
-    retries = RETRIES if retries is None else retries
-    for attempt in range(retries + 1):
+    for attempt in range(RETRIES + 1):
         try:
-            with open_url(url, auth=auth, token=token, headers={"Accept": "application/json"}) as resp:
+            with open_url(url, auth=auth, headers={"Accept": "application/json"}) as resp:
                 return resp.read()
         except urllib.error.HTTPError as err:
-            if err.code < 500 or attempt == retries:
+            if err.code < 500 or attempt == RETRIES:
                 raise _http_error(err, shown, auth_hint) from None
             reason = f"HTTP {err.code}"
         except (urllib.error.URLError, http.client.HTTPException, OSError) as err:
-            if attempt == retries:
+            if attempt == RETRIES:
                 raise DownloadError(f"{shown}: {_reason(err)}") from None
             reason = _reason(err)
         _sleep(attempt, shown, reason)
@@ -213,6 +191,8 @@ def fetch_bytes(
 
 
 def _reason(err: BaseException) -> str:
+    if isinstance(err, _Retry):
+        return str(err)
     if isinstance(err, urllib.error.URLError) and not isinstance(err, urllib.error.HTTPError):
         return f"connection failed: {err.reason}"
     return f"{type(err).__name__}: {err}"
@@ -236,13 +216,11 @@ def download_file(
     md5: str | None = None,
     size: int | None = None,
     auth: tuple[str, str] | None = None,
-    token: str | None = None,
     auth_hint: str | None = None,
     retries: int | None = None,
-    progress: bool | None = None,
 ) -> bool:
     """Fetch `url` onto `dest`, verified. Returns True if bytes were transferred, False if `dest`
-    was already complete (the server is then not contacted). `progress=None`: a tqdm bar on a TTY."""
+    was already complete (the server is then not contacted). A tqdm bar shows progress on a TTY."""
     shown = redact_url(url)
     if dest.exists() and not verify_file(dest, sha256=sha256, md5=md5, size=size):
         log.info("%s: already present and verified", dest)
@@ -262,21 +240,19 @@ def download_file(
         if size is not None and have == size and have > 0:
             break  # complete from an earlier run: verify below
         try:
-            gained = _transfer(url, part, have, shown, auth, token, progress, size)
+            _transfer(url, part, have, auth, size)
             break
         except urllib.error.HTTPError as err:
             if err.code == 416 and have:
                 part.unlink()  # our partial file does not fit the remote one: start over
-                reason, gained = "range not satisfiable; restarting", 0
+                reason = "range not satisfiable; restarting"
             elif err.code >= 500:
-                reason, gained = f"HTTP {err.code}", 0
+                reason = f"HTTP {err.code}"
             else:
                 raise _http_error(err, shown, auth_hint) from None
-        except _Retry as err:
-            reason, gained = err.reason, part.stat().st_size - have if part.exists() else 0
-        except (urllib.error.URLError, http.client.HTTPException, OSError) as err:
+        except (_Retry, urllib.error.URLError, http.client.HTTPException, OSError) as err:
             reason = _reason(err)
-            gained = part.stat().st_size - have if part.exists() else 0
+        gained = part.stat().st_size - have if part.exists() else 0
         failures = 0 if gained > 0 else failures + 1
         if failures > retries:
             raise DownloadError(
@@ -297,18 +273,11 @@ def download_file(
     return True
 
 
-def _transfer(
-    url: str,
-    part: Path,
-    have: int,
-    shown: str,
-    auth: tuple[str, str] | None,
-    token: str | None,
-    progress: bool | None,
-    size: int | None,
-) -> int:
+def _transfer(url: str, part: Path, have: int, auth: tuple[str, str] | None, size: int | None) -> None:
+    """Stream the rest of `url` into `part` (appending to its `have` bytes where the server resumes);
+    raises `_Retry` for a transfer that broke off."""
     headers = {"Range": f"bytes={have}-"} if have else {}
-    with open_url(url, auth=auth, token=token, headers=headers) as resp:
+    with open_url(url, auth=auth, headers=headers) as resp:
         if have and resp.status == 206:
             start = _content_range_start(resp.headers.get("Content-Range"))
             if start != have:
@@ -329,7 +298,7 @@ def _transfer(
                 unit_scale=True,
                 unit_divisor=1024,
                 desc=part.name[: -len(".part")],
-                disable=None if progress is None else not progress,
+                disable=None,  # a bar on a TTY only
                 leave=False,
             ) as bar,
         ):
@@ -342,7 +311,6 @@ def _transfer(
                 raise _Retry(f"connection lost after {offset + got} bytes: {type(err).__name__}") from None
         if expected is not None and got < expected:
             raise _Retry(f"connection closed after {offset + got} of {offset + expected} bytes")
-        return got
 
 
 def _content_range_start(value: str | None) -> int | None:

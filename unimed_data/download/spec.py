@@ -8,7 +8,8 @@ part of a manifest: fetchers read them from the environment at run time.
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Literal, get_args
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -34,6 +35,11 @@ class HttpEntry(_Entry):
     filename: str | None = None  # default: the last path segment of the URL
     sha256: str | None = Field(None, pattern=r"^[0-9a-f]{64}$")
     size: int | None = Field(None, ge=0)
+
+    @property
+    def file_name(self) -> str:
+        """`filename`, else the URL's last path segment (no query string); "" if the URL has none."""
+        return self.filename or urlsplit(self.url).path.rstrip("/").rsplit("/", 1)[-1]
 
 
 class ZenodoEntry(_Entry):
@@ -86,6 +92,11 @@ DownloadEntry = Annotated[
     HttpEntry | ZenodoEntry | FigshareEntry | HuggingFaceEntry | KaggleEntry | PhysioNetEntry | ManualEntry,
     Field(discriminator="fetcher"),
 ]
+
+FETCHER_TYPES = tuple(
+    get_args(entry.model_fields["fetcher"].annotation)[0] for entry in get_args(get_args(DownloadEntry)[0])
+)
+"""The `fetcher:` names, read off the `DownloadEntry` members so the two cannot drift apart."""
 
 Role = Literal["pretrain", "eval"]
 Access = Literal["open", "credentialed", "request"]
