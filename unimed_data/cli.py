@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
@@ -161,16 +162,15 @@ def _plan(given: SourceOptions):
             config = BuildConfig(datasets=[DatasetEntry(manifest=manifest.name, root=folder.parent)])
     except (ConfigError, ManifestError, ValueError) as exc:
         _fail(str(exc))
-    overrides = {"workers": given.workers, "seed": given.seed}
-    config = config.model_copy(update={k: v for k, v in overrides.items() if v is not None})
-    if given.shard_size is not None:
-        config.shard.shard_size = given.shard_size
-    if given.max_side is not None:
-        config.convert.max_side = given.max_side
-    if given.jpeg_quality is not None:
-        config.convert.jpeg_quality = given.jpeg_quality
+    # Options given on the command line replace the config's. The config was just built here and
+    # its models do not validate on assignment, so a plain setattr is all an override needs.
     captions, llm = config.captions, config.captions.llm
     for target, attribute, value in (
+        (config, "workers", given.workers),
+        (config, "seed", given.seed),
+        (config.shard, "shard_size", given.shard_size),
+        (config.convert, "max_side", given.max_side),
+        (config.convert, "jpeg_quality", given.jpeg_quality),
         (captions, "backend", given.captioner),
         (captions, "limit", given.limit),
         (llm, "base_url", given.llm_base_url),
@@ -190,6 +190,7 @@ def _plan(given: SourceOptions):
 def _run(stages: tuple[str, ...], given: SourceOptions) -> None:
     from unimed_data.pipeline import StageOrderError, plan_captions, run_stages
     from unimed_data.stats import render_stats
+    from unimed_data.tables import iter_rows
 
     config, datasets = _plan(given)
     out = given.out
@@ -210,7 +211,7 @@ def _run(stages: tuple[str, ...], given: SourceOptions) -> None:
         _fail(str(exc))
     if stats is not None:
         render_stats(stats, Console())
-        _print_error_examples(out)
+        _print_error_rows(iter_rows(out / "errors.parquet"), out / "errors.parquet")
         console.print(f"Shards, stats.json, errors.parquet and README.md are in {out}")
         if stats["totals"]["samples"] == 0:
             console.print("[red]error:[/red] no sample was written: check the paths and the errors above")
@@ -219,13 +220,11 @@ def _run(stages: tuple[str, ...], given: SourceOptions) -> None:
         console.print(f"{', '.join(stages)} done; work tables in {out / 'work'}")
 
 
-def _print_error_examples(out: Path, limit: int = 5) -> None:
-    from unimed_data.tables import iter_rows
-
-    errors = out / "errors.parquet"
-    for shown, row in enumerate(iter_rows(errors)):
+def _print_error_rows(rows: Iterable[dict], more_at: Path, limit: int = 5) -> None:
+    """The first `limit` error rows, then where the rest are when there are more."""
+    for shown, row in enumerate(rows):
         if shown == limit:
-            console.print(f"... and more: see {errors}")
+            console.print(f"... and more: see {more_at}")
             break
         console.print(
             f"  {row['stage']}: {row['source_path']}: {row['reason']}",
@@ -507,15 +506,7 @@ def evalset(
         f"{info['name']}: {info['task']}, {len(info['classes'])} classes; samples per split: {splits_line}"
     )
     console.print(f"Inputs {info['inputs']} = samples {summary.samples} + errors {info['errors']}")
-    for row in summary.errors[:5]:
-        console.print(
-            f"  {row['stage']}: {row['source_path']}: {row['reason']}",
-            highlight=False,
-            markup=False,
-            soft_wrap=True,
-        )
-    if len(summary.errors) > 5:
-        console.print(f"... and more: see {summary.out / 'errors.parquet'}")
+    _print_error_rows(summary.errors, summary.out / "errors.parquet")
     console.print(f"Evaluation set in {summary.out}")
     if info["splits"].get("test", 0) == 0:
         console.print("[red]error:[/red] no test sample was written: see the errors above")

@@ -28,10 +28,11 @@ class DatasetEntry(_Strict):
 
 
 class ConvertConfig(_Strict):
-    max_side: int = Field(512, ge=16)
-    jpeg_quality: int = Field(90, ge=1, le=100)
-    max_pixels: int = Field(200_000_000, ge=1)
-    frame: Literal["first", "middle", "last"] = "middle"
+    # The defaults are `ConvertOptions`'s own (one place owns them); here they gain bounds.
+    max_side: int = Field(ConvertOptions.max_side, ge=16)
+    jpeg_quality: int = Field(ConvertOptions.jpeg_quality, ge=1, le=100)
+    max_pixels: int = Field(ConvertOptions.max_pixels, ge=1)
+    frame: Literal["first", "middle", "last"] = ConvertOptions.frame
 
     def options(self) -> ConvertOptions:
         return ConvertOptions(**self.model_dump())
@@ -71,8 +72,9 @@ class CaptionConfig(_Strict):
 
 
 class ShardConfig(_Strict):
-    shard_size: int = Field(1000, ge=1)
-    prefix: str = "unimed"
+    # The defaults are `ShardOptions`'s own; the seed is the build's.
+    shard_size: int = Field(ShardOptions.shard_size, ge=1)
+    prefix: str = ShardOptions.prefix
 
     def options(self, seed: int) -> ShardOptions:
         return ShardOptions(shard_size=self.shard_size, prefix=self.prefix, seed=seed)

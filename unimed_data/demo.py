@@ -47,7 +47,7 @@ def _header(path: Path) -> pydicom.Dataset | None:
 
 def stage_demo(raw_root: Path) -> list[Manifest]:
     """Copy pydicom's image-bearing test files to raw_root/<dataset>/<class>/ and return manifests."""
-    groups: dict[str, set[str]] = {}
+    modalities: set[str] = set()  # one dataset per modality, named after it
     for path in pydicom_test_files():
         header = _header(path)
         if header is None or "PixelData" not in header:
@@ -55,7 +55,7 @@ def stage_demo(raw_root: Path) -> list[Manifest]:
         modality = DICOM_MODALITY.get(str(header.get("Modality", "")), "other")
         part = str(header.get("BodyPartExamined", "") or "unspecified").strip().lower().replace(" ", "-")
         part = part if part in BODY_PARTS else "unspecified"
-        dataset = f"pydicom-{modality}"
+        dataset = _dataset_name(modality)
         # pydicom's DICOMDIR test tree names folders after patient IDs: only a digest of the
         # relative path and the bare file name may appear in our file names.
         relative = path.relative_to(Path(pydicom.data.__file__).parent / "test_files").as_posix()
@@ -64,8 +64,12 @@ def stage_demo(raw_root: Path) -> list[Manifest]:
         if not target.exists():
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(path, target)
-        groups.setdefault(dataset, set()).add(modality)
-    return [_manifest(dataset, modalities.pop()) for dataset, modalities in sorted(groups.items())]
+        modalities.add(modality)
+    return [_manifest(_dataset_name(modality), modality) for modality in sorted(modalities)]
+
+
+def _dataset_name(modality: str) -> str:
+    return f"pydicom-{modality}"
 
 
 def _manifest(dataset: str, modality: str) -> Manifest:

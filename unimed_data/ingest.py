@@ -22,9 +22,10 @@ from unimed_data import stamps
 from unimed_data.layouts import Filtered, ItemError, annotation_files, iter_items
 from unimed_data.layouts.item import Item
 from unimed_data.manifest import Manifest
-from unimed_data.schema import ERROR_SCHEMA, MODALITIES, RECORD_SCHEMA, hash_patient, make_key
+from unimed_data.schema import ERROR_SCHEMA, MODALITIES, RECORD_SCHEMA, error_row, hash_patient, make_key
 from unimed_data.splits import assign_split
 from unimed_data.tables import table_writer
+from unimed_data.workspace import DatasetPaths
 
 STAGE = "ingest"
 FORMAT_VERSION = 1  # bump when the records this stage writes change for the same inputs
@@ -43,8 +44,9 @@ def dataset_root(manifest: Manifest, raw_root: Path) -> Path:
     return (raw_root / (manifest.root or manifest.name)).absolute()
 
 
-def output_dir(manifest: Manifest, work_dir: Path) -> Path:
-    return work_dir / manifest.slug
+def output_paths(manifest: Manifest, work_dir: Path) -> DatasetPaths:
+    """The dataset's files under `work_dir`, named as `Workspace` names them for a build."""
+    return DatasetPaths(work_dir / manifest.slug)
 
 
 def fingerprint(manifest: Manifest, root: Path, *, salt: str, seed: int) -> str:
@@ -92,13 +94,13 @@ def _record(manifest: Manifest, root: Path, item: Item, key: str, *, salt: str, 
 
 
 def _error(manifest: Manifest, root: Path, item_id: str | None, source: str | None, reason: str) -> dict:
-    return {
-        "dataset": manifest.name,
-        "stage": STAGE,
-        "key": make_key(manifest.name, item_id) if item_id is not None else None,
-        "source_path": os.fspath(root / source) if source is not None else None,
-        "reason": reason,
-    }
+    return error_row(
+        manifest.name,
+        STAGE,
+        make_key(manifest.name, item_id) if item_id is not None else None,
+        os.fspath(root / source) if source is not None else None,
+        reason,
+    )
 
 
 def ingest_dataset(
@@ -106,12 +108,8 @@ def ingest_dataset(
 ) -> IngestSummary:
     """Write the dataset's records and ingest errors, unless they are already up to date."""
     root = dataset_root(manifest, raw_root)
-    out = output_dir(manifest, work_dir)
-    records_path, errors_path, state_path = (
-        out / "records.parquet",
-        out / "errors-ingest.parquet",
-        out / "ingest.json",
-    )
+    paths = output_paths(manifest, work_dir)
+    records_path, errors_path, state_path = paths.records, paths.errors(STAGE), paths.stamp(STAGE)
     current = fingerprint(manifest, root, salt=salt, seed=seed)
     stored = stamps.read_stamp(state_path, current, [records_path, errors_path])
     if stored is not None:

@@ -73,40 +73,51 @@ def patient_salt(config: BuildConfig, ws: Workspace) -> str:
 
 
 def run_stages(
-    config: BuildConfig, out: Path, datasets: list[Dataset], stages: tuple[str, ...] = STAGES
+    config: BuildConfig,
+    out: Path,
+    datasets: list[Dataset],
+    stages: tuple[str, ...] = STAGES,
+    *,
+    captioner: Captioner | None = None,
 ) -> dict | None:
-    """Run `stages` (in pipeline order); returns the stats when the shard stage ran."""
+    """Run `stages` (in pipeline order); returns the stats when the shard stage ran.
+
+    `captioner` is one already built for this output by `prepare` (the dry run's); by default the
+    run builds its own.
+    """
     ws = Workspace(out.resolve())
     workers = config.workers or default_workers()
-    _check_output_outside_sources(ws, datasets)
+    if captioner is None:
+        captioner = prepare(config, ws, datasets)
     _remove_stale_temp_files(ws)
-    captioner = build_captioner(config, ws, datasets)
+    salt = None  # read (or made) once, and only when ingest runs
     for stage in STAGES:
         if stage not in stages:
             continue
-        if stage == "caption" and isinstance(captioner, OpenAICaptioner):
-            captioner.choose_pilot(_units_in_order(ws, datasets))
-        for dataset in datasets if stage != "shard" else []:
+        llm = captioner if stage == "caption" and isinstance(captioner, OpenAICaptioner) else None
+        if llm is not None and llm.limit is not None:  # only a --limit pilot needs every unit up front
+            llm.choose_pilot(_units_in_order(ws, datasets))
+        for dataset in datasets:
             _require_input(ws, stage, dataset.slug)
             if stage == "ingest":
-                ingest_dataset(
-                    dataset.manifest,
-                    dataset.root,
-                    ws.datasets,
-                    salt=patient_salt(config, ws),
-                    seed=config.seed,
-                )
+                if salt is None:
+                    salt = patient_salt(config, ws)
+                ingest_dataset(dataset.manifest, dataset.root, ws.datasets, salt=salt, seed=config.seed)
             elif stage == "convert":
                 convert_dataset(ws, dataset.slug, config.convert.options(), workers=workers)
             elif stage == "caption":
                 _caption_with_usage(ws, dataset.slug, captioner)
-        if stage == "caption" and isinstance(captioner, OpenAICaptioner):
-            print(captioner.usage.line(), file=sys.stderr)
+        if llm is not None:
+            print(llm.usage.line(), file=sys.stderr)
         if stage == "shard":
-            for dataset in datasets:
-                _require_input(ws, stage, dataset.slug)
             return finish(config, ws, datasets, workers)
     return None
+
+
+def prepare(config: BuildConfig, ws: Workspace, datasets: list[Dataset]) -> Captioner:
+    """Checks that come before any stage writes, and the configured caption backend."""
+    _check_output_outside_sources(ws, datasets)
+    return build_captioner(config, ws, datasets)
 
 
 def _caption_with_usage(ws: Workspace, slug: str, captioner: Captioner) -> None:
@@ -115,9 +126,7 @@ def _caption_with_usage(ws: Workspace, slug: str, captioner: Captioner) -> None:
     summary = caption_dataset(ws, slug, captioner)
     if before is not None and not summary.skipped:
         spent = {k: v - before[k] for k, v in captioner.usage.as_dict().items()}
-        atomic_write_text(
-            ws.dataset_dir(slug) / "llm-usage.json", json.dumps(spent, indent=2, sort_keys=True)
-        )
+        atomic_write_text(ws.llm_usage(slug), json.dumps(spent, indent=2, sort_keys=True))
 
 
 def build_captioner(config: BuildConfig, ws: Workspace, datasets: list[Dataset]) -> Captioner:
@@ -155,10 +164,9 @@ def plan_captions(config: BuildConfig, out: Path, datasets: list[Dataset]) -> di
     (an upper bound: records that fail conversion are never captioned). Nothing goes to the network.
     """
     ws = Workspace(out.resolve())
-    _check_output_outside_sources(ws, datasets)
-    run_stages(config, out, datasets, ("ingest",))
+    captioner = prepare(config, ws, datasets)
+    run_stages(config, out, datasets, ("ingest",), captioner=captioner)
     units = _units_in_order(ws, datasets)
-    captioner = build_captioner(config, ws, datasets)
     if isinstance(captioner, OpenAICaptioner):
         captioner.choose_pilot(units)
         return captioner.plan(units)
@@ -249,7 +257,7 @@ def _require_input(ws: Workspace, stage: str, slug: str) -> None:
         raise StageOrderError(f"{stage} needs {path}, which the {before} stage writes: run `{before}` first")
     for upstream, read, wrote in _UPSTREAM[stage]:
         source = getattr(ws, read)(slug)
-        if not inputs_unchanged(ws.dataset_dir(slug) / f"{upstream}.json", [source]):
+        if not inputs_unchanged(ws.stamp(slug, upstream), [source]):
             raise StageOrderError(
                 f"{getattr(ws, wrote)(slug)} is out of date: {source.name} changed since `{upstream}` ran; "
                 f"run `{upstream}` first"
@@ -257,5 +265,5 @@ def _require_input(ws: Workspace, stage: str, slug: str) -> None:
 
 
 def _ingest_filtered(ws: Workspace, slug: str) -> int:
-    stamp = ws.dataset_dir(slug) / "ingest.json"
+    stamp = ws.stamp(slug, "ingest")
     return json.loads(stamp.read_text()).get("summary", {}).get("filtered", 0) if stamp.exists() else 0

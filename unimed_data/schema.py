@@ -27,8 +27,6 @@ MODALITIES = (
 
 SPLITS = ("train", "val", "test")
 
-CAPTION_SOURCES_FIXED = ("original", "template")  # plus "llm:<model>"
-
 RECORD_SCHEMA = pa.schema(
     [
         pa.field("key", pa.string(), nullable=False),
@@ -76,6 +74,12 @@ ERROR_SCHEMA = pa.schema(
     ]
 )
 
+
+def error_row(dataset: str, stage: str, key: str | None, source_path: str | None, reason: str) -> dict:
+    """One row of an `errors-<stage>` table (ERROR_SCHEMA); every stage words its errors alike."""
+    return {"dataset": dataset, "stage": stage, "key": key, "source_path": source_path, "reason": reason}
+
+
 _UNSAFE = re.compile(r"[^a-z0-9_-]+")
 
 
@@ -109,11 +113,3 @@ def make_key(dataset: str, item_id: str) -> str:
 def hash_patient(raw_id: str, salt: str) -> str:
     """A salted keyed hash of a patient identifier; the raw id is never stored."""
     return hmac.new(salt.encode("utf-8"), raw_id.encode("utf-8"), hashlib.sha256).hexdigest()[:32]
-
-
-def empty_records() -> pa.Table:
-    return RECORD_SCHEMA.empty_table()
-
-
-def empty_errors() -> pa.Table:
-    return ERROR_SCHEMA.empty_table()

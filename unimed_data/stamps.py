@@ -16,7 +16,8 @@ from unimed_data.tables import atomic_write_text
 
 
 def file_states(inputs: list[Path]) -> list[list]:
-    return [[str(path), path.stat().st_size, path.stat().st_mtime_ns] for path in inputs]
+    """Path, size and modification time of each input (one stat call each)."""
+    return [[str(path), (st := path.stat()).st_size, st.st_mtime_ns] for path in inputs]
 
 
 def fingerprint(inputs: list[Path], options: dict[str, Any]) -> str:

@@ -53,19 +53,25 @@ def compute_stats(ws: Workspace, slugs: list[str], *, filtered: dict[str, int], 
     splits: dict[str, dict] = {}
     modalities: Counter = Counter()
     sources: Counter = Counter()
+    slug_of: dict[str, str] = {}
     for split in SPLITS:
         index = ws.split_dir(split) / "index.parquet"
         if not index.exists():
             continue
         sizes = json.loads((ws.split_dir(split) / "sizes.json").read_text())
         splits[split] = {"samples": sum(sizes.values()), "shards": len(sizes)}
-        table = pq.read_table(index, columns=["dataset", "modality", "caption_source"])
-        for dataset, modality, source in zip(*(table.column(i).to_pylist() for i in range(3)), strict=True):
-            info = datasets[dataset_slug(dataset)]
-            info["samples"] += 1
-            info["splits"][split] = info["splits"].get(split, 0) + 1
-            modalities[modality] += 1
-            sources[source] += 1
+        # Counted per distinct (dataset, modality, caption source) by Arrow, not row by row in Python.
+        columns = ["dataset", "modality", "caption_source"]
+        groups = pq.read_table(index, columns=columns).group_by(columns).aggregate([([], "count_all")])
+        for group in groups.to_pylist():
+            n = group["count_all"]
+            if group["dataset"] not in slug_of:
+                slug_of[group["dataset"]] = dataset_slug(group["dataset"])
+            info = datasets[slug_of[group["dataset"]]]
+            info["samples"] += n
+            info["splits"][split] = info["splits"].get(split, 0) + n
+            modalities[group["modality"]] += n
+            sources[group["caption_source"]] += n
     for info in datasets.values():
         info["balanced"] = info["inputs"] == info["samples"] + sum(info["errors"].values())
     samples = sum(d["samples"] for d in datasets.values())
@@ -73,7 +79,7 @@ def compute_stats(ws: Workspace, slugs: list[str], *, filtered: dict[str, int], 
     inputs = sum(d["inputs"] for d in datasets.values())
     llm = Usage()
     for slug in slugs:
-        usage = ws.dataset_dir(slug) / "llm-usage.json"
+        usage = ws.llm_usage(slug)
         if usage.exists():
             llm = llm.merged(json.loads(usage.read_text()))
     return {

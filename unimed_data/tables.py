@@ -73,8 +73,11 @@ def publish(tmp: Path, path: Path) -> None:
 
     Keeping an identical file untouched keeps its modification time, which the stamps of the
     stages downstream depend on: a rerun that changes nothing then redoes nothing downstream.
+    `filecmp.cmp` compares sizes before bytes; its cache is keyed by path and stat signature,
+    and temp names are reused (same pid), so it is cleared to never answer from an old file.
     """
-    if path.exists() and path.stat().st_size == tmp.stat().st_size and filecmp.cmp(tmp, path, shallow=False):
+    filecmp.clear_cache()
+    if path.exists() and filecmp.cmp(tmp, path, shallow=False):
         tmp.unlink()
     else:
         os.replace(tmp, path)

@@ -54,9 +54,9 @@ def check_shard(args: tuple[str, str]) -> ShardReport:
             report.key_hashes.append(
                 int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest(), "big")
             )
-            for message in _check_sample(sample, split):
+            meta = _json_or_none(sample.get("json"))  # parsed once, for the checks and the tally
+            for message in _check_sample(sample, split, meta):
                 problem(f"sample {key}: {message}")
-            meta = _json_or_none(sample.get("json"))
             if meta is not None and "dataset" in meta:
                 report.per_dataset[dataset_slug(meta["dataset"])] += 1
     except Exception as exc:  # a truncated or corrupt tar: report it and move on
@@ -64,7 +64,8 @@ def check_shard(args: tuple[str, str]) -> ShardReport:
     return report
 
 
-def _check_sample(sample: dict, split: str) -> list[str]:
+def _check_sample(sample: dict, split: str, meta) -> list[str]:
+    """What is wrong with one sample; `meta` is its json member parsed (None if absent or invalid)."""
     problems = []
     key = sample["__key__"]
     if not KEY_PATTERN.match(key):
@@ -73,7 +74,6 @@ def _check_sample(sample: dict, split: str) -> list[str]:
     if missing := REQUIRED_MEMBERS - members:
         problems.append(f"missing members {sorted(missing)}")
         return problems
-    meta = _json_or_none(sample["json"])
     if meta is None or not isinstance(meta, dict):
         return [*problems, "json is not a JSON object"]
     if missing := REQUIRED_JSON - set(meta):

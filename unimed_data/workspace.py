@@ -6,6 +6,8 @@ OUT/
   work/datasets/<dataset>/converted.parquet      convert
   work/datasets/<dataset>/captioned.parquet      caption
   work/datasets/<dataset>/errors-<stage>.parquet
+  work/datasets/<dataset>/<stage>.json           stage stamps (see stamps.py)
+  work/datasets/<dataset>/llm-usage.json         caption (openai backend): what it cost
   work/shuffle/                                  shard (seeded external shuffle buckets)
   work/salt                                      patient-id salt when none is given
   <split>/<prefix>-000000.tar, sizes.json, index.parquet
@@ -18,6 +20,43 @@ from dataclasses import dataclass
 from pathlib import Path
 
 STAGES = ("ingest", "convert", "caption", "shard")
+
+
+@dataclass(frozen=True)
+class DatasetPaths:
+    """The files of one dataset's folder.
+
+    Kept apart from `Workspace` so that ingest, which is also called with a bare work folder
+    (evaluation sets), names its files exactly as the build's stages read them.
+    """
+
+    dir: Path
+
+    @property
+    def records(self) -> Path:
+        return self.dir / "records.parquet"
+
+    @property
+    def converted(self) -> Path:
+        return self.dir / "converted.parquet"
+
+    @property
+    def captioned(self) -> Path:
+        return self.dir / "captioned.parquet"
+
+    def errors(self, stage: str) -> Path:
+        return self.dir / f"errors-{stage}.parquet"
+
+    def stamp(self, stage: str) -> Path:
+        return self.dir / f"{stage}.json"
+
+    @property
+    def llm_usage(self) -> Path:
+        return self.dir / "llm-usage.json"
+
+    @property
+    def images(self) -> Path:
+        return self.dir / "images"
 
 
 @dataclass(frozen=True)
@@ -36,20 +75,29 @@ class Workspace:
     def dataset_dir(self, slug: str) -> Path:
         return self.datasets / slug
 
+    def dataset(self, slug: str) -> DatasetPaths:
+        return DatasetPaths(self.dataset_dir(slug))
+
     def records(self, slug: str) -> Path:
-        return self.dataset_dir(slug) / "records.parquet"
+        return self.dataset(slug).records
 
     def converted(self, slug: str) -> Path:
-        return self.dataset_dir(slug) / "converted.parquet"
+        return self.dataset(slug).converted
 
     def captioned(self, slug: str) -> Path:
-        return self.dataset_dir(slug) / "captioned.parquet"
+        return self.dataset(slug).captioned
 
     def errors(self, slug: str, stage: str) -> Path:
-        return self.dataset_dir(slug) / f"errors-{stage}.parquet"
+        return self.dataset(slug).errors(stage)
+
+    def stamp(self, slug: str, stage: str) -> Path:
+        return self.dataset(slug).stamp(stage)
+
+    def llm_usage(self, slug: str) -> Path:
+        return self.dataset(slug).llm_usage
 
     def images(self, slug: str) -> Path:
-        return self.dataset_dir(slug) / "images"
+        return self.dataset(slug).images
 
     def image_file(self, slug: str, key: str) -> Path:
         return self.images(slug) / key[-2:] / f"{key}.jpg"

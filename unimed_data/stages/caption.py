@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from unimed_data.captions import Captioner, CaptionFailure, CaptionUnit
-from unimed_data.schema import ERROR_SCHEMA, RECORD_SCHEMA
+from unimed_data.schema import ERROR_SCHEMA, RECORD_SCHEMA, error_row
 from unimed_data.stages.summary import StageSummary
 from unimed_data.stamps import fingerprint, read_stamp, write_stamp
 from unimed_data.tables import iter_rows, row_count, table_writer
@@ -36,7 +36,7 @@ def caption_units(table: Path) -> set[CaptionUnit]:
 
 def caption_dataset(ws: Workspace, slug: str, captioner: Captioner) -> StageSummary:
     converted, captioned, errors = ws.converted(slug), ws.captioned(slug), ws.errors(slug, "caption")
-    stamp = ws.dataset_dir(slug) / "caption.json"
+    stamp = ws.stamp(slug, "caption")
     digest = fingerprint([converted], captioner.identity)
     stored = read_stamp(stamp, digest, [captioned, errors])
     if stored is not None and stored["errors"] == 0:
@@ -54,13 +54,7 @@ def caption_dataset(ws: Workspace, slug: str, captioner: Captioner) -> StageSumm
             answer = answers[unit_of(row)]
             if isinstance(answer, CaptionFailure):
                 failed.write(
-                    {
-                        "dataset": row["dataset"],
-                        "stage": "caption",
-                        "key": row["key"],
-                        "source_path": row["source_path"],
-                        "reason": answer.reason,
-                    }
+                    error_row(row["dataset"], "caption", row["key"], row["source_path"], answer.reason)
                 )
             else:
                 ok.write({**row, "captions": answer, "caption_source": captioner.source})

@@ -23,7 +23,7 @@ from PIL import Image
 
 from unimed_data.imaging import ConvertOptions, ImageError, convert_file
 from unimed_data.parallel import ordered_map
-from unimed_data.schema import ERROR_SCHEMA, RECORD_SCHEMA
+from unimed_data.schema import ERROR_SCHEMA, RECORD_SCHEMA, error_row
 from unimed_data.stages.summary import StageSummary
 from unimed_data.stamps import fingerprint, read_stamp, write_stamp
 from unimed_data.tables import atomic_write_text, iter_rows, row_count, table_writer, temp_path
@@ -87,7 +87,7 @@ def crashed(task: ConvertTask) -> ConvertResult:
 
 def convert_dataset(ws: Workspace, slug: str, options: ConvertOptions, *, workers: int) -> StageSummary:
     records, converted, errors = ws.records(slug), ws.converted(slug), ws.errors(slug, "convert")
-    stamp = ws.dataset_dir(slug) / "convert.json"
+    stamp = ws.stamp(slug, "convert")
     option_dict = dataclasses.asdict(options)
     digest = fingerprint([records], option_dict)
     stored = read_stamp(stamp, digest, [converted, errors])
@@ -129,13 +129,7 @@ def convert_dataset(ws: Workspace, slug: str, options: ConvertOptions, *, worker
                 )
             else:
                 failed.write(
-                    {
-                        "dataset": row["dataset"],
-                        "stage": "convert",
-                        "key": row["key"],
-                        "source_path": row["source_path"],
-                        "reason": result.error,
-                    }
+                    error_row(row["dataset"], "convert", row["key"], row["source_path"], result.error)
                 )
     summary = StageSummary("convert", slug, total, ok.count, failed.count)
     write_stamp(stamp, digest, summary.as_dict(), [records])
