@@ -6,20 +6,7 @@ or copied (`images`) and written as `<split>/<n>.tar` with the metadata files be
 (`layout`, `templates`), all driven by `assemble.write_evalset`.
 """
 
-from unimed_data.evalset.assemble import EvalSetSummary, write_evalset
-from unimed_data.evalset.samples import Candidate, Collected, EvalSetError
-from unimed_data.evalset.sources import from_build, from_folder, from_manifest
-from unimed_data.evalset.templates import load_templates, prompt_ensemble
+from unimed_data.evalset.assemble import write_evalset
+from unimed_data.evalset.samples import EvalSetError
 
-__all__ = [
-    "Candidate",
-    "Collected",
-    "EvalSetError",
-    "EvalSetSummary",
-    "from_build",
-    "from_folder",
-    "from_manifest",
-    "load_templates",
-    "prompt_ensemble",
-    "write_evalset",
-]
+__all__ = ["EvalSetError", "write_evalset"]

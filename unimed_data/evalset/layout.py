@@ -8,7 +8,6 @@ shard identical to the old one keeps the old file.
 
 from __future__ import annotations
 
-import io
 import json
 import re
 import tarfile
@@ -16,16 +15,10 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from unimed_data.schema import ERROR_SCHEMA, SPLITS
-from unimed_data.tables import atomic_write_text, publish, table_writer, temp_path
+from unimed_data.stages.shard import add_sample
+from unimed_data.tables import atomic_write_text, publish, temp_path, write_rows
 
 _SHARD = re.compile(r"^\d+\.tar$")
-
-
-def _add_member(tar: tarfile.TarFile, name: str, data: bytes) -> None:
-    info = tarfile.TarInfo(name)
-    info.size, info.mtime, info.mode = len(data), 0, 0o444
-    info.uname = info.gname = "unimed"
-    tar.addfile(info, io.BytesIO(data))
 
 
 class SplitWriter:
@@ -47,8 +40,7 @@ class SplitWriter:
         if self._tar is None:
             self._tmp = temp_path(self.folder / f"{self.shards}.tar")
             self._tar = tarfile.open(self._tmp, "w", format=tarfile.USTAR_FORMAT)  # noqa: SIM115 (spans calls)
-        for ext in sorted(members):
-            _add_member(self._tar, f"{key}.{ext}", members[ext])
+        add_sample(self._tar, key, members)
         self.count += 1
         if self.count % self.shard_size == 0:
             self._close_shard()
@@ -116,6 +108,4 @@ def write_metadata(
     else:
         atomic_write_text(out / "dataset_type.txt", f"{dataset_type}\n")
     atomic_write_text(out / "info.json", json.dumps(info, indent=2, ensure_ascii=False) + "\n")
-    with table_writer(out / "errors.parquet", ERROR_SCHEMA) as table:
-        for row in errors:
-            table.write(row)
+    write_rows(out / "errors.parquet", ERROR_SCHEMA, errors)

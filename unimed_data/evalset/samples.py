@@ -15,8 +15,6 @@ from pathlib import Path
 
 import numpy as np
 
-TASKS = ("classification", "multilabel", "retrieval")
-
 
 class EvalSetError(ValueError):
     """An evaluation set that cannot be built; the message names the path and the reason."""

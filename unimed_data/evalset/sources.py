@@ -26,6 +26,7 @@ from unimed_data.manifest import find_manifest, load_manifest
 from unimed_data.schema import make_key
 from unimed_data.splits import hash_unit, normalise_split
 from unimed_data.tables import iter_rows
+from unimed_data.workspace import Workspace
 
 UNKNOWN = "(unknown)"  # the dataset of a sample whose json cannot be read
 CLASSES_FROM = ("labels", "modality")
@@ -112,14 +113,14 @@ def from_manifest(
     if with_train:
         wanted = {"train": "train", "val": "val", **wanted}
     with tempfile.TemporaryDirectory(prefix="unimed-evalset-") as work:
+        ws = Workspace(Path(work))
         try:
-            ingest_dataset(manifest, raw_root, Path(work), salt=secrets.token_hex(16), seed=seed)
+            ingest_dataset(manifest, raw_root, ws.datasets, salt=secrets.token_hex(16), seed=seed)
         except LayoutError as exc:
             raise EvalSetError(f"{manifest.name}: {exc}") from None
-        tables = Path(work) / manifest.slug
-        errors = list(iter_rows(tables / "errors-ingest.parquet"))
+        errors = list(iter_rows(ws.errors(manifest.slug, "ingest")))
         found, candidates = set(), []
-        for record in iter_rows(tables / "records.parquet"):
+        for record in iter_rows(ws.records(manifest.slug)):
             found.add(record["split"])
             if record["split"] in wanted:
                 candidates.append(

@@ -40,6 +40,7 @@ INDEX_SCHEMA = pa.schema(
     ]
 )
 BUCKETS_PER_SHARD = 16  # a bucket holds ~16 shards of rows: small to sort, few reads per shard
+COUNT_BATCH_ROWS = 1 << 16  # rows per batch when counting splits (one small column)
 
 
 @dataclass(frozen=True)
@@ -104,11 +105,9 @@ def _drop_shards_of_other_plans(ws: Workspace, digest: str) -> None:
 
 
 def _bucket(ws: Workspace, tables: list[Path], options: ShardOptions) -> dict[str, list[tuple[Path, int]]]:
-    """Stream rows into per-split hash-range buckets; returns (bucket file, rows) per split."""
-    per_split = Counter()
-    for table in tables:
-        for row in iter_rows(table, ["split"]):
-            per_split[row["split"]] += 1
+    """Stream rows into per-split hash-range buckets, each then sorted once by (order, key);
+    returns (bucket file, rows) per split."""
+    per_split = _split_counts(tables)
     unknown = set(per_split) - set(SPLITS)
     if unknown:
         raise ValueError(f"records have unknown split values {sorted(unknown)}; expected {SPLITS}")
@@ -129,7 +128,29 @@ def _bucket(ws: Workspace, tables: list[Path], options: ShardOptions) -> dict[st
                 order = shuffle_order(options.seed, row["key"])
                 bucket = (order * n_buckets[row["split"]]) >> 64
                 writers[(row["split"], bucket)].write({**row, "order": order})
+    for files in paths.values():
+        for path in files:
+            _sort_bucket(path, rows_per_group=options.shard_size)
     return {s: [(p, writers[(s, b)].count) for b, p in enumerate(files)] for s, files in paths.items()}
+
+
+def _split_counts(tables: list[Path]) -> Counter:
+    """Rows per split value over all tables, counted column batch by column batch."""
+    per_split = Counter()
+    for table in tables:
+        for batch in pq.ParquetFile(table).iter_batches(batch_size=COUNT_BATCH_ROWS, columns=["split"]):
+            for item in batch.column(0).value_counts().to_pylist():
+                per_split[item["values"]] += item["counts"]
+    return per_split
+
+
+def _sort_bucket(path: Path, rows_per_group: int) -> None:
+    """Rewrite a bucket in shuffled order, in row groups of a shard's size, so a shard reads only
+    the (at most two) row groups its slice of the bucket overlaps."""
+    table = pq.read_table(path).sort_by([("order", "ascending"), ("key", "ascending")])
+    tmp = temp_path(path)
+    pq.write_table(table, tmp, row_group_size=rows_per_group)
+    tmp.replace(path)
 
 
 def _sample_schema(table: Path) -> pa.Schema:
@@ -204,21 +225,23 @@ def write_shard(task: ShardTask) -> list[dict]:
                 }
             )
             sample = to_sample(row)
-            for ext in sorted(k for k in sample if k != "__key__"):
-                _add_member(tar, f"{sample['__key__']}.{ext}", sample[ext])
+            add_sample(tar, sample.pop("__key__"), sample)
     tmp.replace(target)
     return index
 
 
-def _add_member(tar: tarfile.TarFile, name: str, data: bytes) -> None:
-    """A member with fixed metadata (mtime 0, read-only, fixed owner), so shards are reproducible.
+def add_sample(tar: tarfile.TarFile, key: str, members: dict[str, bytes]) -> None:
+    """One WebDataset sample: a `<key>.<ext>` member per extension, in sorted order, each with fixed
+    metadata (mtime 0, read-only, fixed owner), so the same samples always give the same bytes.
 
     Written with the standard library rather than webdataset's TarWriter, whose import pulls in
     torch (seconds and ~500 MB per process) for what is plain tar writing."""
-    info = tarfile.TarInfo(name)
-    info.size, info.mtime, info.mode = len(data), 0, 0o444
-    info.uname = info.gname = "unimed"
-    tar.addfile(info, io.BytesIO(data))
+    for ext in sorted(members):
+        data = members[ext]
+        info = tarfile.TarInfo(f"{key}.{ext}")
+        info.size, info.mtime, info.mode = len(data), 0, 0o444
+        info.uname = info.gname = "unimed"
+        tar.addfile(info, io.BytesIO(data))
 
 
 def to_sample(row: dict) -> dict:
@@ -235,10 +258,19 @@ def to_sample(row: dict) -> dict:
 
 
 def _load_slices(slices: tuple[tuple[str, int, int], ...]) -> list[dict]:
+    """Rows [start, stop) of each (sorted) bucket, reading only the row groups that hold them."""
     rows: list[dict] = []
     for path, start, stop in slices:
-        table = pq.read_table(path).sort_by([("order", "ascending"), ("key", "ascending")])
-        rows.extend(table.slice(start, stop - start).to_pylist())
+        parquet = pq.ParquetFile(path)
+        groups, first, offset = [], 0, 0
+        for i in range(parquet.num_row_groups):
+            n = parquet.metadata.row_group(i).num_rows
+            if offset < stop and offset + n > start:
+                first = first if groups else offset
+                groups.append(i)
+            offset += n
+        table = parquet.read_row_groups(groups)
+        rows.extend(table.slice(start - first, stop - start).to_pylist())
     return rows
 
 

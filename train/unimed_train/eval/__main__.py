@@ -20,12 +20,12 @@ from pathlib import Path
 
 import yaml
 
+from unimed_train.config import PRECISIONS
 from unimed_train.eval.encode import ModelSpec
 from unimed_train.eval.report import write_report
 from unimed_train.eval.runner import TASKS, run
 
 SPEC_FIELDS = ("label", "model", "pretrained", "text_encoder", "model_cfg", "context_length")
-
 
 def _csv_ints(text: str) -> list[int]:
     values = [int(v) for v in text.split(",") if v.strip()]
@@ -58,7 +58,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
-    p.add_argument("--precision", choices=("fp32", "amp", "amp_bf16"), default="fp32")
+    p.add_argument("--precision", choices=PRECISIONS, default="fp32")
     p.add_argument("--seed", type=int, default=0, help="few-shot sampling and probe validation split")
     return p
 

@@ -22,11 +22,14 @@ from sklearn.metrics import (
 )
 
 __all__ = [
+    "base_task",
     "class_embeddings",
     "classification_metrics",
     "multilabel_metrics",
+    "probe_task",
     "retrieval_metrics",
     "summary_score",
+    "task_shots",
 ]
 
 # Rows of the similarity matrix computed at once in retrieval: bounds memory to CHUNK x N floats.
@@ -328,10 +331,27 @@ def class_embeddings(prompt_embeddings: list[np.ndarray]) -> np.ndarray:
 
 # --------------------------------------------------------------------------------------- summary
 
-_CLASSIFICATION = {"classification", "zeroshot_classification", "zero_shot_classification", "zeroshot"}
-_MULTILABEL = {"multilabel", "zeroshot_multilabel", "multilabel_classification"}
-_RETRIEVAL = {"retrieval", "zeroshot_retrieval"}
-_PROBE = {"linear_probe", "probe", "few_shot", "fewshot", "linear_probe_fewshot"}
+_CLASSIFICATION = {"classification", "zeroshot"}
+_MULTILABEL = {"multilabel"}
+_RETRIEVAL = {"retrieval"}
+_PROBE = {"linear_probe"}
+PROBE = "linear_probe"
+
+
+def probe_task(k_shot: int | None) -> str:
+    """The task name of a probe: `linear_probe`, or `linear_probe_<k>shot` for a k-shot probe."""
+    return PROBE if k_shot is None else f"{PROBE}_{k_shot}shot"
+
+
+def task_shots(task: str) -> int | None:
+    """`linear_probe_4shot` -> 4; None for every other task (the full-data probe included)."""
+    shots = task.removeprefix(f"{PROBE}_").removesuffix("shot")
+    return int(shots) if task.startswith(f"{PROBE}_") and shots.isdigit() else None
+
+
+def base_task(task: str) -> str:
+    """`linear_probe_4shot` -> `linear_probe`: the task whose headline a task reports."""
+    return PROBE if task.startswith(PROBE) else task
 
 
 def summary_score(task: str, metrics: dict) -> float | None:

@@ -28,7 +28,7 @@ from sklearn.metrics import (
 )
 from sklearn.model_selection import StratifiedShuffleSplit
 
-from .metrics import multilabel_metrics
+from .metrics import _l2n, multilabel_metrics
 
 __all__ = ["DEFAULT_CS", "few_shot_indices", "linear_probe"]
 
@@ -40,10 +40,6 @@ MAX_ITER = 1000
 
 
 # --------------------------------------------------------------------------------------- helpers
-
-
-def _l2n(x: np.ndarray) -> np.ndarray:
-    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
 
 
 def _features(x, name: str, dim: int | None = None) -> np.ndarray:
@@ -231,29 +227,25 @@ def linear_probe(
             raise ValueError(f"got {len(classnames)} classnames for {n_classes} label columns")
         return _probe_multilabel(tr_x, tr_y, val_x, val_y, test_x, test_y, cs, k_shot, val_source, classnames)
 
-    classes = np.unique(train_y)
-    n_classes = len(classnames) if classnames is not None else int(classes.max()) + 1
+    n_classes = len(classnames) if classnames is not None else int(train_y.max()) + 1
     for name, y in (("train_y", train_y), ("val_y", val_y), ("test_y", test_y)):
         if classnames is not None and y.max() >= n_classes:
             raise ValueError(f"{name} has class id {int(y.max())} but there are {n_classes} classnames")
+    fit_classes = np.unique(tr_y)
     # A held-out class the probe never saw is kept (it scores as never predicted), and named.
-    unseen = np.setdiff1d(np.unique(test_y), np.unique(tr_y))
+    unseen = np.setdiff1d(np.unique(test_y), fit_classes)
     unseen_names = [classnames[int(c)] if classnames is not None else str(int(c)) for c in unseen]
-    classes = np.unique(tr_y)
-    if len(classes) < 2:
-        raise ValueError(f"the training data has a single class ({int(classes[0])}); nothing to probe")
+    if len(fit_classes) < 2:
+        raise ValueError(f"the training data has a single class ({int(fit_classes[0])}); nothing to probe")
 
     best_c, best = cs[0], -1.0
-    for (
-        c
-    ) in cs:  # first best wins: the grid order decides ties (pass the grid ascending for more regularisation)
+    # First best wins: the grid order decides ties (pass the grid ascending for more regularisation).
+    for c in cs:
         score = float(accuracy_score(val_y, _fit(tr_x, tr_y, c).predict(val_x)))
         if score > best:
             best_c, best = c, score
 
-    fit_x, fit_y = (
-        (tr_x, tr_y) if k_shot is not None else (np.vstack([tr_x, val_x]), np.concatenate([tr_y, val_y]))
-    )
+    fit_x, fit_y = _final_fit_data(tr_x, tr_y, val_x, val_y, k_shot)
     clf = _fit(fit_x, fit_y, best_c)
     pred = clf.predict(test_x)
     proba = _proba_multiclass(clf, test_x, np.arange(n_classes))
@@ -267,14 +259,29 @@ def linear_probe(
         "f1": float(f),
         "precision": float(p),
         "recall": float(r),
+        **_common_fields(best_c, best, fit_y, val_y, test_y, k_shot, val_source),
+        "unseen_in_train": unseen_names,
+    }
+
+
+def _final_fit_data(tr_x, tr_y, val_x, val_y, k_shot: int | None) -> tuple[np.ndarray, np.ndarray]:
+    """The data of the final fit with the chosen C: the k-shot subset alone (val would add more
+    than k labels per class), else train + val."""
+    if k_shot is not None:
+        return tr_x, tr_y
+    return np.vstack([tr_x, val_x]), np.concatenate([tr_y, val_y])
+
+
+def _common_fields(best_c, val_score, fit_y, val_y, test_y, k_shot, val_source) -> dict:
+    """The result fields both probes share, in the order they are reported."""
+    return {
         "C": best_c,
-        "val_score": best,
+        "val_score": val_score,
         "n_train": len(fit_y),
         "n_val": len(val_y),
         "n_test": len(test_y),
         "k_shot": None if k_shot is None else int(k_shot),
         "val_source": val_source,
-        "unseen_in_train": unseen_names,
     }
 
 
@@ -288,10 +295,7 @@ def _probe_multilabel(tr_x, tr_y, val_x, val_y, test_x, test_y, cs, k_shot, val_
         if score > best:
             best_c, best = c, score
 
-    if k_shot is not None:
-        fit_x, fit_y = tr_x, tr_y
-    else:
-        fit_x, fit_y = np.vstack([tr_x, val_x]), np.vstack([tr_y, val_y])
+    fit_x, fit_y = _final_fit_data(tr_x, tr_y, val_x, val_y, k_shot)
     proba = _proba_multilabel(_fit_multilabel(fit_x, fit_y, best_c), test_x)
     ml = multilabel_metrics(proba, test_y, classnames)
 
@@ -316,11 +320,5 @@ def _probe_multilabel(tr_x, tr_y, val_x, val_y, test_x, test_y, cs, k_shot, val_
         "f1": f,
         "precision": p,
         "recall": r,
-        "C": best_c,
-        "val_score": None if best < 0 else float(best),
-        "n_train": len(fit_y),
-        "n_val": len(val_y),
-        "n_test": len(test_y),
-        "k_shot": None if k_shot is None else int(k_shot),
-        "val_source": val_source,
+        **_common_fields(best_c, None if best < 0 else float(best), fit_y, val_y, test_y, k_shot, val_source),
     }

@@ -16,6 +16,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from unimed_train.eval.metrics import base_task, task_shots
+
 TASK_ORDER = ("zeroshot", "linear_probe", "retrieval")
 HEADLINES = {
     "zeroshot": "top-1 accuracy (macro AUROC on multi-label sets)",
@@ -45,10 +47,14 @@ def _plain(value: Any) -> Any:
 
 
 def _task_key(task: str) -> tuple:
-    base = "linear_probe" if task.startswith("linear_probe") else task
-    shots = task.removeprefix("linear_probe_").removesuffix("shot")
+    base = base_task(task)
     rank = TASK_ORDER.index(base) if base in TASK_ORDER else len(TASK_ORDER)
-    return (rank, task != base, int(shots) if shots.isdigit() else 0, task)
+    return (rank, task != base, task_shots(task) or 0, task)
+
+
+def _tasks(entries: Sequence[dict]) -> list[str]:
+    """The tasks of the entries in report order (zeroshot, probes by shots, retrieval, others)."""
+    return sorted(_unique(e["task"] for e in entries if e["task"] != "all"), key=_task_key)
 
 
 def _unique(values) -> list:
@@ -65,6 +71,11 @@ def _fmt(score: float | None) -> str:
 
 def _mean(values: list[float]) -> float | None:
     return sum(values) / len(values) if values else None
+
+
+def _score(entry: dict | None) -> float | None:
+    """A cell's headline score; None when it is missing, skipped, failed or undefined."""
+    return entry.get("score") if entry and entry["status"] == "ok" else None
 
 
 def task_table(entries: Sequence[dict], task: str) -> tuple[list[str], list[tuple[str, str]], dict]:
@@ -86,9 +97,7 @@ def averages(
     weighted once); the flag is True when some dataset had no score (the mean is over fewer sets)."""
     groups: dict[str, list] = {}
     for name, modality in datasets:
-        entry = cells.get((model, name))
-        score = entry.get("score") if entry and entry["status"] == "ok" else None
-        groups.setdefault(modality, []).append(score)
+        groups.setdefault(modality, []).append(_score(cells.get((model, name))))
 
     def summarise(scores: list) -> tuple[float | None, bool]:
         have = [s for s in scores if s is not None]
@@ -99,14 +108,14 @@ def averages(
 
 
 def markdown(entries: Sequence[dict]) -> str:
-    tasks = sorted(_unique(e["task"] for e in entries if e["task"] != "all"), key=_task_key)
+    tasks = _tasks(entries)
     lines = ["# Evaluation results", ""]
     lines.append("Scores in %. `*`: average over fewer datasets (a score is missing); `err`: see Errors.")
     for task in tasks:
         models, datasets, cells = task_table(entries, task)
         if not datasets:
             continue
-        base = "linear_probe" if task.startswith("linear_probe") else task
+        base = base_task(task)
         modalities = _unique(m for _, m in datasets)
         lines += ["", f"## {task}", "", f"Headline: {HEADLINES.get(base, 'summary score')}.", ""]
         header = ["model", *(f"{d} ({m})" for d, m in datasets), *(f"avg {m}" for m in modalities), "average"]
@@ -151,8 +160,7 @@ def bar_chart(entries: Sequence[dict], task: str) -> bytes | None:
     for i, model in enumerate(models):
         heights = []
         for name, _ in datasets:
-            entry = cells.get((model, name))
-            score = entry.get("score") if entry and entry["status"] == "ok" else None
+            score = _score(cells.get((model, name)))
             heights.append(100 * score if score is not None else 0.0)
         xs = [j + (i - (len(models) - 1) / 2) * width for j in range(len(datasets))]
         ax.bar(xs, heights, width=width, label=model)
@@ -209,7 +217,7 @@ def write_report(entries: Sequence[dict], out_dir: str | Path) -> list[Path]:
 
     put(out / "results.json", (json.dumps(plain, indent=2, ensure_ascii=False) + "\n").encode())
     put(out / "results.md", markdown(plain).encode())
-    for task in sorted(_unique(e["task"] for e in plain if e["task"] != "all"), key=_task_key):
+    for task in _tasks(plain):
         data = bar_chart(plain, task)
         if data is not None:
             put(out / "plots" / f"{_safe_name(task)}.png", data)

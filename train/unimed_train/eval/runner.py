@@ -21,9 +21,11 @@ import torch
 from unimed_train.eval.encode import ModelSpec, encode_images, encode_texts, load_model
 from unimed_train.eval.evalsets import EvalSet, iter_batches, load_evalset
 from unimed_train.eval.metrics import (
+    base_task,
     class_embeddings,
     classification_metrics,
     multilabel_metrics,
+    probe_task,
     retrieval_metrics,
     summary_score,
 )
@@ -34,11 +36,6 @@ log = logging.getLogger(__name__)
 
 TASKS = ("zeroshot", "linear_probe", "retrieval")
 RETRIEVAL_KS = (1, 5, 10)
-
-
-def base_task(task: str) -> str:
-    """`linear_probe_4shot` -> `linear_probe` (what summary_score knows)."""
-    return "linear_probe" if task.startswith("linear_probe") else task
 
 
 def _entry(spec: ModelSpec, name: str, modality: str, task: str, **fields: Any) -> dict[str, Any]:
@@ -137,53 +134,63 @@ def _skip_reason(evalset: EvalSet, task: str) -> str | None:
         return None if evalset.kind == "retrieval" else f"{evalset.kind} set (not a retrieval set)"
     if evalset.kind == "retrieval":
         return "retrieval set (no classes)"
-    if task.startswith("linear_probe") and "train" not in evalset.splits:
+    if base_task(task) == "linear_probe" and "train" not in evalset.splits:
         return "no train split"
     return None
 
 
-def _task_names(tasks: Sequence[str], k_shots: Sequence[int]) -> list[str]:
+def _task_names(tasks: Sequence[str], k_shots: Sequence[int]) -> list[tuple[str, int | None]]:
+    """(task name, k-shot or None) in run order: each probe followed by its few-shot variants."""
     names = []
     for task in tasks:
-        names.append(task)
+        names.append((task, None))
         if task == "linear_probe":
-            names.extend(f"linear_probe_{k}shot" for k in k_shots)
+            names.extend((probe_task(k), k) for k in k_shots)
+    return names
+
+
+def _load_sets(data_dirs: Sequence[str | Path]) -> list[EvalSet | Exception]:
+    """Each eval folder read once: its EvalSet, or the error that makes it unusable."""
+    loaded: list[EvalSet | Exception] = []
+    for d in data_dirs:
+        try:
+            loaded.append(load_evalset(d))
+        except Exception as e:  # becomes an error entry per model; the other sets still run
+            loaded.append(e)
+    return loaded
+
+
+def _distinct_names(data_dirs: Sequence[str | Path], loaded: Sequence[EvalSet | Exception]) -> list[str]:
+    names, seen = [], {}
+    for d, evalset in zip(data_dirs, loaded, strict=True):
+        name = evalset.name if isinstance(evalset, EvalSet) else Path(d).name
+        seen[name] = seen.get(name, 0) + 1
+        names.append(name if seen[name] == 1 else f"{name}#{seen[name]}")
     return names
 
 
 def set_names(data_dirs: Sequence[str | Path]) -> list[str]:
     """A distinct display name per eval folder: its info.json name (else the folder name), with
     `#2`, `#3`... on repeats, so two sets never share a table column, an average or a plot."""
-    names, seen = [], {}
-    for d in data_dirs:
-        try:
-            name = load_evalset(d).name
-        except Exception:  # the error entry comes from evaluate_one
-            name = Path(d).name
-        seen[name] = seen.get(name, 0) + 1
-        names.append(name if seen[name] == 1 else f"{name}#{seen[name]}")
-    return names
+    return _distinct_names(data_dirs, _load_sets(data_dirs))
 
 
 def evaluate_one(
     spec: ModelSpec,
     built: Built,
-    data_dir: str | Path,
-    tasks: Sequence[str],
+    evalset: EvalSet | Exception,
+    name: str,
+    tasks: Sequence[tuple[str, int | None]],
     opts: dict[str, Any],
-    name: str | None = None,
 ) -> list[dict[str, Any]]:
-    """All tasks of one model on one eval folder (shown as `name`); an unreadable folder becomes
-    one error entry."""
-    try:
-        evalset = load_evalset(data_dir)
-    except Exception as e:  # recorded, the other sets still run
-        log.error("%s", e)
-        return [_entry(spec, name or Path(data_dir).name, "unknown", "all", status="error", error=str(e))]
-    evalset.name = name or evalset.name
+    """All tasks of one model on one eval set (shown as `name`); an unreadable folder (its load
+    error) becomes one error entry."""
+    if isinstance(evalset, Exception):  # recorded, the other sets still run
+        log.error("%s", evalset)
+        return [_entry(spec, name, "unknown", "all", status="error", error=str(evalset))]
     ctx = _Context(built, evalset, opts)
     out = []
-    for task in tasks:
+    for task, k_shot in tasks:
         entry = _entry(spec, evalset.name, evalset.modality, task)
         reason = _skip_reason(evalset, task)
         if reason:
@@ -195,12 +202,7 @@ def evaluate_one(
             elif task == "retrieval":
                 metrics = retrieval(ctx)
             else:
-                k = (
-                    int(task.removeprefix("linear_probe_").removesuffix("shot"))
-                    if task != "linear_probe"
-                    else None
-                )
-                metrics = probe(ctx, k, opts["seed"])
+                metrics = probe(ctx, k_shot, opts["seed"])
         except Exception as e:
             log.exception("%s on %s, %s failed", spec.label, evalset.name, task)
             out.append({**entry, "status": "error", "error": f"{type(e).__name__}: {e}"})
@@ -235,7 +237,11 @@ def run(
         "seed": seed,
     }
     names = _task_names(tasks, k_shots)
-    set_labels = set_names(data_dirs)
+    evalsets = _load_sets(data_dirs)
+    set_labels = _distinct_names(data_dirs, evalsets)
+    for evalset, label in zip(evalsets, set_labels, strict=True):
+        if isinstance(evalset, EvalSet):
+            evalset.name = label
     entries: list[dict[str, Any]] = []
     for spec in specs:
         try:
@@ -246,8 +252,8 @@ def run(
             for label in set_labels:
                 entries.append(_entry(spec, label, "unknown", "all", status="error", error=error))
             continue
-        for d, label in zip(data_dirs, set_labels, strict=True):
-            entries.extend(evaluate_one(spec, built, d, names, opts, label))
+        for evalset, label in zip(evalsets, set_labels, strict=True):
+            entries.extend(evaluate_one(spec, built, evalset, label, names, opts))
         del built
         if device.startswith("cuda"):
             torch.cuda.empty_cache()
