@@ -101,7 +101,6 @@ from torch.utils.data import get_worker_info
 
 __all__ = [
     "Loader",
-    "SharedEpoch",
     "Source",
     "caption_index",
     "dataset_size",
@@ -261,17 +260,6 @@ class _EpochSamples(wds.PipelineStage):
             if n == 0:
                 raise ValueError(f"rank {self.rank} worker {worker}: shards {mine} hold no samples")
             passno += 1
-
-
-class _Take(wds.PipelineStage):
-    def __init__(self, n):
-        self.n = n
-
-    def run(self, src):
-        for i, item in enumerate(src):
-            if i >= self.n:
-                return
-            yield item
 
 
 def _tar_samples(urls: Iterator[dict]) -> Iterator[dict]:
@@ -549,7 +537,7 @@ def make_loader(
         wds.map(to_sample, handler=wds.warn_and_continue),
         wds.select(lambda s: s is not None),
         wds.batched(batch_size, collation_fn=_Collate(teacher_keys, dims), partial=False),
-        _Take(math.ceil(num_batches / n_workers)),
+        wds.slice(math.ceil(num_batches / n_workers)),
     )
     dataloader = wds.WebLoader(
         pipeline,
@@ -558,6 +546,4 @@ def make_loader(
         num_workers=workers,
         persistent_workers=workers > 0,
     )
-    dataloader.num_batches = num_batches
-    dataloader.num_samples = num_batches * global_batch
     return Loader(dataloader, shared_epoch, num_batches, num_batches * global_batch, total, sources)

@@ -147,16 +147,16 @@ class SigLipLoss(nn.Module):
 
     ``forward(image_features, text_features, logit_scale, logit_bias)`` -> ``{"loss", "siglip"}``.
     As in open_clip, each rank's loss is summed over all global negatives and divided by the local
-    batch size (its distributed exchange is open_clip's ``dist_impl``, default ``"bidir"``).
+    batch size (with open_clip's default distributed exchange, ``"bidir"``).
     """
 
-    def __init__(self, rank: int | None = None, world_size: int | None = None, dist_impl: str | None = None):
+    def __init__(self, rank: int | None = None, world_size: int | None = None):
         super().__init__()
         # imported here: importing open_clip costs seconds (torchvision), and the other losses need none of it
         from open_clip.loss import SigLipLoss as _OpenClipSigLipLoss
 
         self.rank, self.world_size = _dist_info(rank, world_size)
-        self.inner = _OpenClipSigLipLoss(rank=self.rank, world_size=self.world_size, dist_impl=dist_impl)
+        self.inner = _OpenClipSigLipLoss(rank=self.rank, world_size=self.world_size)
 
     def forward(
         self, image_features: Tensor, text_features: Tensor, logit_scale: Tensor, logit_bias: Tensor

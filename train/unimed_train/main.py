@@ -11,6 +11,7 @@ import json
 import math
 import os
 import random
+import shutil
 import sys
 import time
 from contextlib import nullcontext
@@ -22,6 +23,7 @@ import torch.distributed as dist
 from torch import nn
 
 from unimed_train.config import TrainConfig, parse_config
+from unimed_train.model import autocast_dtype
 
 
 def init_distributed() -> tuple[int, int, torch.device]:
@@ -62,9 +64,9 @@ def set_rng_state(state: dict) -> None:
 
 
 def autocast(config: TrainConfig, device: torch.device):
-    if config.precision == "fp32":
+    dtype = autocast_dtype(config.precision)
+    if dtype is None:
         return nullcontext()
-    dtype = torch.bfloat16 if config.precision == "amp_bf16" else torch.float16
     if device.type == "cpu":
         dtype = torch.bfloat16  # CPU autocast supports bf16 only
     return torch.autocast(device_type=device.type, dtype=dtype)
@@ -122,13 +124,13 @@ def train(config: TrainConfig) -> list[dict]:
         world_size=world,
         views=_views(built) if config.loss == "slip" else None,
         teacher_keys=tuple(config.teachers),
-        teacher_dims=config.teacher_dims or None,
+        teacher_dims=config.teacher_dims,
     )
     per_epoch = max(1, loader.num_batches // config.accum_steps)
     total = config.steps or config.epochs * per_epoch
 
     out = Path(config.out)
-    step, epoch, done_in_epoch = 0, 0, 0
+    step, position = 0, {"epoch": 0, "batches_done": 0}
     resume = _resume_path(config, out)
     if resume is not None:
         checkpoint = torch.load(resume, map_location="cpu", weights_only=False)
@@ -136,13 +138,13 @@ def train(config: TrainConfig) -> list[dict]:
         extras.load_state_dict(checkpoint["extras"])
         optimizer.load_state_dict(checkpoint["optimizer"])
         scaler.load_state_dict(checkpoint["scaler"])
-        step, epoch, done_in_epoch = checkpoint["step"], checkpoint["epoch"], checkpoint["batches_done"]
+        step, position = checkpoint["step"], {k: checkpoint[k] for k in position}
 
     rows: list[dict] = []
     metrics = _metrics_writer(out, rank)
-    loader.set_epoch(epoch)
+    loader.set_epoch(position["epoch"])
     batches = iter(loader)
-    for _ in range(done_in_epoch):  # replay the data position (the pipeline is deterministic)
+    for _ in range(position["batches_done"]):  # replay the data position (the pipeline is deterministic)
         next(batches)
     if resume is not None:
         set_rng_state(checkpoint["rng"][rank] if rank < len(checkpoint["rng"]) else checkpoint["rng"][0])
@@ -156,11 +158,9 @@ def train(config: TrainConfig) -> list[dict]:
             try:
                 batch = next(batches)
             except StopIteration:
-                epoch, done_in_epoch = epoch + 1, 0
-                loader.set_epoch(epoch)
+                loader.set_epoch(loader.epoch + 1)
                 batches = iter(loader)
                 batch = next(batches)
-            done_in_epoch += 1
             batch = {
                 k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()
             }
@@ -190,7 +190,7 @@ def train(config: TrainConfig) -> list[dict]:
             metrics(row)
         stopping = config.stop_after is not None and step >= config.stop_after
         if step % config.save_every == 0 or step == total or stopping:
-            _save(out, rank, world, built, extras, optimizer, scaler, step, epoch, done_in_epoch, config)
+            _save(out, rank, world, built, extras, optimizer, scaler, step, loader.state(), config)
         if stopping:
             break
     if world > 1:
@@ -200,12 +200,13 @@ def train(config: TrainConfig) -> list[dict]:
 
 def _views(built):
     """SLIP's two augmented views, at the model's image size and normalisation."""
+    import open_clip
+
     from unimed_train.objective import slip_views
 
-    size = built.model.visual.image_size
-    size = size[0] if isinstance(size, tuple | list) else size
-    normalize = next(t for t in built.preprocess_val.transforms if type(t).__name__ == "Normalize")
-    return slip_views(size, normalize.mean, normalize.std)
+    cfg = open_clip.get_model_preprocess_cfg(built.model)
+    size = cfg["size"][0] if isinstance(cfg["size"], tuple | list) else cfg["size"]
+    return slip_views(size, cfg["mean"], cfg["std"])
 
 
 def _resume_path(config: TrainConfig, out: Path) -> Path | None:
@@ -239,7 +240,7 @@ def _metrics_writer(out: Path, rank: int):
     return log
 
 
-def _save(out, rank, world, built, extras, optimizer, scaler, step, epoch, done_in_epoch, config) -> None:
+def _save(out, rank, world, built, extras, optimizer, scaler, step, position, config) -> None:
     """An open_clip-compatible `state_dict` plus everything needed to resume exactly.
 
     `model_cfg` holds the resolved architecture (not the path to its JSON), so the evaluator rebuilds
@@ -259,8 +260,7 @@ def _save(out, rank, world, built, extras, optimizer, scaler, step, epoch, done_
         "optimizer": optimizer.state_dict(),
         "scaler": scaler.state_dict(),
         "step": step,
-        "epoch": epoch,
-        "batches_done": done_in_epoch,
+        **position,  # the loader's {"epoch", "batches_done"}
         "rng": states,
         "config": vars(config),
         "model_cfg": built.model_cfg,
@@ -269,10 +269,9 @@ def _save(out, rank, world, built, extras, optimizer, scaler, step, epoch, done_
     tmp = folder / f".{target.name}.tmp"
     torch.save(checkpoint, tmp)
     os.replace(tmp, target)
-    latest = folder / "latest.pt"
     tmp_latest = folder / ".latest.pt.tmp"
-    torch.save(checkpoint, tmp_latest)
-    os.replace(tmp_latest, latest)
+    shutil.copyfile(target, tmp_latest)  # the same bytes, without pickling twice
+    os.replace(tmp_latest, folder / "latest.pt")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -41,10 +41,11 @@ from typing import Any
 import torch
 from torch import nn
 
+from unimed_train.config import LOSSES
+
 log = logging.getLogger(__name__)
 
 PRECISIONS = ("fp32", "amp", "amp_bf16", "amp_bfloat16", "fp16", "bf16", "pure_fp16", "pure_bf16")
-LOSSES = ("clip", "siglip", "slip", "distill")
 SCHEMA_PREFIXES = ("hf-hub:", "local-dir:")
 DEFAULT_CONTEXT_LENGTH = 77
 
@@ -81,7 +82,6 @@ class Built:
     ssl_head: nn.Module | None = None
     teacher_proj: nn.ModuleDict | None = None
     load_report: LoadReport | None = None
-    precision: str = "fp32"
 
     def extra_modules(self) -> dict[str, nn.Module]:
         """The trainable modules beside the model (for the optimizer, DDP and checkpoints)."""
@@ -309,11 +309,7 @@ def build_model(
     grad_checkpointing: bool = False,
     teacher_dims: dict[str, int] | None = None,
     model_cfg: dict | str | os.PathLike | None = None,
-    hf_proj_type: str = "mlp",
-    hf_pooler_type: str = "mean_pooler",
     ssl_mlp_dim: int = 4096,
-    ssl_out_dim: int = 256,
-    aug_cfg: dict | None = None,
     weights_only: bool = True,
     cache_dir: str | None = None,
 ) -> Built:
@@ -325,7 +321,6 @@ def build_model(
     names to feature dims and is required for distill.
     """
     import open_clip
-    from open_clip.tokenizer import HFTokenizer
 
     if loss not in LOSSES:
         raise ValueError(f"loss {loss!r} not in {LOSSES}")
@@ -350,6 +345,7 @@ def build_model(
 
     cfg: dict | None = None
     base_name = "custom"
+    tag_pp: dict[str, Any] = {}  # a tag's own normalisation, when its weights load non-strictly
     if schema_source is not None:
         if text_encoder is not None or model_cfg is not None:
             raise ValueError(
@@ -376,7 +372,7 @@ def build_model(
         custom = not (isinstance(model_name, str) and cfg == open_clip.get_model_config(base_name))
         if text_encoder is not None:
             cl = context_length or DEFAULT_CONTEXT_LENGTH
-            cfg["text_cfg"] = hf_text_cfg(text_encoder, cl, hf_proj_type, hf_pooler_type)
+            cfg["text_cfg"] = hf_text_cfg(text_encoder, cl)
             custom = True
         if context_length is not None:
             cfg["text_cfg"]["context_length"] = int(context_length)
@@ -388,11 +384,7 @@ def build_model(
             if not tag_cfg:
                 raise ValueError(f"pretrained tag {pretrained_tag!r} unknown for {base_name!r}")
             pretrained_file = open_clip.download_pretrained(tag_cfg, cache_dir=cache_dir)
-
-    tag_pp: dict[str, Any] = {}
-    if pretrained_file and pretrained_tag and cfg is not None:
-        tag_cfg = open_clip.get_pretrained_cfg(base_name, pretrained_tag) or {}
-        tag_pp = {k: tag_cfg[k] for k in ("mean", "std") if k in tag_cfg}
+            tag_pp = {k: tag_cfg[k] for k in ("mean", "std") if k in tag_cfg}
 
     model, preprocess_train, preprocess_val = open_clip.create_model_and_transforms(
         oc_name,
@@ -402,7 +394,6 @@ def build_model(
         force_context_length=context_length if schema_source else None,
         image_mean=tag_pp.get("mean"),
         image_std=tag_pp.get("std"),
-        aug_cfg=aug_cfg,
         cache_dir=cache_dir,
         **model_kwargs,
     )
@@ -412,10 +403,8 @@ def build_model(
         report = load_checkpoint_nonstrict(model, pretrained_file, weights_only=weights_only)
         model.to(device)
 
-    if text_encoder is not None:
-        tokenizer = HFTokenizer(str(text_encoder), context_length=cfg["text_cfg"]["context_length"])
-    else:
-        tokenizer = open_clip.get_tokenizer(oc_name, context_length=context_length, cache_dir=cache_dir)
+    # a text_encoder's registered text_cfg names it as hf_tokenizer_name: open_clip builds an HFTokenizer
+    tokenizer = open_clip.get_tokenizer(oc_name, context_length=context_length, cache_dir=cache_dir)
     ctx = int(getattr(tokenizer, "context_length", None) or context_length or DEFAULT_CONTEXT_LENGTH)
 
     if grad_checkpointing:
@@ -431,13 +420,10 @@ def build_model(
         context_length=ctx,
         model_cfg=cfg,
         load_report=report,
-        precision=precision,
     )
     head_dtype = {"pure_fp16": torch.float16, "pure_bf16": torch.bfloat16}.get(precision, torch.float32)
     if loss == "slip":
-        built.ssl_head = build_ssl_head(embed_dim, ssl_mlp_dim, ssl_out_dim).to(
-            device=device, dtype=head_dtype
-        )
+        built.ssl_head = build_ssl_head(embed_dim, ssl_mlp_dim).to(device=device, dtype=head_dtype)
     if loss == "distill":
         built.teacher_proj = build_teacher_proj(teacher_dims or {}, embed_dim).to(
             device=device, dtype=head_dtype

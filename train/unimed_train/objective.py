@@ -55,23 +55,27 @@ class Objective(nn.Module):
         """One teacher per sample among those it has (chosen by a hash of its key), projected to
         the student width."""
         projections = self.extras["teacher_proj"]
-        per_teacher = {}
+        images_all, texts_all, has_all = [], [], []
         for name in self.teachers:
             images, texts, has = (
                 batch[k] if isinstance(batch[k], torch.Tensor) else batch[k][name]
                 for k in ("teacher_img", "teacher_txt", "has_teacher")
             )
             projection = projections[name.replace(".", "_")]
-            per_teacher[name] = (projection(images.float()), projection(texts.float()), has.bool())
-        rows_image, rows_text, mask = [], [], []
+            images_all.append(projection(images.float()))
+            texts_all.append(projection(texts.float()))
+            has_all.append(has.bool().tolist())  # one host copy per teacher
+        choice, mask = [], []
         for i, key in enumerate(batch["key"]):
-            available = [name for name in self.teachers if per_teacher[name][2][i]]
-            name = available[_pick(key, len(available))] if available else self.teachers[0]
-            rows_image.append(per_teacher[name][0][i])
-            rows_text.append(per_teacher[name][1][i])
+            available = [t for t, has in enumerate(has_all) if has[i]]
+            choice.append(available[_pick(key, len(available))] if available else 0)
             mask.append(bool(available))
-        device = rows_image[0].device
-        return torch.stack(rows_image), torch.stack(rows_text), torch.tensor(mask, device=device)
+        device = images_all[0].device
+        teacher = torch.tensor(choice, device=device)
+        rows = torch.arange(len(choice), device=device)
+        image = torch.stack(images_all)[teacher, rows]
+        text = torch.stack(texts_all)[teacher, rows]
+        return image, text, torch.tensor(mask, device=device)
 
 
 def _pick(key: str, n: int) -> int:
@@ -79,7 +83,8 @@ def _pick(key: str, n: int) -> int:
 
 
 def slip_views(image_size: int, mean, std):
-    """SLIP's two augmented views of an image (SimCLR augmentations)."""
+    """SLIP's two augmented views of an RGB PIL image (SimCLR augmentations; `data._ToSample` passes
+    the converted image)."""
     from torchvision import transforms as T
 
     augment = T.Compose(
@@ -95,7 +100,6 @@ def slip_views(image_size: int, mean, std):
     )
 
     def views(image):
-        rgb = image.convert("RGB")
-        return augment(rgb), augment(rgb)
+        return augment(image), augment(image)
 
     return views

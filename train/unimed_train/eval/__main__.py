@@ -27,6 +27,7 @@ from unimed_train.eval.runner import TASKS, run
 
 SPEC_FIELDS = ("label", "model", "pretrained", "text_encoder", "model_cfg", "context_length")
 
+
 def _csv_ints(text: str) -> list[int]:
     values = [int(v) for v in text.split(",") if v.strip()]
     if any(v < 1 for v in values):
