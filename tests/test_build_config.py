@@ -56,6 +56,7 @@ def write_config(tmp_path: Path, raw: Path) -> Path:
     config = {
         "seed": 1,
         "include_eval": True,  # odir-5k is an evaluation-only set: built here for its real CSV
+        "max_error_rate": 1.0,  # odir-5k's images are not there: its 600 rows are errors by design
         "datasets": [
             {"manifest": "chexpert-v1.0-small", "root": str(raw)},
             {"manifest": "odir-5k", "root": str(raw)},
@@ -77,8 +78,8 @@ def test_config_build_accounts_for_every_row_of_every_source(tmp_path: Path, raw
     chexpert, odir, biomedica = (
         stats["datasets"][n] for n in ("chexpert-v1-0-small", "odir-5k", "biomedica-demo")
     )
-    # CheXpert: 8 rows, the lateral one filtered by the frontal-only rule; patient 9's image is absent.
-    assert (chexpert["inputs"], chexpert["filtered"], chexpert["samples"]) == (7, 1, 6)
+    # CheXpert: 8 rows (inputs), the lateral one filtered by the frontal-only rule; patient 9's image is absent.
+    assert (chexpert["inputs"], chexpert["filtered"], chexpert["samples"]) == (8, 1, 6)
     assert chexpert["errors"] == {"convert": 1}
     # ODIR: 600 CSV rows, 19 exact duplicate rows, and no images on disk: every row is an error.
     assert (odir["inputs"], odir["samples"], odir["errors"]) == (600, 0, {"ingest": 19, "convert": 581})

@@ -99,3 +99,176 @@ def test_download_of_a_request_only_set_explains_what_to_do(tmp_path):
     (tmp_path / "raw" / "asked").mkdir(parents=True, exist_ok=True)
     (tmp_path / "raw" / "asked" / "labels.csv").write_text("x")
     assert run_cli("download", manifest, "--root", tmp_path / "raw").exit_code == 0
+
+
+def _options(command: str) -> dict:
+    from typer.main import get_command
+
+    from unimed_data.cli import app
+
+    click_command = get_command(app).commands[command]
+    return {p.name: p for p in click_command.params if p.param_type_name == "option"}
+
+
+LLM_OPTIONS = {"captioner", "llm_base_url", "llm_model", "llm_concurrency", "llm_api_key_env", "cache"}
+
+
+@pytest.mark.parametrize(
+    ("stage", "has", "lacks"),
+    [
+        ("ingest", {"seed"}, {"shard_size", "max_side", "jpeg_quality", "workers", *LLM_OPTIONS}),
+        (
+            "convert",
+            {"max_side", "min_side", "jpeg_quality", "workers"},
+            {"shard_size", "max_error_rate", *LLM_OPTIONS},
+        ),
+        ("caption", {*LLM_OPTIONS, "limit", "dry_run"}, {"shard_size", "max_side", "workers"}),
+        ("shard", {"shard_size", "max_error_rate"}, {"max_side", "jpeg_quality", *LLM_OPTIONS}),
+        ("build", {"shard_size", "max_side", "max_error_rate", *LLM_OPTIONS}, set()),
+    ],
+)
+def test_each_stage_offers_only_its_own_options(stage, has, lacks):
+    from typer.main import get_command
+
+    from unimed_data.cli import app
+
+    names = set(_options(stage))
+    assert has <= names and not lacks & names
+    assert {"out", "demo", "from_folder", "force"} <= names
+    assert "exactly one of CONFIG, --demo or --from-folder" in get_command(app).commands[stage].help
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_every_option_shows_its_default(command):
+    for name, option in _options(command).items():
+        if name == "help" or option.required:
+            continue
+        shown = isinstance(option.show_default, str) or (
+            option.show_default and option.default is not None and not option.is_flag
+        )
+        assert shown, f"{command} --{name}: its help shows no default"
+
+
+def test_messages_are_never_wrapped_or_read_as_markup(tmp_path, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "40")
+    root = tmp_path / ("a-rather-long-folder-name-" * 3) / "raw"
+    (root / "notes").mkdir(parents=True)
+    (root / "notes" / "labels.csv").write_text("path,[bold]comment\nx.png,y\n")
+    manifest = tmp_path / "notes.yaml"
+    manifest.write_text(
+        "name: notes\nmodality: xray\nlicense: CC0\n"
+        "layout: {type: csv_label, csv: labels.csv, image_column: path, label_column: finding}\n"
+    )
+    config = tmp_path / "build.yaml"
+    config.write_text(f"datasets: [{{manifest: {manifest}, root: '{root}'}}]\n")
+    result = run_cli("build", config, "--out", tmp_path / "out")
+    assert result.exit_code == 2
+    [line] = result.output.splitlines()
+    assert line.startswith("error: dataset notes in ") and str(root / "notes") in line
+    assert "labels.csv: header lacks column(s) ['finding']" in line and "'[bold]comment'" in line
+
+
+def test_a_missing_dataset_folder_fails_before_the_output_is_made(tmp_path):
+    manifest = tmp_path / "gone.yaml"
+    manifest.write_text(
+        "name: gone\nmodality: xray\nlicense: CC0\n"
+        "layout: {type: csv_label, csv: labels.csv, image_column: path, label_column: finding}\n"
+    )
+    config = tmp_path / "build.yaml"
+    config.write_text(f"datasets: [{{manifest: {manifest}, root: {tmp_path / 'nowhere'}}}]\n")
+    result = run_cli("ingest", config, "--out", tmp_path / "out")
+    assert result.exit_code == 2
+    assert result.output.startswith(f"error: dataset gone: folder {tmp_path / 'nowhere' / 'gone'} not found")
+    assert len(result.output.splitlines()) == 1 and not (tmp_path / "out").exists()
+
+
+def test_ctrl_c_says_what_is_kept_and_exits_130(monkeypatch):
+    import unimed_data.sources
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(unimed_data.sources, "source_rows", interrupted)
+    result = run_cli("sources")
+    assert result.exit_code == 130
+    [line] = result.output.splitlines()
+    assert line.startswith("interrupted:") and "kept" in line and "rerun" in line
+
+
+def test_an_unexpected_exception_is_reported_as_a_bug(monkeypatch, capsys):
+    import unimed_data.sources
+    from unimed_data import cli
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(unimed_data.sources, "source_rows", broken)
+    monkeypatch.setattr("sys.argv", ["unimed-data", "sources"])
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main()
+    assert exit_info.value.code == 1
+    err = capsys.readouterr().err
+    assert "Traceback" in err and "RuntimeError: boom" in err
+    assert err.rstrip().endswith(cli.BUG) and "a bug in unimed-data" in cli.BUG
+
+
+def test_the_console_script_is_the_guarded_entry():
+    import tomllib
+    from pathlib import Path
+
+    pyproject = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())
+    assert pyproject["project"]["scripts"]["unimed-data"] == "unimed_data.cli:main"
+
+
+def test_download_of_a_source_without_fetcher_says_where_and_how(tmp_path):
+    result = run_cli("download", "pcam", "--root", tmp_path)
+    assert result.exit_code == 1
+    for text in ("https://github.com/basveeling/pcam", "CC0 1.0", "open download", "<class>/<image>"):
+        assert text in result.output
+    assert str(tmp_path / "pcam") in result.output
+    (tmp_path / "pcam" / "tumor").mkdir(parents=True)
+    (tmp_path / "pcam" / "tumor" / "a.png").write_bytes(b"png")
+    again = run_cli("download", "pcam", "--root", tmp_path)
+    assert again.exit_code == 0 and "already complete" in again.output
+
+
+def test_stats_errors_lists_first_rows_and_counts_per_reason(demo_out):
+    import pyarrow.parquet as pq
+
+    total = pq.ParquetFile(demo_out / "errors.parquet").metadata.num_rows
+    assert total >= 2, "the demo build is expected to record errors"
+    result = run_cli("stats", demo_out, "--errors", "--rows", "2")
+    assert result.exit_code == 0, result.output
+    assert f"First 2 of {total} errors" in result.output and "Errors per reason" in result.output
+
+
+def test_reasons_are_grouped_without_their_locations():
+    from unimed_data.error_report import reason_kind
+
+    assert reason_kind("a/b.png: file not found", "/raw/set/a/b.png") == "file not found"
+    assert reason_kind("labels.csv:12: empty label in column 'x'", None) == "empty label in column 'x'"
+    one = reason_kind("cannot read image (cannot identify image file '/raw/a.png')", "/raw/a.png")
+    assert one == reason_kind("cannot read image (cannot identify image file '/raw/b.png')", "/raw/b.png")
+
+
+def _tree_with_failures(tmp_path, good: int, bad: int):
+    from PIL import Image
+
+    folder = tmp_path / "tree"
+    (folder / "cls").mkdir(parents=True)
+    for i in range(good):
+        Image.new("L", (64, 64), color=i * 40).save(folder / "cls" / f"good{i}.png")
+    for i in range(bad):
+        (folder / "cls" / f"bad{i}.png").write_bytes(b"not an image")
+    return folder
+
+
+def test_a_build_over_the_error_rate_writes_everything_then_exits_1(tmp_path):
+    folder = _tree_with_failures(tmp_path, good=1, bad=2)
+    args = ["build", "--from-folder", folder, "--modality", "ct", "--workers", "1"]
+    result = run_cli(*args, "--out", tmp_path / "out")
+    assert result.exit_code == 1
+    assert (tmp_path / "out" / "stats.json").exists() and (tmp_path / "out" / "errors.parquet").exists()
+    assert "error: 2 of 3 inputs failed (67%), more than the allowed 50%" in result.output
+    assert run_cli(*args, "--out", tmp_path / "out", "--max-error-rate", "0.7").exit_code == 0
+    assert run_cli("shard", *args[1:], "--out", tmp_path / "out").exit_code == 1

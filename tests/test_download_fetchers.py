@@ -129,7 +129,7 @@ def test_physionet_basic_auth(server, tmp_path, monkeypatch):
     assert (tmp_path / "sub/rec.dat").read_bytes() == data
 
 
-def test_manual_instructions_and_verification(tmp_path, capsys):
+def test_manual_instructions_and_verification(tmp_path):
     data = b"request-only data"
     entry = ManualEntry(
         fetcher="manual",
@@ -142,7 +142,7 @@ def test_manual_instructions_and_verification(tmp_path, capsys):
     )
     with pytest.raises(ManualDownloadRequired) as exc:
         download_entry(entry, tmp_path)
-    err = capsys.readouterr().err
+    err = str(exc.value)
     assert (
         "Request access at the portal." in err and "https://example.org/request" in err and "set.csv" in err
     )

@@ -252,3 +252,21 @@ def test_content_decides_not_the_extension(tmp_path):
 def test_invalid_options_are_rejected(kwargs):
     with pytest.raises(ValueError, match=next(iter(kwargs))):
         ConvertOptions(**kwargs)
+
+
+def test_a_long_decoder_message_is_cut_with_a_visible_mark():
+    from unimed_data.imaging.errors import describe
+
+    assert describe(RuntimeError("short")) == "RuntimeError: short"
+    long = describe(RuntimeError("word " * 500))
+    assert len(long) <= 600 and long.endswith("word…")
+
+
+def test_min_side_refuses_small_images_only_when_asked(tmp_path: Path):
+    from unimed_data.imaging import TooSmallError
+
+    path = tmp_path / "thumb.png"
+    Image.new("L", (20, 400)).save(path)
+    assert convert_file(path).width == 20  # the decoder's default keeps every image
+    with pytest.raises(TooSmallError, match=r"image 20×400 px is smaller than the minimum side 32 px"):
+        convert_file(path, ConvertOptions(min_side=32))

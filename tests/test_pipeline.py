@@ -14,7 +14,7 @@ def make_tree(root: Path, classes=("edema", "normal"), per_class=3) -> Path:
     for name in classes:
         (root / name).mkdir(parents=True)
         for i in range(per_class):
-            Image.new("L", (40 + i, 30), color=30 * i).save(root / name / f"{i}.png")
+            Image.new("L", (40 + i, 36), color=30 * i).save(root / name / f"{i}.png")
     return root
 
 
@@ -132,3 +132,15 @@ def test_evaluation_only_sources_are_left_out_of_a_pretraining_build(tmp_path: P
         "pretrain-set",
         "eval-set",
     }
+
+
+def test_min_side_filters_small_images_and_the_counts_add_up(tmp_path: Path):
+    tree = tmp_path / "data"
+    for name, size in {"ok": (40, 40), "thin": (20, 60), "dot": (1, 1)}.items():
+        (tree / "finding").mkdir(parents=True, exist_ok=True)
+        Image.new("L", size).save(tree / "finding" / f"{name}.png")
+    out = tmp_path / "out"
+    build("--from-folder", tree, "--modality", "xray", "--out", out, "--min-side", "21")
+    totals = json.loads((out / "stats.json").read_text())["totals"]
+    assert (totals["inputs"], totals["samples"], totals["filtered"], totals["errors"]) == (3, 1, 2, 0)
+    assert totals["balanced"]

@@ -79,6 +79,7 @@ def test_source_rows_for_a_known_manifest():
         "role": "pretrain",
         "access": "open",
         "license": rows["nih-chestxray14"]["license"],
+        "homepage": rows["nih-chestxray14"]["homepage"],
         "expected_images": 112120,
         "fetchers": ["kaggle", "manual"],
     }
@@ -93,3 +94,30 @@ def test_render_sources_sorts_by_role_then_modality_then_name():
     # eval before pretrain; within a role fundus before xray; names in order
     assert text.index("odir-5k") < text.index("chexpert-5x200") < text.index("eyepacs")
     assert text.index("eyepacs") < text.index("chexpert-v1.0-small")
+
+
+def _rendered(rows, width: int, **options) -> str:
+    out = io.StringIO()
+    render_sources(rows, Console(file=out, width=width), **options)
+    return out.getvalue()
+
+
+def test_the_default_table_is_one_line_per_source_at_80_columns():
+    rows = source_rows(_loadable())
+    lines = _rendered(rows, 80).splitlines()
+    assert len(lines) <= len(rows) + 6  # title, borders and header
+    assert all(len(line) <= 80 for line in lines) and "…" not in "".join(lines)
+    assert all(any(row["name"] in line for line in lines) for row in rows)
+
+
+def test_long_gives_each_source_its_full_licence_homepage_and_fetchers():
+    rows = source_rows(_loadable())
+    text = _rendered(rows, 80, long=True)
+    assert "…" not in text
+    for row in rows:
+        assert f"licence: {row['license']}" in text and f"homepage: {row['homepage'] or '-'}" in text
+
+
+def test_markup_like_text_in_a_licence_is_printed_as_is():
+    row = {**source_rows(_loadable())[0], "license": "see [bold]terms[/bold]"}
+    assert "see [bold]terms[/bold]" in _rendered([row], 400, long=True)

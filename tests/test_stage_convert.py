@@ -82,7 +82,7 @@ def test_rerun_reuses_finished_images_and_retries_only_what_failed(tmp_path: Pat
     convert_dataset(ws, "mixed", ConvertOptions(max_side=64), workers=1)
     assert ws.converted("mixed").stat().st_mtime_ns == table_time
     # The missing image arrives: the next run picks it up.
-    Image.new("L", (10, 10)).save(tmp_path / "raw" / "missing.png")
+    Image.new("L", (40, 40)).save(tmp_path / "raw" / "missing.png")
     assert convert_dataset(ws, "mixed", ConvertOptions(max_side=64), workers=1).outputs == 4
 
 
@@ -118,3 +118,31 @@ def test_a_source_that_disappeared_is_an_error_not_a_stale_image(tmp_path: Path)
     sources[0].unlink()
     summary = convert_dataset(ws, "mixed", ConvertOptions(max_side=64), workers=1)
     assert (summary.outputs, summary.errors) == (2, 3)
+
+
+def test_images_below_the_minimum_side_are_filtered_with_a_reason_not_failed(tmp_path: Path):
+    ws, sources = setup(tmp_path)
+    Image.new("L", (1, 1)).save(sources[-1])  # the missing file arrives as a 1×1 placeholder
+    Image.new("L", (31, 400)).save(tmp_path / "raw" / "thin.png")
+    write_rows(
+        ws.records("mixed"), RECORD_SCHEMA, [record(s) for s in [*sources, tmp_path / "raw" / "thin.png"]]
+    )
+    summary = convert_dataset(ws, "mixed", ConvertOptions(max_side=64, min_side=32), workers=1)
+    assert (summary.inputs, summary.outputs, summary.errors, summary.filtered) == (6, 3, 1, 2)
+    dropped = {Path(r["source_path"]).name: r["reason"] for r in iter_rows(ws.filtered("mixed", "convert"))}
+    assert dropped == {
+        "missing.png": "image 1×1 px is smaller than the minimum side 32 px",
+        "thin.png": "image 31×400 px is smaller than the minimum side 32 px",
+    }
+    assert not ws.image_file("mixed", make_key("mixed", "thin.png")).exists()
+    # A lower minimum keeps them.
+    summary = convert_dataset(ws, "mixed", ConvertOptions(max_side=64, min_side=1), workers=1)
+    assert (summary.outputs, summary.filtered) == (5, 0)
+
+
+def test_a_zero_byte_file_is_an_empty_file_error(tmp_path: Path):
+    ws, sources = setup(tmp_path)
+    sources[-1].write_bytes(b"")
+    convert_dataset(ws, "mixed", ConvertOptions(max_side=64), workers=1)
+    errors = {Path(e["source_path"]).name: e["reason"] for e in iter_rows(ws.errors("mixed", "convert"))}
+    assert errors["missing.png"] == "empty file"

@@ -288,3 +288,16 @@ def test_resume_skips_batches(corpus):
     rest = [b["key"] for b in resumed]
     assert rest == full[5:]
     assert resumed.state() == {"epoch": 2, "batches_done": len(full)}
+
+
+def test_check_shards_names_missing_local_files_and_leaves_urls_alone(tmp_path):
+    from unimed_train.cli import UsageError
+    from unimed_train.data import check_shards
+
+    (tmp_path / "s-000001.tar").write_bytes(b"")
+    with pytest.raises(
+        UsageError, match=r"2 of the 3 shards of .* do not exist: .*s-000000.tar, .*s-000002.tar$"
+    ):
+        check_shards(str(tmp_path / "s-{000000..000002}.tar"))
+    for remote in ("s3://bucket/s-{0..3}.tar", "https://host/s-{0..3}.tar", "pipe:curl -s x/s-{0..3}.tar"):
+        assert len(check_shards(remote)[0].urls) == 4

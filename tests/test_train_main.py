@@ -202,3 +202,68 @@ def test_two_processes_with_torchrun_and_gloo(tmp_path: Path, demo_out: Path):
     logged = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in logged] == [1, 2, 3]  # written once, by rank 0
     assert (out / "checkpoints" / "latest.pt").is_file()
+
+
+def test_progress_lines_without_a_terminal_and_readable_checkpoints(tmp_path: Path, demo_out: Path, capsys):
+    """Where everything goes, a line every --log-every steps, where the last checkpoint is (rank 0)."""
+    import os
+
+    run(tmp_path, demo_out, "talk", "--steps", "4", "--log-every", "2")
+    err = capsys.readouterr().err
+    out = tmp_path / "talk"
+    for said in (
+        "model tiny: ",
+        f"checkpoints: {out / 'checkpoints'}/",
+        f"metrics: {out / 'metrics.jsonl'}",
+        f"tensorboard --logdir {out / 'tensorboard'}",
+        "samples per epoch",
+        "training: 4 steps",
+        f"last checkpoint: {out / 'checkpoints' / 'latest.pt'} (step 4/4)",
+    ):
+        assert said in err, (said, err)
+    steps = [line for line in err.splitlines() if line.startswith("step ")]
+    assert [line.split()[1] for line in steps] == ["2/4", "4/4"]
+    for part in ("epoch 1/", "loss ", "i2t ", "t2i ", "lr ", "samples/s", "ETA 0:"):
+        assert part in steps[0], (part, steps[0])
+    assert "initialized randomly" not in err
+    umask = os.umask(0)
+    os.umask(umask)
+    for name in ("latest.pt", "step_0000004.pt"):
+        assert (out / "checkpoints" / name).stat().st_mode & 0o777 == 0o666 & ~umask
+
+
+def expect_error(capsys, argv: list[str]) -> str:
+    """The trainer must stop with exit status 2 and one `error:` line (no traceback)."""
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1, err
+    return err
+
+
+def test_the_run_folder_is_owned(tmp_path: Path, demo_out: Path, capsys):
+    """A foreign non-empty --out is refused; --force writes beside its files but never over them."""
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    argv = tiny_argv(tmp_path, shards(demo_out), out, "--steps", "1", "--batch-size", "8")
+    assert f"{out}: not empty" in expect_error(capsys, argv)
+    (out / "metrics.jsonl").write_text("theirs\n")
+    assert "would replace metrics.jsonl" in expect_error(capsys, [*argv, "--force"])
+    (out / "metrics.jsonl").unlink()
+    main([*argv, "--force"])
+    assert (out / "notes.txt").read_text() == "mine" and (out / "checkpoints" / "latest.pt").is_file()
+    main([*argv, "--steps", "2", "--resume", "latest"])  # our own run folder: no --force needed
+    assert len((out / "metrics.jsonl").read_text().splitlines()) == 2
+
+
+def test_missing_shards_and_checkpoints_are_named(tmp_path: Path, demo_out: Path, capsys):
+    count = len(json.loads((demo_out / "train" / "sizes.json").read_text()))
+    pattern = str(demo_out / "train" / f"unimed-{{000000..{count + 4:06d}}}.tar")
+    err = expect_error(capsys, tiny_argv(tmp_path, pattern, tmp_path / "a"))
+    assert f"5 of the {count + 5} shards of {pattern} do not exist" in err
+    assert str(demo_out / "train" / f"unimed-{count:06d}.tar") in err and err.rstrip().endswith("...")
+    gone = tmp_path / "gone.pt"
+    err = expect_error(capsys, tiny_argv(tmp_path, shards(demo_out), tmp_path / "b", "--resume", str(gone)))
+    assert f"no checkpoint at {gone}" in err

@@ -1,3 +1,3 @@
-from unimed_data.cli import app
+from unimed_data.cli import main
 
-app()
+main()

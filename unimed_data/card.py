@@ -59,9 +59,11 @@ def render_card(stats: dict, sources: list[SourceInfo], shard_prefix: str) -> st
         "## Accounting",
         "",
         f"Inputs {totals['inputs']} = samples {totals['samples']} + errors {totals['errors']}"
-        f" ({'balanced' if totals['balanced'] else 'NOT balanced'}). Errors by stage: "
+        f" + filtered {totals['filtered']} ({'balanced' if totals['balanced'] else 'NOT balanced'}). "
+        "Errors by stage: "
         + (", ".join(f"{k} {v}" for k, v in stats["errors_by_stage"].items()) or "none")
-        + ". Each error is a row of `errors.parquet` with its source path and reason.",
+        + ". Each error is a row of `errors.parquet` with its source path and reason; filtered items"
+        " (left out by a manifest rule or the minimum image side) are counted, not errors.",
         "",
         "## Loading",
         "",

@@ -30,6 +30,9 @@ class DatasetEntry(_Strict):
 class ConvertConfig(_Strict):
     # The defaults are `ConvertOptions`'s own (one place owns them); here they gain bounds.
     max_side: int = Field(ConvertOptions.max_side, ge=16)
+    # A corpus policy rather than a decoder default: icons, 1×1 placeholders and thumbnails carry
+    # too little to learn from, while an evaluation set keeps every image its benchmark has.
+    min_side: int = Field(32, ge=1)
     jpeg_quality: int = Field(ConvertOptions.jpeg_quality, ge=1, le=100)
     max_pixels: int = Field(ConvertOptions.max_pixels, ge=1)
     frame: Literal["first", "middle", "last"] = ConvertOptions.frame
@@ -87,6 +90,9 @@ class BuildConfig(_Strict):
         False, description="build evaluation-only sources too (role: eval); by default they are left out"
     )
     workers: int | None = Field(None, ge=1, description="processes for convert/shard; default: all cores")
+    max_error_rate: float = Field(
+        0.5, ge=0, le=1, description="exit with status 1 when a larger share of inputs failed"
+    )
     patient_salt_env: str = Field(
         "UNIMED_PATIENT_SALT",
         description="environment variable holding the salt for patient-id hashes; "

@@ -27,6 +27,9 @@ BODY_PARTS = {
     "whole-body": "whole-body tracer uptake",
     "unspecified": "anatomical structures",
 }
+# Most of pydicom's test images are 16×16 px: the demo keeps those and still shows the minimum-side
+# filter at work on the 10 px and 3 px ones (a real corpus keeps the default, 32 px).
+DEMO_MIN_SIDE = 16
 PYDICOM_LICENSE = "MIT (pydicom test files; see pydicom's LICENSE for third-party test data)"
 
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from unimed_data import stamps
-from unimed_data.layouts import Filtered, ItemError, annotation_files, iter_items
+from unimed_data.layouts import Filtered, ItemError, LayoutError, annotation_files, iter_items
 from unimed_data.layouts.item import Item
 from unimed_data.manifest import Manifest
 from unimed_data.schema import ERROR_SCHEMA, MODALITIES, RECORD_SCHEMA, error_row, hash_patient, make_key
@@ -103,6 +103,17 @@ def _error(manifest: Manifest, root: Path, item_id: str | None, source: str | No
     )
 
 
+def _items(manifest: Manifest, root: Path):
+    """The layout's items; a file-level failure is a `LayoutError` that names the dataset and folder,
+    since a layout's messages name its files relative to the dataset root."""
+    try:
+        yield from iter_items(manifest, root)
+    except LayoutError as exc:
+        raise LayoutError(f"dataset {manifest.name} in {root}: {exc}") from None
+    except OSError as exc:  # an annotation file that exists but cannot be read (permissions, I/O)
+        raise LayoutError(f"dataset {manifest.name}: {exc.filename or root}: {exc.strerror or exc}") from None
+
+
 def ingest_dataset(
     manifest: Manifest, raw_root: Path, work_dir: Path, *, salt: str, seed: int
 ) -> IngestSummary:
@@ -122,7 +133,7 @@ def ingest_dataset(
         table_writer(records_path, RECORD_SCHEMA) as records,
         table_writer(errors_path, ERROR_SCHEMA) as errors,
     ):
-        for entry in iter_items(manifest, root):
+        for entry in _items(manifest, root):
             if isinstance(entry, Filtered):
                 filtered += 1
             elif isinstance(entry, ItemError):

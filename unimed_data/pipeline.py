@@ -17,6 +17,7 @@ from unimed_data.card import SourceInfo, write_card
 from unimed_data.config import BuildConfig
 from unimed_data.ingest import dataset_root, ingest_dataset
 from unimed_data.manifest import Manifest, find_manifest, load_manifest
+from unimed_data.outputs import claim_output
 from unimed_data.parallel import default_workers
 from unimed_data.schema import SPLITS, dataset_slug
 from unimed_data.stages.caption import caption_dataset, caption_units
@@ -59,6 +60,13 @@ def resolve_datasets(config: BuildConfig) -> list[Dataset]:
     if duplicates := sorted({s for s in slugs if slugs.count(s) > 1}):
         raise ValueError(f"datasets listed twice in the build: {', '.join(duplicates)}")
     return datasets
+
+
+def claim_build_output(out: Path, *, force: bool = False) -> None:
+    """Make `out` a build folder of ours before anything (the demo's raw copy included) is written."""
+    ws = Workspace(out)
+    names = [ws.work, *(ws.split_dir(s) for s in SPLITS), ws.stats, ws.all_errors, ws.card]
+    claim_output(out, "build", [p.name for p in names], force=force)
 
 
 def patient_salt(config: BuildConfig, ws: Workspace) -> str:
@@ -110,8 +118,21 @@ def run_stages(
         if llm is not None:
             print(llm.usage.line(), file=sys.stderr)
         if stage == "shard":
-            return finish(config, ws, datasets, workers)
+            before = _published_files(ws)
+            stats = finish(config, ws, datasets, workers)
+            if _published_files(ws) == before:
+                print(
+                    f"nothing to do: {ws.out} was already up to date; no file was rewritten", file=sys.stderr
+                )
+            return stats
     return None
+
+
+def _published_files(ws: Workspace) -> list[tuple[str, int, int]]:
+    """Name, size and modification time of every file a build publishes (not its work folder)."""
+    folders = [ws.out, *(ws.split_dir(s) for s in SPLITS)]
+    files = [p for folder in folders if folder.is_dir() for p in folder.iterdir() if p.is_file()]
+    return sorted((str(p), (st := p.stat()).st_size, st.st_mtime_ns) for p in files)
 
 
 def prepare(config: BuildConfig, ws: Workspace, datasets: list[Dataset]) -> Captioner:

@@ -8,12 +8,13 @@ from importlib.resources.abc import Traversable
 
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from unimed_data.manifest import bundled_manifest_paths, load_manifest
 
 
 def source_rows(paths: Iterable[str | os.PathLike | Traversable] | None = None) -> list[dict]:
-    """One dict per manifest: name, modality, role, access, license, expected_images, fetchers."""
+    """One dict per manifest: name, modality, role, access, license, homepage, expected_images, fetchers."""
     rows = []
     for path in bundled_manifest_paths() if paths is None else paths:
         manifest = load_manifest(path)
@@ -24,6 +25,7 @@ def source_rows(paths: Iterable[str | os.PathLike | Traversable] | None = None) 
                 "role": manifest.role,
                 "access": manifest.access,
                 "license": manifest.license,
+                "homepage": manifest.homepage,
                 "expected_images": manifest.expected_images,
                 "fetchers": [entry.fetcher for entry in manifest.download],
             }
@@ -31,22 +33,39 @@ def source_rows(paths: Iterable[str | os.PathLike | Traversable] | None = None) 
     return rows
 
 
-def render_sources(rows: list[dict], console: Console) -> None:
-    """A table of the rows, sorted by role, then modality, then name (fetchers: see `--json`)."""
-    table = Table(title="Sources")
-    table.add_column("name", no_wrap=True, min_width=max(len(r["name"]) for r in rows) if rows else 4)
-    for column in ("modality", "role", "access"):
-        table.add_column(column, no_wrap=True)
-    table.add_column("images", justify="right", no_wrap=True)
-    table.add_column("license", overflow="fold", min_width=16)  # the long one wraps; names never hide
-    for row in sorted(rows, key=lambda r: (r["role"], r["modality"], r["name"])):
-        images = row["expected_images"]
-        table.add_row(
-            row["name"],
-            row["modality"],
-            row["role"],
-            row["access"],
-            "?" if images is None else f"{images:,}",
-            row["license"],
-        )
-    console.print(table)
+def render_sources(rows: list[dict], console: Console, *, long: bool = False) -> None:
+    """The rows sorted by role, then modality, then name, as a table of one short line per source,
+    so the registry fits a terminal. `long` prints each source as a block instead, its licence,
+    homepage and fetchers on lines of their own that the terminal folds: in table columns that
+    narrow they would be cut or squeezed to a few characters a line."""
+    rows = sorted(rows, key=lambda r: (r["role"], r["modality"], r["name"]))
+    if not long:
+        table = Table(title="Sources")
+        for column in ("name", "modality", "role", "access"):
+            table.add_column(column, no_wrap=True, overflow="fold")
+        table.add_column("images", justify="right", no_wrap=True, overflow="fold")
+        for row in rows:
+            table.add_row(*(Text(cell) for cell in _summary(row)))  # Text: `[...]` is not markup
+        console.print(table)
+        return
+    for row in rows:
+        fetchers = ", ".join(row["fetchers"]) or "none (`download` says what to do)"
+        lines = [
+            Text("  ".join(_summary(row)), style="bold"),
+            Text(f"  licence: {row['license']}"),
+            Text(f"  homepage: {row['homepage'] or '-'}"),
+            Text(f"  fetchers: {fetchers}"),
+        ]
+        for line in lines:
+            console.print(line, soft_wrap=True)  # the terminal folds it; Rich must not break or cut it
+
+
+def _summary(row: dict) -> list[str]:
+    images = row["expected_images"]
+    return [
+        row["name"],
+        row["modality"],
+        row["role"],
+        row["access"],
+        "?" if images is None else f"{images:,}",
+    ]

@@ -13,7 +13,9 @@ from pathlib import Path
 import pyarrow.parquet as pq
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
+from unimed_data import terminal
 from unimed_data.captions.accounting import Usage
 from unimed_data.schema import ERROR_SCHEMA, SPLITS, dataset_slug
 from unimed_data.tables import atomic_write_text, iter_rows, row_count, table_writer
@@ -42,10 +44,12 @@ def compute_stats(ws: Workspace, slugs: list[str], *, filtered: dict[str, int], 
             errors[stage] = row_count(path) if path.exists() else 0
             errors_by_stage[stage] += errors[stage]
         records = row_count(ws.records(slug))
+        dropped = ws.filtered(slug, "convert")
+        by_rule = row_count(dropped) if dropped.exists() else 0
         datasets[slug] = {
-            "inputs": records + errors["ingest"],
+            "inputs": records + errors["ingest"] + filtered.get(slug, 0),
             "records": records,
-            "filtered": filtered.get(slug, 0),
+            "filtered": filtered.get(slug, 0) + by_rule,
             "errors": {k: v for k, v in errors.items() if v},
             "samples": 0,
             "splits": {},
@@ -73,10 +77,11 @@ def compute_stats(ws: Workspace, slugs: list[str], *, filtered: dict[str, int], 
             modalities[group["modality"]] += n
             sources[group["caption_source"]] += n
     for info in datasets.values():
-        info["balanced"] = info["inputs"] == info["samples"] + sum(info["errors"].values())
+        info["balanced"] = info["inputs"] == info["samples"] + sum(info["errors"].values()) + info["filtered"]
     samples = sum(d["samples"] for d in datasets.values())
     errors_total = sum(errors_by_stage.values())
     inputs = sum(d["inputs"] for d in datasets.values())
+    filtered_total = sum(d["filtered"] for d in datasets.values())
     llm = Usage()
     for slug in slugs:
         usage = ws.llm_usage(slug)
@@ -88,8 +93,8 @@ def compute_stats(ws: Workspace, slugs: list[str], *, filtered: dict[str, int], 
             "inputs": inputs,
             "samples": samples,
             "errors": errors_total,
-            "filtered": sum(filtered.values()),
-            "balanced": inputs == samples + errors_total,
+            "filtered": filtered_total,
+            "balanced": inputs == samples + errors_total + filtered_total,
         },
         "splits": splits,
         "datasets": datasets,
@@ -113,15 +118,15 @@ def load_stats(out: Path) -> dict:
 
 def render_stats(stats: dict, console: Console | None = None) -> None:
     """Print the counts a person checks after a build, as tables."""
-    console = console or Console()
+    console = console or terminal.console()
     totals = stats["totals"]
     datasets = Table(title="Samples per dataset")
-    datasets.add_column("dataset", no_wrap=True)
+    datasets.add_column("dataset", no_wrap=True, overflow="fold")
     for column in ("inputs", "samples", "errors", "filtered", *SPLITS):
         datasets.add_column(column, justify="right")
     for name, info in sorted(stats["datasets"].items()):
         datasets.add_row(
-            name,
+            Text(name),
             str(info["inputs"]),
             str(info["samples"]),
             str(sum(info["errors"].values())),
@@ -137,17 +142,17 @@ def render_stats(stats: dict, console: Console | None = None) -> None:
     for title, counts in tallies:
         what = "errors" if title == "Stage" else "samples"
         table = Table(title=f"{what.capitalize()} per {title.lower()}")
-        table.add_column(title, no_wrap=True)
+        table.add_column(title, no_wrap=True, overflow="fold")
         table.add_column(what, justify="right")
         for name, n in counts.items():
-            table.add_row(name, str(n))
+            table.add_row(Text(name), str(n))
         console.print(table)
     if any(stats.get("llm", {}).values()):
-        console.print(Usage(**stats["llm"]).line() + " (all finished caption runs of this output)")
+        console.print(Text(Usage(**stats["llm"]).line() + " (all finished caption runs of this output)"))
     splits = ", ".join(f"{s}: {v['samples']} in {v['shards']} shard(s)" for s, v in stats["splits"].items())
-    console.print(f"Splits: {splits or 'none'}")
+    console.print(Text(f"Splits: {splits or 'none'}"))
     balance = "adds up" if totals["balanced"] else "DOES NOT ADD UP"
     console.print(
-        f"Inputs {totals['inputs']} = samples {totals['samples']} + errors {totals['errors']} ({balance}); "
-        f"filtered out by manifest rules: {totals['filtered']}"
+        f"Inputs {totals['inputs']} = samples {totals['samples']} + errors {totals['errors']} "
+        f"+ filtered {totals['filtered']} ({balance})"
     )

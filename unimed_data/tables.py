@@ -20,10 +20,11 @@ def temp_path(path: Path) -> Path:
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write through a temp name; an unchanged file is left as it was (see `publish`)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = temp_path(path)
     tmp.write_bytes(data)
-    os.replace(tmp, path)
+    publish(tmp, path)
 
 
 def atomic_write_text(path: Path, text: str) -> None:

@@ -166,5 +166,5 @@ def validate_output(out: Path, *, workers: int = 1) -> list[str]:
                 f"dataset {slug}: {per_dataset.get(slug, 0)} samples in shards, stats.json says {info['samples']}"
             )
     if not stats["totals"]["balanced"]:
-        problems.append("stats.json: inputs != samples + errors (items were lost)")
+        problems.append("stats.json: inputs != samples + errors + filtered (items were lost)")
     return problems

@@ -6,6 +6,7 @@ OUT/
   work/datasets/<dataset>/converted.parquet      convert
   work/datasets/<dataset>/captioned.parquet      caption
   work/datasets/<dataset>/errors-<stage>.parquet
+  work/datasets/<dataset>/filtered-<stage>.parquet  items a rule dropped (convert: too small), with the reason
   work/datasets/<dataset>/<stage>.json           stage stamps (see stamps.py)
   work/datasets/<dataset>/llm-usage.json         caption (openai backend): what it cost
   work/shuffle/                                  shard (seeded external shuffle buckets)
@@ -46,6 +47,9 @@ class DatasetPaths:
 
     def errors(self, stage: str) -> Path:
         return self.dir / f"errors-{stage}.parquet"
+
+    def filtered(self, stage: str) -> Path:
+        return self.dir / f"filtered-{stage}.parquet"
 
     def stamp(self, stage: str) -> Path:
         return self.dir / f"{stage}.json"
@@ -89,6 +93,9 @@ class Workspace:
 
     def errors(self, slug: str, stage: str) -> Path:
         return self.dataset(slug).errors(stage)
+
+    def filtered(self, slug: str, stage: str) -> Path:
+        return self.dataset(slug).filtered(stage)
 
     def stamp(self, slug: str, stage: str) -> Path:
         return self.dataset(slug).stamp(stage)

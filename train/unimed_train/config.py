@@ -9,47 +9,60 @@ from pathlib import Path
 
 import yaml
 
+from unimed_train.cli import Parser, UsageError
+
 LOSSES = ("clip", "siglip", "slip", "distill")
 PRECISIONS = ("fp32", "amp", "amp_bf16")
 
 
+def opt(default, help: str, choices: tuple[str, ...] | None = None):
+    """A TrainConfig field with its `--help` line (and allowed values) kept beside its default."""
+    return field(default=default, metadata={"help": help, "choices": choices})
+
+
 @dataclass
 class TrainConfig:
-    train_data: str = ""  # brace patterns; sources joined with `::`, each optionally `pattern@weight`
-    train_num_samples: int | None = None  # default: from sizes.json
-    resampled: bool = False
-    model: str = "ViT-B-16"
-    model_cfg: str | None = None  # a JSON model config file (e.g. a tiny test model)
-    text_encoder: str | None = None  # Hugging Face name or local path (BiomedBERT, MiniLM, ...)
-    context_length: int | None = None  # 77 for CLIP BPE, 256 for BiomedBERT
-    pretrained: str | None = None  # open_clip tag, hf-hub:/local-dir:, or a checkpoint file
-    loss: str = "clip"
-    ssl_scale: float = 1.0  # slip
-    w_fd: float = 1.0  # distill: feature distillation weight
-    w_cross: float = 1.0  # distill: cross-modal InfoNCE weight
-    teachers: list[str] = field(default_factory=list)  # distill: teacher names in the shards
-    teacher_dim: int = 512
-    batch_size: int = 64
-    steps: int | None = None
-    epochs: int = 1
-    lr: float = 5e-4
-    wd: float = 0.2
-    warmup: int = 100
-    beta1: float = 0.9
-    beta2: float = 0.98
-    eps: float = 1e-6
-    grad_clip: float | None = 1.0
-    accum_steps: int = 1
-    precision: str = "fp32"
-    grad_checkpointing: bool = False
-    lock_image: bool = False
-    workers: int = 2
-    seed: int = 0
-    log_every: int = 10
-    save_every: int = 500
-    out: str = "runs/unimed"
-    resume: str | None = None  # a checkpoint file, or "latest" for OUT/checkpoints/latest.pt
-    stop_after: int | None = None  # stop (with a checkpoint) after this step, e.g. to split a job
+    train_data: str = opt(
+        "", "shard brace patterns joined with ::, each optionally PATTERN@WEIGHT (required)"
+    )
+    train_num_samples: int | None = opt(None, "samples per epoch (default: the sizes.json total)")
+    resampled: bool = opt(False, "draw shards with replacement by source weight instead of epochs")
+    model: str = opt("ViT-B-16", "open_clip model name (or a name for --model-cfg)")
+    model_cfg: str | None = opt(None, "a JSON model config file (e.g. a tiny test model)")
+    text_encoder: str | None = opt(None, "Hugging Face text tower: a hub name or a local folder")
+    context_length: int | None = opt(None, "text tokens (77 for CLIP BPE, 256 for BiomedBERT)")
+    pretrained: str | None = opt(None, "open_clip tag, hf-hub:/local-dir: source, or a checkpoint file")
+    loss: str = opt("clip", "training objective", choices=LOSSES)
+    ssl_scale: float = opt(1.0, "slip: weight of the SimCLR loss")
+    w_fd: float = opt(1.0, "distill: feature distillation weight")
+    w_cross: float = opt(1.0, "distill: cross-modal InfoNCE weight")
+    teachers: list[str] = field(
+        default_factory=list,
+        metadata={"help": "distill: comma list of teacher names in the shards", "choices": None},
+    )
+    teacher_dim: int = opt(512, "distill: teacher feature width")
+    batch_size: int = opt(64, "samples per rank per step (before accumulation)")
+    steps: int | None = opt(None, "optimizer steps (default: --epochs worth)")
+    epochs: int = opt(1, "passes over the data when --steps is not given")
+    lr: float = opt(5e-4, "peak learning rate")
+    wd: float = opt(0.2, "AdamW weight decay (not on gains, biases, logit scale)")
+    warmup: int = opt(100, "linear warmup steps before the cosine decay")
+    beta1: float = opt(0.9, "AdamW beta1")
+    beta2: float = opt(0.98, "AdamW beta2")
+    eps: float = opt(1e-6, "AdamW epsilon")
+    grad_clip: float | None = opt(1.0, "gradient norm clip (0: off)")
+    accum_steps: int = opt(1, "batches accumulated per optimizer step")
+    precision: str = opt("fp32", "numeric precision", choices=PRECISIONS)
+    grad_checkpointing: bool = opt(False, "recompute activations to save memory")
+    lock_image: bool = opt(False, "freeze the image tower")
+    workers: int = opt(2, "data loader processes per rank")
+    seed: int = opt(0, "seed of weights, shuffles and caption choice")
+    log_every: int = opt(10, "steps between progress lines and metrics.jsonl rows")
+    save_every: int = opt(500, "steps between checkpoints (one is also saved at the end)")
+    out: str = opt("runs/unimed", "run folder: checkpoints/, metrics.jsonl, tensorboard/")
+    force: bool = opt(False, "write into a non-empty --out folder that is not a run (its files are kept)")
+    resume: str | None = opt(None, "a checkpoint file, or latest for OUT/checkpoints/latest.pt")
+    stop_after: int | None = opt(None, "stop (with a checkpoint) after this step, e.g. to split a job")
 
     @property
     def teacher_dims(self) -> dict[str, int]:
@@ -57,46 +70,75 @@ class TrainConfig:
         return {name: self.teacher_dim for name in self.teachers}
 
     def check(self) -> TrainConfig:
+        """Raise UsageError for option values that cannot work together."""
         if not self.train_data:
-            raise SystemExit("--train-data is required")
-        if self.loss not in LOSSES:
-            raise SystemExit(f"--loss must be one of {LOSSES}, not {self.loss!r}")
-        if self.precision not in PRECISIONS:
-            raise SystemExit(f"--precision must be one of {PRECISIONS}, not {self.precision!r}")
+            raise UsageError("--train-data is required")
+        for f in dataclasses.fields(self):
+            choices = f.metadata["choices"]
+            if choices and getattr(self, f.name) not in choices:
+                raise UsageError(
+                    f"--{_flag(f.name)} must be one of {', '.join(choices)}, not {getattr(self, f.name)!r}"
+                )
         if self.loss == "distill" and not self.teachers:
-            raise SystemExit("--loss distill needs --teachers NAME[,NAME...]")
+            raise UsageError("--loss distill needs --teachers NAME[,NAME...]")
         if self.accum_steps < 1 or self.batch_size < 1:
-            raise SystemExit("--batch-size and --accum-steps must be at least 1")
+            raise UsageError("--batch-size and --accum-steps must be at least 1")
         return self
+
+
+def parser() -> Parser:
+    """Every TrainConfig field as a `--flag`; defaults are None so that only given flags override."""
+    p = Parser(prog="python -m unimed_train.main", description="Contrastive training on unimed shards.")
+    p.add_argument("--config", type=Path, help="YAML file of options (flags given win over it)")
+    for f in dataclasses.fields(TrainConfig):
+        kw = {"dest": f.name, "default": None, "help": _help(f)}
+        if f.type in ("bool", bool):
+            kw.update(type=_boolean, nargs="?", const=True, metavar="BOOL")
+        elif f.name == "teachers":
+            kw.update(type=lambda v: [t for t in v.split(",") if t], metavar="NAMES")
+        else:
+            kw.update(type=_caster(f.type), choices=f.metadata["choices"])
+        p.add_argument("--" + _flag(f.name), **kw)
+    return p
 
 
 def parse_config(argv: list[str] | None = None) -> TrainConfig:
     """`--config FILE` then `--key value` overrides (dashes or underscores), validated."""
-    parser = argparse.ArgumentParser(
-        prog="unimed_train.main", description="Contrastive training on unimed shards"
-    )
-    parser.add_argument("--config", type=Path)
-    for f in dataclasses.fields(TrainConfig):
-        flag = "--" + f.name.replace("_", "-")
-        if f.type in ("bool", bool):
-            parser.add_argument(flag, dest=f.name, type=_boolean, nargs="?", const=True, default=None)
-        elif f.name == "teachers":
-            parser.add_argument(
-                flag, dest=f.name, type=lambda v: [t for t in v.split(",") if t], default=None
-            )
-        else:
-            parser.add_argument(flag, dest=f.name, type=_caster(f.type), default=None)
-    args = parser.parse_args(argv)
-    values = yaml.safe_load(args.config.read_text()) if args.config else {}
-    unknown = set(values or {}) - {f.name for f in dataclasses.fields(TrainConfig)}
+    args = parser().parse_args(argv)
+    values = _read_yaml(args.config) if args.config else {}
+    unknown = set(values) - {f.name for f in dataclasses.fields(TrainConfig)}
     if unknown:
-        raise SystemExit(f"{args.config}: unknown option(s) {sorted(unknown)}")
-    config = TrainConfig(**(values or {}))
+        raise UsageError(f"{args.config}: unknown option(s) {', '.join(sorted(unknown))}")
+    config = TrainConfig(**values)
     for f in dataclasses.fields(TrainConfig):
         value = getattr(args, f.name)
         if value is not None:
             setattr(config, f.name, value)
     return config.check()
+
+
+def _read_yaml(path: Path) -> dict:
+    try:
+        values = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        raise UsageError(f"{path}: cannot read the config ({' '.join(str(exc).split())})") from exc
+    if values is not None and not isinstance(values, dict):
+        raise UsageError(f"{path}: expected a mapping of option: value")
+    return values or {}
+
+
+def _help(f: dataclasses.Field) -> str:
+    """The field's help with its default, unless the help already says it (or that it is required)."""
+    text = f.metadata["help"]
+    if "default:" in text or "required" in text:
+        return text
+    default = f.default_factory() if f.default is dataclasses.MISSING else f.default
+    shown = "none" if default in (None, []) else default
+    return f"{text} (default: {shown})"
+
+
+def _flag(name: str) -> str:
+    return name.replace("_", "-")
 
 
 def _boolean(text: str) -> bool:

@@ -99,10 +99,13 @@ import webdataset as wds
 from PIL import Image
 from torch.utils.data import get_worker_info
 
+from unimed_train.cli import UsageError
+
 __all__ = [
     "Loader",
     "Source",
     "caption_index",
+    "check_shards",
     "dataset_size",
     "make_loader",
     "parse_spec",
@@ -150,6 +153,24 @@ def parse_spec(spec: str) -> list[Source]:
             raise ValueError(f"pattern names no shards: {pattern!r}")
         sources.append(Source(pattern=pattern, weight=weight, urls=urls))
     return sources
+
+
+def check_shards(spec: str) -> list[Source]:
+    """`parse_spec`, then a UsageError listing the local shards that do not exist (before webdataset
+    fails on the first one deep in a worker). URLs and pipes (`scheme:...`) are left to webdataset."""
+    sources = parse_spec(spec)
+    missing = [u for s in sources for u in s.urls if not _is_remote(u) and not os.path.isfile(u)]
+    if missing:
+        shown = ", ".join(missing[:3]) + (", ..." if len(missing) > 3 else "")
+        total = sum(len(s.urls) for s in sources)
+        raise UsageError(f"{len(missing)} of the {total} shards of {spec} do not exist: {shown}")
+    return sources
+
+
+def _is_remote(url: str) -> bool:
+    """`s3://...`, `https://...`, `pipe:...`: a scheme of 2+ letters (one letter is a Windows drive)."""
+    scheme, sep, _ = url.partition(":")
+    return bool(sep) and len(scheme) > 1 and "/" not in scheme
 
 
 def dataset_size(sources: Sequence[Source]) -> int | None:
@@ -479,7 +500,7 @@ def make_loader(
     for t in teacher_keys:
         if not t or "." in t or "/" in t or t != t.lower():
             raise ValueError(f"teacher key must be lower case without dots or slashes: {t!r}")
-    sources = parse_spec(spec)
+    sources = check_shards(spec)
     total = dataset_size(sources)
     num_samples = epoch_samples if epoch_samples is not None else total
     if not num_samples:

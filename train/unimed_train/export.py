@@ -9,12 +9,17 @@ our checkpoints (CLIP_benchmark, open_clip itself). Weights only: no optimizer o
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
+import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from torch import nn
+from unimed_data.outputs import claim_output
+from unimed_train.cli import Parser, UsageError, expected_failures
+
+if TYPE_CHECKING:
+    from torch import nn
 
 WEIGHTS = "open_clip_model.safetensors"
 CONFIG = "open_clip_config.json"
@@ -30,6 +35,9 @@ def save_local_dir(model: nn.Module, model_cfg: dict, path: str | os.PathLike) -
     state = {name: tensor.detach().cpu().contiguous() for name, tensor in model.state_dict().items()}
     tmp = path / f".{WEIGHTS}.tmp"
     save_file(state, str(tmp))
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)  # safetensors writes 0600, unlike every other output
     os.replace(tmp, path / WEIGHTS)
     visual = model.visual
     preprocess = {"mean": list(visual.image_mean), "std": list(visual.image_std)}
@@ -40,23 +48,37 @@ def save_local_dir(model: nn.Module, model_cfg: dict, path: str | os.PathLike) -
     return f"local-dir:{path}"
 
 
-def export_checkpoint(checkpoint: str | os.PathLike, out: str | os.PathLike) -> str:
-    """One of our trainer's checkpoints (its saved architecture rebuilds the model) -> `out`."""
-    from unimed_train.eval.encode import ModelSpec, load_model
+def export_checkpoint(checkpoint: str | os.PathLike, out: str | os.PathLike, *, force: bool = False) -> str:
+    """One of our trainer's checkpoints (its saved architecture rebuilds the model) -> `out`, a
+    folder of ours (see `unimed_data.outputs`)."""
+    from unimed_train.eval.encode import ModelSpec, load_model, saved_config
 
+    if not os.path.isfile(checkpoint):
+        raise UsageError(f"{checkpoint}: no such checkpoint file")
+    if saved_config(checkpoint) is None:
+        raise UsageError(f"{checkpoint}: not a checkpoint of unimed_train.main (no saved config)")
+    claim_output(Path(out), "export", (CONFIG, WEIGHTS), force=force)
     built = load_model(ModelSpec("export", pretrained=str(checkpoint)))
     return save_local_dir(built.model, built.model_cfg, out)
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(
-        prog="python -m unimed_train.export", description=__doc__.splitlines()[0]
+def parser() -> Parser:
+    p = Parser(prog="python -m unimed_train.export", description=__doc__.splitlines()[0])
+    p.add_argument("--checkpoint", required=True, help="a checkpoint our trainer wrote (required)")
+    p.add_argument("--out", required=True, help="the model folder to write (required)")
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="write into a non-empty folder that is not an export; its other files are kept (default: off)",
     )
-    parser.add_argument("--checkpoint", required=True, help="a checkpoint our trainer wrote")
-    parser.add_argument("--out", required=True, help="the model folder to write")
-    args = parser.parse_args(argv)
-    print(export_checkpoint(args.checkpoint, args.out))
+    return p
+
+
+def main(argv: list[str] | None = None) -> None:
+    with expected_failures():
+        args = parser().parse_args(argv)
+        print(export_checkpoint(args.checkpoint, args.out, force=args.force))
 
 
 if __name__ == "__main__":
-    main()
+    main(sys.argv[1:])

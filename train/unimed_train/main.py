@@ -22,8 +22,13 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from unimed_data.outputs import claim_output
+from unimed_train.cli import UsageError, expected_failures
 from unimed_train.config import TrainConfig, parse_config
 from unimed_train.model import autocast_dtype
+from unimed_train.progress import Progress
+
+WRITES = ("checkpoints", "metrics.jsonl", "tensorboard")  # everything the trainer puts in --out
 
 
 def init_distributed() -> tuple[int, int, torch.device]:
@@ -74,11 +79,16 @@ def autocast(config: TrainConfig, device: torch.device):
 
 def train(config: TrainConfig) -> list[dict]:
     """Run training; returns the logged metric rows of this process (rank 0 writes them)."""
-    from unimed_train.data import make_loader
+    from unimed_train.data import check_shards, make_loader
     from unimed_train.model import build_model, param_groups
     from unimed_train.objective import Objective
 
     rank, world, device = init_distributed()
+    out = Path(config.out)
+    if rank == 0:
+        claim_output(out, "train", WRITES, force=config.force)
+    check_shards(config.train_data)
+    resume = _resume_path(config, out)
     seed_everything(config.seed)  # the same initial weights on every rank
     built = build_model(
         config.model,
@@ -129,9 +139,7 @@ def train(config: TrainConfig) -> list[dict]:
     per_epoch = max(1, loader.num_batches // config.accum_steps)
     total = config.steps or config.epochs * per_epoch
 
-    out = Path(config.out)
     step, position = 0, {"epoch": 0, "batches_done": 0}
-    resume = _resume_path(config, out)
     if resume is not None:
         checkpoint = torch.load(resume, map_location="cpu", weights_only=False)
         model.load_state_dict(checkpoint["state_dict"])
@@ -140,6 +148,8 @@ def train(config: TrainConfig) -> list[dict]:
         scaler.load_state_dict(checkpoint["scaler"])
         step, position = checkpoint["step"], {k: checkpoint[k] for k in position}
 
+    progress = Progress(total, step, config.log_every, enabled=rank == 0)
+    _announce(progress, config, out, built, loader, world, per_epoch, total, step, resume)
     rows: list[dict] = []
     metrics = _metrics_writer(out, rank)
     loader.set_epoch(position["epoch"])
@@ -148,6 +158,7 @@ def train(config: TrainConfig) -> list[dict]:
         next(batches)
     if resume is not None:
         set_rng_state(checkpoint["rng"][rank] if rank < len(checkpoint["rng"]) else checkpoint["rng"][0])
+    epochs = math.ceil(total / per_epoch)
     objective.train()
     started, seen = time.perf_counter(), 0
     while step < total:
@@ -188,11 +199,14 @@ def train(config: TrainConfig) -> list[dict]:
         rows.append(row)
         if rank == 0 and (step % config.log_every == 0 or step == total):
             metrics(row)
+        progress.step(row, f"{loader.epoch + 1}/{epochs}")
         stopping = config.stop_after is not None and step >= config.stop_after
         if step % config.save_every == 0 or step == total or stopping:
             _save(out, rank, world, built, extras, optimizer, scaler, step, loader.state(), config)
         if stopping:
             break
+    progress.close()
+    progress.say(f"last checkpoint: {out / 'checkpoints' / 'latest.pt'} (step {step}/{total})")
     if world > 1:
         dist.barrier()
     return rows
@@ -216,8 +230,24 @@ def _resume_path(config: TrainConfig, out: Path) -> Path | None:
     if config.resume == "latest" and not path.is_file():
         return None  # nothing to resume yet: a first run (so one job script serves every restart)
     if not path.is_file():
-        raise SystemExit(f"--resume {config.resume}: no checkpoint at {path}")
+        raise UsageError(f"--resume {config.resume}: no checkpoint at {path}")
     return path
+
+
+def _announce(progress, config, out, built, loader, world, per_epoch, total, step, resume) -> None:
+    """Where everything goes and how long the run is, before the first step."""
+    params = sum(p.numel() for p in built.model.parameters())
+    source = config.pretrained or "random initialisation"
+    progress.say(f"model {config.model}: {params / 1e6:.1f}M parameters from {source}, {config.precision}")
+    batch = f"{config.batch_size} x {world} rank(s) x {config.accum_steps} accumulated"
+    progress.say(f"data: {loader.num_samples} samples per epoch = {per_epoch} steps of {batch}")
+    progress.say(
+        f"training: {total} steps ({total / per_epoch:.3g} epochs)"
+        + (f", resuming at step {step} from {resume}" if resume else "")
+    )
+    progress.say(f"checkpoints: {out / 'checkpoints'}/ every {config.save_every} steps and at the end")
+    progress.say(f"metrics: {out / 'metrics.jsonl'} every {config.log_every} steps")
+    progress.say(f"tensorboard: tensorboard --logdir {out / 'tensorboard'}")
 
 
 def _metrics_writer(out: Path, rank: int):
@@ -275,8 +305,8 @@ def _save(out, rank, world, built, extras, optimizer, scaler, step, position, co
 
 
 def main(argv: list[str] | None = None) -> None:
-    config = parse_config(argv)
-    train(config)
+    with expected_failures():
+        train(parse_config(argv))
     if dist.is_initialized():
         dist.destroy_process_group()
 

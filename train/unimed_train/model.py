@@ -26,6 +26,7 @@ low-precision weights, fp32 norms) and ``pure_fp16``/``pure_bf16`` are passed th
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import hashlib
 import json
@@ -33,7 +34,7 @@ import logging
 import os
 import tempfile
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -285,6 +286,24 @@ def load_checkpoint_nonstrict(
 # ------------------------------------------------------------------------------------------ building
 
 
+class _DropRandomInitNotice(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("No pretrained weights loaded")
+
+
+@contextlib.contextmanager
+def _no_random_init_notice() -> Iterator[None]:
+    """open_clip warns "No pretrained weights loaded ... initialized randomly" (on the root logger)
+    when it builds a model without a tag, even when we load a checkpoint file into it right after;
+    our callers say what was really loaded instead (the trainer's start lines, `load_model`)."""
+    notice = _DropRandomInitNotice()
+    logging.root.addFilter(notice)
+    try:
+        yield
+    finally:
+        logging.root.removeFilter(notice)
+
+
 def _infer_embed_dim(model: nn.Module, cfg: dict | None) -> int:
     if cfg is not None and "embed_dim" in cfg:
         return int(cfg["embed_dim"])
@@ -386,17 +405,18 @@ def build_model(
             pretrained_file = open_clip.download_pretrained(tag_cfg, cache_dir=cache_dir)
             tag_pp = {k: tag_cfg[k] for k in ("mean", "std") if k in tag_cfg}
 
-    model, preprocess_train, preprocess_val = open_clip.create_model_and_transforms(
-        oc_name,
-        pretrained=oc_pretrained,
-        precision=precision,
-        device=device,
-        force_context_length=context_length if schema_source else None,
-        image_mean=tag_pp.get("mean"),
-        image_std=tag_pp.get("std"),
-        cache_dir=cache_dir,
-        **model_kwargs,
-    )
+    with _no_random_init_notice():
+        model, preprocess_train, preprocess_val = open_clip.create_model_and_transforms(
+            oc_name,
+            pretrained=oc_pretrained,
+            precision=precision,
+            device=device,
+            force_context_length=context_length if schema_source else None,
+            image_mean=tag_pp.get("mean"),
+            image_std=tag_pp.get("std"),
+            cache_dir=cache_dir,
+            **model_kwargs,
+        )
 
     report = None
     if pretrained_file:

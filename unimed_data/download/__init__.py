@@ -13,6 +13,7 @@ from unimed_data.download.fetchers import (
     download_entry,
     mirror_url,
 )
+from unimed_data.download.guide import in_place, no_fetcher_guide
 from unimed_data.download.http import (
     AuthError,
     ChecksumError,
@@ -50,13 +51,18 @@ class DownloadReport:
 def download_dataset(manifest, raw_root: Path, *, mirror: str | None = None, from_file: Path | None = None):
     """Run every `download:` entry of `manifest` into `raw_root / (root or name) / entry.target`.
 
+    A manifest without entries is complete once its files are in place; until then this raises
+    `ManualDownloadRequired` saying where to get them and where they go.
+
     `from_file` (an archive or file fetched by hand) replaces the download of one entry: the only
     entry, or the one whose file name (http `filename`/URL name, manual `expect` name) matches it.
     """
     dataset_dir = Path(raw_root) / (manifest.root or manifest.name)
     entries = list(manifest.download)
     if not entries:
-        raise DownloadError(f"{manifest.name}: the manifest has no `download:` entries")
+        if from_file is None and in_place(manifest, dataset_dir):
+            return DownloadReport(manifest.name, skipped=True)
+        raise ManualDownloadRequired(no_fetcher_guide(manifest, dataset_dir))
     chosen = _entry_for_file(manifest.name, entries, Path(from_file)) if from_file is not None else None
     report = DownloadReport(manifest.name)
     changed = False

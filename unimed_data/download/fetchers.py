@@ -20,7 +20,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
@@ -332,7 +331,6 @@ def _manual(entry: ManualEntry, dest: Path, result: _Result, mirror: str | None)
         problems.append(f"{dest}: empty")
     if problems:
         text = manual_instructions(entry, dest)
-        print(text, file=sys.stderr)
         raise ManualDownloadRequired(text + "\nproblems:\n" + "\n".join(f"  {p}" for p in problems))
     for f in entry.expect:
         result.add(_dest_for(dest, f.name, "manual"), False)

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from unimed_data.evalset.images import ImageTask, crashed, load_image
-from unimed_data.evalset.layout import SplitWriter, clear_other_splits, write_metadata
+from unimed_data.evalset.layout import METADATA_FILES, SplitWriter, clear_other_splits, write_metadata
 from unimed_data.evalset.samples import (
     Candidate,
     Collected,
@@ -24,6 +24,7 @@ from unimed_data.evalset.samples import (
 )
 from unimed_data.evalset.templates import load_templates, prompt_ensemble
 from unimed_data.imaging import ConvertOptions
+from unimed_data.outputs import OutputError, claim_output
 from unimed_data.parallel import ordered_map
 from unimed_data.schema import SPLITS
 
@@ -48,6 +49,7 @@ def write_evalset(
     shard_size: int = 1000,
     options: ConvertOptions | None = None,
     workers: int = 1,
+    force: bool = False,
 ) -> EvalSetSummary:
     """Write `collected` to `out` in the CLIP_benchmark webdataset layout; `task` is
     `classification` (single- or multi-label, decided by the labels) or `retrieval`."""
@@ -57,6 +59,10 @@ def write_evalset(
         raise EvalSetError(f"shard size must be at least 1, got {shard_size}")
     out = out.resolve()
     _check_outside(out, collected.read_from)
+    try:
+        claim_output(out, "evalset", [*SPLITS, *METADATA_FILES], force=force)
+    except OutputError as exc:
+        raise EvalSetError(str(exc)) from exc
     plan = plan_retrieval(collected) if task == "retrieval" else plan_classification(collected)
     prompt_lines = load_templates(collected.modality, templates) if plan.task != "retrieval" else []
     errors = [*collected.errors, *plan.errors]

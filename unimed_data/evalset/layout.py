@@ -18,6 +18,13 @@ from unimed_data.schema import ERROR_SCHEMA, SPLITS
 from unimed_data.stages.shard import add_sample
 from unimed_data.tables import atomic_write_text, publish, temp_path, write_rows
 
+CLASSIFICATION_FILES = ("classnames.txt", "zeroshot_classification_templates.txt", "prompts.json")
+METADATA_FILES = (
+    *CLASSIFICATION_FILES,
+    "dataset_type.txt",
+    "info.json",
+    "errors.parquet",
+)
 _SHARD = re.compile(r"^\d+\.tar$")
 
 
@@ -94,9 +101,8 @@ def write_metadata(
     errors: list[dict],
 ) -> None:
     """Everything beside the shards. Retrieval sets have no classes, so no class or template files."""
-    classification_files = ("classnames.txt", "zeroshot_classification_templates.txt", "prompts.json")
     if task == "retrieval":
-        for name in classification_files:
+        for name in CLASSIFICATION_FILES:
             (out / name).unlink(missing_ok=True)
     else:
         atomic_write_text(out / "classnames.txt", "".join(f"{name}\n" for name in classes))

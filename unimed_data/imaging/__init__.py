@@ -2,7 +2,7 @@
 
 from .convert import convert_file
 from .encode import EncodedImage
-from .errors import ImageError
+from .errors import ImageError, TooSmallError
 from .options import ConvertOptions
 
-__all__ = ["ConvertOptions", "EncodedImage", "ImageError", "convert_file"]
+__all__ = ["ConvertOptions", "EncodedImage", "ImageError", "TooSmallError", "convert_file"]

@@ -6,7 +6,7 @@ from PIL import Image
 
 from .dicom import has_dicom_magic, read_dicom
 from .encode import EncodedImage, encode_jpeg
-from .errors import ImageError, UnrecognisedFormatError, describe
+from .errors import ImageError, TooSmallError, UnrecognisedFormatError, describe
 from .options import ConvertOptions
 from .raster import is_tiff, read_pillow, read_tiff
 
@@ -22,7 +22,13 @@ def convert_file(path: Path, options: ConvertOptions | None = None) -> EncodedIm
     """
     options = options or ConvertOptions()
     try:
-        return encode_jpeg(_decode(Path(path), options), options)
+        image = _decode(Path(path), options)
+        if min(image.size) < options.min_side:
+            width, height = image.size
+            raise TooSmallError(
+                f"image {width}×{height} px is smaller than the minimum side {options.min_side} px"
+            )
+        return encode_jpeg(image, options)
     except (ImageError, KeyboardInterrupt, SystemExit):
         raise
     except BaseException as exc:
@@ -34,6 +40,8 @@ def convert_file(path: Path, options: ConvertOptions | None = None) -> EncodedIm
 def _decode(path: Path, options: ConvertOptions) -> Image.Image:
     with path.open("rb") as file:
         head = file.read(HEAD_SIZE)
+    if not head:
+        raise ImageError("empty file")
     if has_dicom_magic(head):
         return Image.fromarray(read_dicom(path, options))
     if is_tiff(head):

@@ -16,10 +16,16 @@ class UnrecognisedFormatError(ImageError):
         super().__init__(reason)
 
 
-def describe(exc: BaseException, limit: int = 300) -> str:
-    """An exception as one short line, "Type: message": decoder messages can run to many lines.
+class TooSmallError(ImageError):
+    """The image decodes but is smaller than the minimum side: filtered out, not failed."""
 
-    An OSError's strerror is used where it has one, as it leaves out the file name.
+
+def describe(exc: BaseException, limit: int = 600) -> str:
+    """An exception as one line, "Type: message": decoder messages can run to many lines.
+
+    An OSError's strerror is used where it has one, as it leaves out the file name. A message
+    longer than `limit` is cut with a visible `…`, so a reader knows there was more.
     """
     detail = getattr(exc, "strerror", None) or " ".join(str(exc).split())
-    return f"{type(exc).__name__}: {detail}"[:limit]
+    text = f"{type(exc).__name__}: {detail}"
+    return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"

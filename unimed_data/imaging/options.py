@@ -9,13 +9,16 @@ FRAME_POLICIES = ("first", "middle", "last")
 class ConvertOptions:
     """How an input image becomes the output JPEG.
 
-    `max_side` caps the longest side (aspect kept, never upscaled). `max_pixels` is the
+    `max_side` caps the longest side (aspect kept, never upscaled). `min_side` refuses images whose
+    shorter side is smaller (TooSmallError); 1, the default here, keeps every image, and a build's
+    convert config raises it to leave icons and placeholders out of a corpus. `max_pixels` is the
     decompression-bomb guard, checked against the size a file declares before any pixels are
     decoded. `frame` picks which frame of a multi-frame DICOM or page of a multi-page TIFF is kept:
     the middle one by default, as the first and last slices of a series are often the least typical.
     """
 
     max_side: int = 512
+    min_side: int = 1
     jpeg_quality: int = 90
     max_pixels: int = 200_000_000
     frame: str = "middle"
@@ -23,6 +26,8 @@ class ConvertOptions:
     def __post_init__(self) -> None:
         if not isinstance(self.max_side, int) or self.max_side < 1:
             raise ValueError(f"max_side must be a positive integer, got {self.max_side!r}")
+        if not isinstance(self.min_side, int) or self.min_side < 1:
+            raise ValueError(f"min_side must be a positive integer, got {self.min_side!r}")
         if not isinstance(self.jpeg_quality, int) or not 1 <= self.jpeg_quality <= 100:
             raise ValueError(f"jpeg_quality must be an integer from 1 to 100, got {self.jpeg_quality!r}")
         if not isinstance(self.max_pixels, int) or self.max_pixels < 1:

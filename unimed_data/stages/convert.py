@@ -21,7 +21,7 @@ from stat import S_ISREG
 
 from PIL import Image
 
-from unimed_data.imaging import ConvertOptions, ImageError, convert_file
+from unimed_data.imaging import ConvertOptions, ImageError, TooSmallError, convert_file
 from unimed_data.parallel import ordered_map
 from unimed_data.schema import ERROR_SCHEMA, RECORD_SCHEMA, error_row
 from unimed_data.stages.summary import StageSummary
@@ -36,6 +36,7 @@ class ConvertResult:
     height: int | None = None
     sha256: str | None = None
     error: str | None = None
+    filtered: str | None = None  # the reason a rule dropped the image (too small)
 
 
 @dataclass(frozen=True)
@@ -69,6 +70,8 @@ def convert_one(task: ConvertTask) -> ConvertResult:
             return ConvertResult(*image.size, hashlib.sha256(data).hexdigest())
     try:
         encoded = convert_file(source, task.options)
+    except TooSmallError as exc:
+        return ConvertResult(filtered=str(exc))
     except ImageError as exc:
         return ConvertResult(error=str(exc))
     except OSError as exc:
@@ -87,17 +90,21 @@ def crashed(task: ConvertTask) -> ConvertResult:
 
 def convert_dataset(ws: Workspace, slug: str, options: ConvertOptions, *, workers: int) -> StageSummary:
     records, converted, errors = ws.records(slug), ws.converted(slug), ws.errors(slug, "convert")
+    filtered = ws.filtered(slug, "convert")
     stamp = ws.stamp(slug, "convert")
     option_dict = dataclasses.asdict(options)
     digest = fingerprint([records], option_dict)
-    stored = read_stamp(stamp, digest, [converted, errors])
+    stored = read_stamp(stamp, digest, [converted, errors, filtered])
     if stored is not None and stored["errors"] == 0:
         return StageSummary.from_dict(stored)
     # Failed items are retried on every run: a missing image may have arrived, a bad one been fixed.
     # The finished ones keep their sizes and digests from the previous run's table (same records,
     # same options), so a retry reads no finished JPEG again.
     previous = _previous_results(converted) if stored is not None else iter(())
-    _reset_images_if_options_changed(ws.images(slug), option_dict)
+    # The minimum side decides which images are kept, not how they look: no reason to redo them.
+    _reset_images_if_options_changed(
+        ws.images(slug), {k: v for k, v in option_dict.items() if k != "min_side"}
+    )
 
     total = row_count(records)
     in_flight: deque[dict] = deque()
@@ -111,27 +118,34 @@ def convert_dataset(ws: Workspace, slug: str, options: ConvertOptions, *, worker
                 known, earlier = earlier[1], next(previous, None)
             yield ConvertTask(row["source_path"], str(ws.image_file(slug, row["key"])), options, known)
 
-    with table_writer(converted, RECORD_SCHEMA) as ok, table_writer(errors, ERROR_SCHEMA) as failed:
+    with (
+        table_writer(converted, RECORD_SCHEMA) as ok,
+        table_writer(errors, ERROR_SCHEMA) as failed,
+        table_writer(filtered, ERROR_SCHEMA) as dropped,
+    ):
         for result in ordered_map(
             convert_one, tasks(), workers=workers, desc=f"convert {slug}", total=total, on_crash=crashed
         ):
             row = in_flight.popleft()
-            if result.error is None:
-                image = str(ws.image_file(slug, row["key"]))
+            if result.error is not None:
+                failed.write(
+                    error_row(row["dataset"], "convert", row["key"], row["source_path"], result.error)
+                )
+            elif result.filtered is not None:
+                dropped.write(
+                    error_row(row["dataset"], "convert", row["key"], row["source_path"], result.filtered)
+                )
+            else:
                 ok.write(
                     {
                         **row,
-                        "image_path": image,
+                        "image_path": str(ws.image_file(slug, row["key"])),
                         "width": result.width,
                         "height": result.height,
                         "sha256": result.sha256,
                     }
                 )
-            else:
-                failed.write(
-                    error_row(row["dataset"], "convert", row["key"], row["source_path"], result.error)
-                )
-    summary = StageSummary("convert", slug, total, ok.count, failed.count)
+    summary = StageSummary("convert", slug, total, ok.count, failed.count, dropped.count)
     write_stamp(stamp, digest, summary.as_dict(), [records])
     return summary
 

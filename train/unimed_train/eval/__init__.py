@@ -1,1 +1,5 @@
-"""Evaluation of CLIP models on CLIP_benchmark-layout eval sets: `python -m unimed_train.eval`."""
+"""Evaluation of CLIP models on CLIP_benchmark-layout eval sets: `python -m unimed_train.eval`.
+
+The task names live here, not in the runner, so that `--help` imports no torch."""
+
+TASKS = ("zeroshot", "linear_probe", "retrieval")

@@ -17,15 +17,21 @@ import argparse
 import logging
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import yaml
 
+from unimed_data.outputs import claim_output
+from unimed_train.cli import Parser, UsageError, expected_failures
 from unimed_train.config import PRECISIONS
-from unimed_train.eval.encode import ModelSpec
-from unimed_train.eval.report import write_report
-from unimed_train.eval.runner import TASKS, run
+from unimed_train.eval import TASKS
+
+if TYPE_CHECKING:
+    from unimed_train.eval.encode import ModelSpec
 
 SPEC_FIELDS = ("label", "model", "pretrained", "text_encoder", "model_cfg", "context_length")
+WRITES = ("results.json", "results.md", "plots")  # everything the report puts in --out
+PER_MODEL = "once per model, or once for all"
 
 
 def _csv_ints(text: str) -> list[int]:
@@ -43,24 +49,41 @@ def _csv_tasks(text: str) -> list[str]:
     return tasks
 
 
-def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m unimed_train.eval", description=__doc__.split("\n")[0])
-    p.add_argument("--model", action="append", default=[], help="open_clip name or JSON config ('-': none)")
-    p.add_argument("--pretrained", action="append", default=[], help="tag, hf-hub:, local-dir: or checkpoint")
-    p.add_argument("--label", action="append", default=[], help="display name per model")
-    p.add_argument("--text-encoder", action="append", default=[], help="HF text tower name or local folder")
-    p.add_argument("--model-cfg", action="append", default=[], help="JSON model config file")
-    p.add_argument("--context-length", action="append", default=[], type=int)
-    p.add_argument("--models", type=Path, help="YAML list of models (instead of --model/--pretrained)")
-    p.add_argument("--data", action="append", required=True, help="eval folder (repeatable)")
-    p.add_argument("--out", type=Path, required=True, help="report folder")
-    p.add_argument("--task", type=_csv_tasks, default=list(TASKS), help="comma list of " + ",".join(TASKS))
-    p.add_argument("--k-shot", type=_csv_ints, default=[], help="few-shot probes, e.g. 1,4,16")
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--workers", type=int, default=2)
-    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
-    p.add_argument("--precision", choices=PRECISIONS, default="fp32")
-    p.add_argument("--seed", type=int, default=0, help="few-shot sampling and probe validation split")
+def parser() -> Parser:
+    """The options; heavy imports wait until they are parsed, so `--help` is instant."""
+    p = Parser(prog="python -m unimed_train.eval", description=__doc__.split("\n")[0])
+    add = p.add_argument
+    for flag, kind, what, default in (
+        ("--model", str, "open_clip name or JSON config, '-': none", "from the checkpoint"),
+        ("--pretrained", str, "tag, hf-hub:, local-dir: or checkpoint file", "none"),
+        ("--label", str, "display name", "model:pretrained"),
+        ("--text-encoder", str, "HF text tower name or local folder", "none"),
+        ("--model-cfg", str, "JSON model config file", "none"),
+        ("--context-length", int, "text tokens", "the model's"),
+    ):
+        add(flag, action="append", default=[], type=kind, help=f"{what}; {PER_MODEL} (default: {default})")
+    add("--models", type=Path, help="YAML list of models instead of the flags above (default: none)")
+    add("--data", action="append", required=True, help="eval set folder, repeatable (required)")
+    add("--out", type=Path, required=True, help="report folder (required)")
+    add(
+        "--force",
+        action="store_true",
+        help="write into a non-empty folder that is not a report; its other files are kept (default: off)",
+    )
+    add(
+        "--task", type=_csv_tasks, default=list(TASKS), help=f"comma list of {','.join(TASKS)} (default: all)"
+    )
+    add("--k-shot", type=_csv_ints, default=[], help="few-shot probes, e.g. 1,4,16 (default: none)")
+    add("--batch-size", type=int, default=64, help="images per forward pass (default: %(default)s)")
+    add("--workers", type=int, default=2, help="data loader processes (default: %(default)s)")
+    add("--device", default="cpu", help="cpu, cuda or cuda:N (default: %(default)s)")
+    add("--precision", choices=PRECISIONS, default="fp32", help="autocast precision (default: %(default)s)")
+    add(
+        "--seed",
+        type=int,
+        default=0,
+        help="few-shot sampling and probe validation split (default: %(default)s)",
+    )
     return p
 
 
@@ -76,26 +99,31 @@ def _default_label(spec: dict) -> str:
 
 def specs_from_args(args: argparse.Namespace) -> list[ModelSpec]:
     """ModelSpecs from the YAML list or the repeated flags; labels made unique (`#2`, `#3`...)."""
+    from unimed_train.eval.encode import ModelSpec
+
     if args.models:
-        raw = yaml.safe_load(args.models.read_text(encoding="utf-8")) or []
-        if not isinstance(raw, list):
-            raise SystemExit(f"{args.models}: expected a YAML list of models")
+        try:
+            raw = yaml.safe_load(args.models.read_text(encoding="utf-8")) or []
+        except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+            raise UsageError(f"{args.models}: cannot read the models ({' '.join(str(exc).split())})") from exc
+        if not isinstance(raw, list) or not all(isinstance(item, dict) for item in raw):
+            raise UsageError(f"{args.models}: expected a YAML list of models ({{label, model, ...}})")
         rows = []
         for item in raw:
-            row = {k.replace("-", "_"): v for k, v in dict(item).items()}
+            row = {k.replace("-", "_"): v for k, v in item.items()}
             row["label"] = row.get("label") or row.pop("name", None)
             unknown = set(row) - set(SPEC_FIELDS) - {"name"}
             if unknown:
-                raise SystemExit(f"{args.models}: unknown model field(s) {sorted(unknown)}")
+                raise UsageError(f"{args.models}: unknown model field(s) {sorted(unknown)}")
             rows.append(row)
     else:
         lists = {f: getattr(args, f) for f in SPEC_FIELDS}
         n = max(len(v) for v in lists.values())
         if n == 0:
-            raise SystemExit("give --model and/or --pretrained, or --models models.yaml")
+            raise UsageError("give --model and/or --pretrained, or --models models.yaml")
         for name, values in lists.items():
             if len(values) not in (0, 1, n):
-                raise SystemExit(f"--{name.replace('_', '-')} given {len(values)} times for {n} models")
+                raise UsageError(f"--{name.replace('_', '-')} given {len(values)} times for {n} models")
         rows = [
             {f: (v[i] if len(v) == n else v[0]) if v else None for f, v in lists.items()} for i in range(n)
         ]
@@ -104,7 +132,7 @@ def specs_from_args(args: argparse.Namespace) -> list[ModelSpec]:
     specs, seen = [], {}
     for row in rows:
         if not row.get("model") and not row.get("pretrained"):
-            raise SystemExit(f"a model needs model or pretrained: {row}")
+            raise UsageError(f"a model needs model or pretrained: {row}")
         label = str(row.get("label") or _default_label(row))
         seen[label] = seen.get(label, 0) + 1
         if seen[label] > 1:
@@ -124,10 +152,35 @@ def specs_from_args(args: argparse.Namespace) -> list[ModelSpec]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run and write the report; the exit status is 1 when any entry is an error."""
+    """Run and write the report; the exit status is 1 when any entry is an error, 2 when the
+    options, a model's checkpoint file, an eval set or the output folder are unusable."""
+    with expected_failures():
+        args = parser().parse_args(argv)
+        specs = specs_from_args(args)
+        _check_inputs(specs, args.data)
+        claim_output(args.out, "eval", WRITES, force=args.force)
+        return _evaluate(specs, args)
+
+
+def _check_inputs(specs: list[ModelSpec], data: list[str]) -> None:
+    """Missing checkpoints and unreadable eval sets are found before hours of encoding."""
+    from unimed_train.eval.encode import check_checkpoint
+    from unimed_train.eval.evalsets import EvalSetError, load_evalset
+
+    for spec in specs:
+        check_checkpoint(spec.pretrained)
+    for folder in data:
+        try:
+            load_evalset(folder)
+        except EvalSetError as exc:
+            raise UsageError(f"eval set {exc}") from exc
+
+
+def _evaluate(specs: list[ModelSpec], args: argparse.Namespace) -> int:
+    from unimed_train.eval.report import write_report
+    from unimed_train.eval.runner import run
+
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    args = parser().parse_args(argv)
-    specs = specs_from_args(args)
     entries = run(
         specs,
         args.data,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +21,8 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from unimed_train.model import SCHEMA_PREFIXES, Built, autocast_dtype, build_model
+from unimed_train.cli import UsageError
+from unimed_train.model import SCHEMA_PREFIXES, Built, LoadReport, autocast_dtype, build_model
 
 CHECKPOINT_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors", ".ckpt")
 
@@ -61,17 +63,21 @@ def saved_config(path: str | os.PathLike) -> dict[str, Any] | None:
     return config
 
 
+def check_checkpoint(pretrained: str | None) -> None:
+    """UsageError when `pretrained` reads as a file path (not a tag or hub name) and is no file."""
+    if not pretrained or os.path.isfile(pretrained) or pretrained.startswith(SCHEMA_PREFIXES):
+        return
+    if os.sep in pretrained or Path(pretrained).suffix in CHECKPOINT_SUFFIXES:
+        raise UsageError(f"{pretrained}: no such checkpoint file")
+
+
 def load_model(spec: ModelSpec, device: str = "cpu", precision: str = "fp32") -> Built:
     """Build `spec` in eval mode; flags given in `spec` win over a checkpoint's saved config."""
     model, model_cfg = spec.model, spec.model_cfg
     text_encoder, context_length = spec.text_encoder, spec.context_length
     pretrained = spec.pretrained
+    check_checkpoint(pretrained)
     is_file = bool(pretrained) and os.path.isfile(str(pretrained))
-    looks_like_path = bool(pretrained) and (
-        os.sep in str(pretrained) or Path(str(pretrained)).suffix in CHECKPOINT_SUFFIXES
-    )
-    if looks_like_path and not is_file and not str(pretrained).startswith(SCHEMA_PREFIXES):
-        raise ValueError(f"{pretrained}: no such checkpoint file")
     if is_file and model is None:
         config = saved_config(pretrained)
         if config is None:
@@ -99,7 +105,20 @@ def load_model(spec: ModelSpec, device: str = "cpu", precision: str = "fp32") ->
             precision=precision,
         )
     built.model.eval()
+    print(_loaded(model, pretrained, built.load_report), file=sys.stderr)
     return built
+
+
+def _loaded(model: str, pretrained: str | None, report: LoadReport | None) -> str:
+    """One line on what was really loaded (open_clip's own notice says "initialized randomly"
+    before our checkpoint is loaded into the model)."""
+    if report is not None:
+        kept = len(report.missing) + len(report.mismatched)
+        note = f"; {kept} model tensors not in it keep their initial values" if kept else ""
+        return f"loaded {pretrained}: {len(report.loaded)} tensors (model {model}){note}"
+    if pretrained and pretrained != model:
+        return f"loaded {pretrained} (model {model})"
+    return f"loaded {model}" if pretrained else f"model {model}: no weights given, randomly initialised"
 
 
 def _autocast(device: str, precision: str):

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from unimed_train.eval import TASKS
 from unimed_train.eval.encode import ModelSpec, encode_images, encode_texts, load_model
 from unimed_train.eval.evalsets import EvalSet, iter_batches, load_evalset
 from unimed_train.eval.metrics import (
@@ -34,7 +35,6 @@ from unimed_train.model import Built
 
 log = logging.getLogger(__name__)
 
-TASKS = ("zeroshot", "linear_probe", "retrieval")
 RETRIEVAL_KS = (1, 5, 10)
 
 
