@@ -1,5 +1,6 @@
 """`unimed-data build --demo`: a real corpus from pydicom's DICOM files, end to end, offline."""
 
+import io
 import json
 import os
 import shutil
@@ -12,9 +13,11 @@ import warnings
 from pathlib import Path
 
 import pydicom
+from rich.console import Console
 
 from tests.conftest import run_cli
 from unimed_data.demo import pydicom_test_files
+from unimed_data.stats import load_stats, render_stats
 from unimed_data.tables import iter_rows
 from unimed_data.workspace import Workspace
 
@@ -175,3 +178,13 @@ def test_a_copied_build_with_a_missing_shard_is_reported_by_validate(demo_out: P
     (copy / "train" / "unimed-000000.tar").unlink()
     result = run_cli("validate", copy)
     assert result.exit_code == 1 and "unimed-000000.tar: listed in sizes.json but missing" in result.output
+
+
+def test_stats_tables_on_a_narrow_terminal_keep_every_name_and_count(demo_out: Path):
+    console = Console(width=40, force_terminal=True, record=True, file=io.StringIO())
+    stats = load_stats(demo_out)
+    render_stats(stats, console)
+    text = console.export_text()
+    for name, info in stats["datasets"].items():
+        row = next(line for line in text.splitlines() if f" {name} " in line)
+        assert f" {info['inputs']} " in row and f" {info['samples']} " in row

@@ -1,5 +1,7 @@
 """The command line: every command documents itself, and wrong source options fail with exit 2."""
 
+from pathlib import Path
+
 import pytest
 
 from tests.conftest import run_cli
@@ -272,3 +274,18 @@ def test_a_build_over_the_error_rate_writes_everything_then_exits_1(tmp_path):
     assert "error: 2 of 3 inputs failed (67%), more than the allowed 50%" in result.output
     assert run_cli(*args, "--out", tmp_path / "out", "--max-error-rate", "0.7").exit_code == 0
     assert run_cli("shard", *args[1:], "--out", tmp_path / "out").exit_code == 1
+
+
+def test_validate_and_stats_on_a_folder_that_is_not_a_build_are_one_error_line(tmp_path: Path):
+    result = run_cli("validate", tmp_path / "nowhere")
+    assert result.exit_code == 2 and "error:" in result.output and "no stats.json" in result.output
+    (tmp_path / "stats.json").write_text("{not json")
+    result = run_cli("stats", tmp_path)
+    assert result.exit_code == 2 and f"{tmp_path / 'stats.json'}: not a stats file" in result.output
+
+
+def test_download_of_an_unknown_name_names_it_once(tmp_path: Path):
+    result = run_cli("download", "no-such-source", "--root", tmp_path)
+    assert result.exit_code == 1
+    assert "error: no-such-source: no such manifest" in result.output
+    assert "no-such-source: no-such-source" not in result.output

@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 
 from tests.conftest import run_cli
-from unimed_data.outputs import MARKER, OutputError, claim_output
+from unimed_data.outputs import MARKER, OutputError, claim_output, settle_output
 
 WRITES = ["work", "train", "stats.json", "README.md"]
 
@@ -56,6 +56,22 @@ def test_a_file_appearing_later_under_a_name_we_now_plan_is_not_ours(tmp_path: P
     (tmp_path / "README.md").write_text("the user's readme")
     with pytest.raises(OutputError, match=r"README\.md"):
         claim_output(tmp_path, "build", ["work", "README.md"])
+
+
+def test_a_planned_name_the_run_never_wrote_is_not_ours_afterwards(tmp_path: Path):
+    claim_output(tmp_path, "evalset", ["test", "train"])
+    (tmp_path / "test").mkdir()
+    settle_output(tmp_path)
+    assert json.loads((tmp_path / MARKER).read_text())["owned"] == ["test"]
+    (tmp_path / "train").mkdir()  # the user's, made after our run
+    with pytest.raises(OutputError, match="would replace train"):
+        claim_output(tmp_path, "evalset", ["test", "train"])
+
+
+def test_a_broken_symlink_as_the_folder_is_one_clear_error(tmp_path: Path):
+    (tmp_path / "out").symlink_to(tmp_path / "gone")
+    with pytest.raises(OutputError, match="cannot write here"):
+        claim_output(tmp_path / "out", "build", WRITES)
 
 
 def test_a_folder_of_another_kind_is_refused_even_with_force(tmp_path: Path):
@@ -114,3 +130,36 @@ def test_evalset_refuses_a_folder_that_is_not_its_own(tmp_path: Path):
     result = run_cli(*args, "--force")
     assert result.exit_code == 2 and "would replace info.json" in result.output
     assert (out / "info.json").read_text() == "{}"
+
+
+def test_an_evalset_rerun_never_deletes_a_split_folder_the_user_added(tmp_path: Path):
+    tree = class_tree(tmp_path / "xrays")
+    out = tmp_path / "bench"
+    args = ("evalset", "--from-folder", tree, "--modality", "xray", "--out", out)
+    assert run_cli(*args).exit_code == 0
+    (out / "train").mkdir()
+    (out / "train" / "0.tar").write_bytes(b"the user's shard")
+    result = run_cli(*args)
+    assert result.exit_code == 2 and "would replace train" in result.output
+    assert (out / "train" / "0.tar").read_bytes() == b"the user's shard"
+
+
+def test_a_build_that_fails_on_bad_input_leaves_no_output_folder(tmp_path: Path):
+    raw = tmp_path / "raw" / "notes"
+    raw.mkdir(parents=True)
+    (raw / "labels.csv").write_text("path,other\na.png,x\n")
+    manifest = tmp_path / "notes.yaml"
+    manifest.write_text(
+        "name: notes\nmodality: xray\nlicense: x\n"
+        "layout: {type: csv_label, csv: labels.csv, image_column: path, label_column: finding}\n"
+    )
+    config = tmp_path / "build.yaml"
+    config.write_text(f"datasets:\n  - {{manifest: {manifest}, root: {tmp_path / 'raw'}}}\n")
+    out = tmp_path / "out"
+    result = run_cli("build", config, "--out", out)
+    assert result.exit_code == 2 and "finding" in result.output
+    assert not out.exists()
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert run_cli("build", config, "--out", empty).exit_code == 2
+    assert empty.is_dir() and not any(empty.iterdir())  # the user's empty folder stays, empty

@@ -121,3 +121,13 @@ def test_long_gives_each_source_its_full_licence_homepage_and_fetchers():
 def test_markup_like_text_in_a_licence_is_printed_as_is():
     row = {**source_rows(_loadable())[0], "license": "see [bold]terms[/bold]"}
     assert "see [bold]terms[/bold]" in _rendered([row], 400, long=True)
+
+
+def test_a_narrow_terminal_gets_the_whole_table_for_it_to_wrap_not_a_cut_one():
+    console = Console(width=40, force_terminal=True, record=True, file=io.StringIO())
+    rows = source_rows()
+    render_sources(rows, console)
+    text = console.export_text()
+    assert "…" not in text
+    for row in rows:
+        assert row["name"] in text and row["modality"] in text

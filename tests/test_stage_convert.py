@@ -135,9 +135,11 @@ def test_images_below_the_minimum_side_are_filtered_with_a_reason_not_failed(tmp
         "thin.png": "image 31×400 px is smaller than the minimum side 32 px",
     }
     assert not ws.image_file("mixed", make_key("mixed", "thin.png")).exists()
-    # A lower minimum keeps them.
+    # A lower minimum keeps them; raising it again filters them as a fresh run would.
     summary = convert_dataset(ws, "mixed", ConvertOptions(max_side=64, min_side=1), workers=1)
     assert (summary.outputs, summary.filtered) == (5, 0)
+    summary = convert_dataset(ws, "mixed", ConvertOptions(max_side=64, min_side=32), workers=1)
+    assert (summary.outputs, summary.filtered) == (3, 2)
 
 
 def test_a_zero_byte_file_is_an_empty_file_error(tmp_path: Path):

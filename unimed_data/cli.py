@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import shutil
 import sys
 import traceback
 from collections.abc import Iterable
@@ -25,7 +26,7 @@ from unimed_data.config import BuildConfig, ConfigError, ConvertConfig, DatasetE
 from unimed_data.imaging import ConvertOptions
 from unimed_data.layouts import LayoutError
 from unimed_data.manifest import ManifestError, validate_manifest
-from unimed_data.outputs import OutputError
+from unimed_data.outputs import OutputError, settle_output
 from unimed_data.schema import MODALITIES
 from unimed_data.stages.shard import ShardOptions
 from unimed_data.workspace import STAGES
@@ -333,7 +334,8 @@ def _plan(given: SourceOptions, stages: tuple[str, ...]):
             )
             datasets = [Dataset(manifest, folder.parent)]
             config = BuildConfig(datasets=[DatasetEntry(manifest=manifest.name, root=folder.parent)])
-        claim_build_output(given.out, force=given.force)
+        if not given.demo:
+            claim_build_output(given.out, force=given.force)
     except (ConfigError, ManifestError, OutputError, ValueError) as exc:
         _fail(str(exc))
     # Options given on the command line replace the config's. The config was just built here and
@@ -383,18 +385,26 @@ def _run(stages: tuple[str, ...], given: SourceOptions) -> None:
     from unimed_data.stats import render_stats
     from unimed_data.tables import iter_rows
 
-    config, datasets = _plan(given, stages)
     out = given.out
-    expected = (StageOrderError, ManifestError, LayoutError, ValueError, RuntimeError)
+    existed = out.exists()
+    fresh = not existed or (out.is_dir() and not any(out.iterdir()))
     try:
-        if given.dry_run:
-            plan = plan_captions(config, out, datasets)
-        else:
-            stats = run_stages(config, out, datasets, stages)
-    except expected as exc:
-        _fail(str(exc))
-    except OSError as exc:
-        _fail(_os_problem(exc))
+        config, datasets = _plan(given, stages)
+        try:
+            if given.dry_run:
+                plan = plan_captions(config, out, datasets)
+            else:
+                stats = run_stages(config, out, datasets, stages)
+        except (StageOrderError, ManifestError, LayoutError, ValueError, RuntimeError) as exc:
+            _fail(str(exc))
+        except OSError as exc:
+            _fail(_os_problem(exc))
+    except typer.Exit:
+        if fresh and out.is_dir():  # new or empty before: everything in it is this failed run's
+            for path in out.iterdir() if existed else [out]:
+                shutil.rmtree(path) if path.is_dir() and not path.is_symlink() else path.unlink()
+        raise
+    settle_output(out)
     if given.dry_run:
         examples = plan.pop("example_prompts", [])
         sys.stdout.write(json.dumps(plan, indent=2) + "\n")
@@ -411,7 +421,10 @@ def _run(stages: tuple[str, ...], given: SourceOptions) -> None:
     terminal.say(f"Shards, stats.json, errors.parquet and README.md are in {out}")
     totals = stats["totals"]
     if totals["samples"] == 0:
-        terminal.error("no sample was written: check the paths and the errors above")
+        terminal.error(
+            "no sample was written: check the paths, the errors above and the filtered count "
+            "(e.g. images below --min-side)"
+        )
         raise typer.Exit(1)
     rate = totals["errors"] / totals["inputs"] if totals["inputs"] else 0.0
     pilot = config.captions.limit is not None  # a --limit pilot leaves most records uncaptioned on purpose
@@ -504,6 +517,8 @@ def validate(
     from unimed_data.parallel import default_workers
     from unimed_data.validate import validate_output
 
+    if not (out / "stats.json").is_file():
+        _fail(f"{out}: no stats.json; is it the output folder of a finished build?")
     problems = validate_output(out, workers=workers or default_workers())
     for problem in problems:
         terminal.say(("problem:", "red"), " ", problem)
@@ -536,7 +551,7 @@ def stats(
 
     try:
         data = load_stats(out)
-    except FileNotFoundError as exc:
+    except (FileNotFoundError, ValueError) as exc:
         _fail(str(exc))
     if errors:
         path = Workspace(out).all_errors
@@ -586,7 +601,8 @@ def download(
             failed += 1
             continue
         except (DownloadError, ManifestError, ValueError) as exc:
-            terminal.error(f"{name}: {exc}")
+            message = str(exc)
+            terminal.error(message if message.startswith(f"{name}:") else f"{name}: {message}")
             failed += 1
             continue
         except OSError as exc:

@@ -19,6 +19,7 @@ from rich.table import Table
 from rich.text import Text
 
 from unimed_data.tables import iter_rows
+from unimed_data.terminal import print_table
 
 _LINE_PREFIX = re.compile(r"^[^\s:]+:\d+: ")  # `labels.csv:12: `
 _ABSOLUTE_PATH = re.compile(r"(?<![\w.])/[^\s'\":,()\[\]]+")
@@ -62,7 +63,7 @@ def render_errors(report: ErrorReport, path: Path, console: Console, limit: int)
     rows.add_column("reason", overflow="fold")
     for row in report.first:
         rows.add_row(*(Text(row[c] or "-") for c in ("stage", "source_path", "reason")))
-    console.print(rows)
+    print_table(console, rows)
     shown = report.kinds.most_common(limit)
     kinds = Table(title=f"Errors per reason: {len(shown)} commonest of {len(report.kinds)} kinds")
     kinds.add_column("stage", no_wrap=True)
@@ -70,5 +71,5 @@ def render_errors(report: ErrorReport, path: Path, console: Console, limit: int)
     kinds.add_column("reason", overflow="fold")
     for (stage, kind), n in shown:
         kinds.add_row(Text(stage), str(n), Text(kind))
-    console.print(kinds)
+    print_table(console, kinds)
     console.print(Text(f"Every row: {path}"))

@@ -5,7 +5,8 @@ evaluator) claims it first. A new or empty folder is ours. A folder with our mar
 kind is a previous run of ours and is reused (resume, rerun). Anything else is refused, unless
 `force` is given, and even then no entry we did not write is ever replaced: the marker lists the
 top-level names this tool created, and a planned name that already exists without being listed is
-someone else's file.
+someone else's file. A claim lists every name the run may write; `settle_output`, once the run is
+done, keeps only those it did write, so a name that appears later is the user's, not ours.
 """
 
 from __future__ import annotations
@@ -45,15 +46,34 @@ def claim_output(out: Path, kind: str, writes: Iterable[str], *, force: bool = F
             "folder, or pass --force to write beside its files (which are never replaced)"
         )
     planned = set(writes)
-    theirs = sorted(name for name in planned - owned if (out / name).exists() or (out / name).is_symlink())
+    theirs = sorted(name for name in planned - owned if _exists(out / name))
     if theirs:
         raise OutputError(
             f"{out}: would replace {', '.join(theirs)}, which this tool did not write; "
             "move them away or choose another folder"
         )
-    owned |= planned
+    try:
+        _write_marker(out, kind, owned | planned)
+    except OSError as exc:
+        raise OutputError(f"{out}: cannot write here ({exc.strerror or exc})") from exc
+
+
+def settle_output(out: Path) -> None:
+    """After a run: the marker keeps only the names that exist, the ones this tool wrote."""
+    recorded = _read_marker(Path(out) / MARKER)
+    _write_marker(
+        Path(out), recorded["kind"], {n for n in recorded.get("owned", []) if _exists(Path(out) / n)}
+    )
+
+
+def _exists(path: Path) -> bool:
+    return path.exists() or path.is_symlink()
+
+
+def _write_marker(out: Path, kind: str, owned: set[str]) -> None:
     recorded = {"tool": "unimed-data", "kind": kind, "owned": sorted(owned)}
     text = json.dumps(recorded, indent=2) + "\n"
+    marker = out / MARKER
     if marker.is_file() and marker.read_text(encoding="utf-8") == text:
         return  # unchanged: a rerun leaves the folder's files untouched
     out.mkdir(parents=True, exist_ok=True)

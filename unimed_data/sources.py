@@ -11,6 +11,7 @@ from rich.table import Table
 from rich.text import Text
 
 from unimed_data.manifest import bundled_manifest_paths, load_manifest
+from unimed_data.terminal import print_table
 
 
 def source_rows(paths: Iterable[str | os.PathLike | Traversable] | None = None) -> list[dict]:
@@ -46,7 +47,7 @@ def render_sources(rows: list[dict], console: Console, *, long: bool = False) ->
         table.add_column("images", justify="right", no_wrap=True, overflow="fold")
         for row in rows:
             table.add_row(*(Text(cell) for cell in _summary(row)))  # Text: `[...]` is not markup
-        console.print(table)
+        print_table(console, table)
         return
     for row in rows:
         fetchers = ", ".join(row["fetchers"]) or "none (`download` says what to do)"

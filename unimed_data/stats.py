@@ -113,7 +113,10 @@ def load_stats(out: Path) -> dict:
     path = Workspace(out).stats
     if not path.exists():
         raise FileNotFoundError(f"{path} not found: is {out} the output folder of a finished build?")
-    return json.loads(path.read_text())
+    try:
+        return json.loads(path.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"{path}: not a stats file of ours ({exc}); rerun the build's shard stage") from exc
 
 
 def render_stats(stats: dict, console: Console | None = None) -> None:
@@ -133,7 +136,7 @@ def render_stats(stats: dict, console: Console | None = None) -> None:
             str(info["filtered"]),
             *(str(info["splits"].get(split, 0)) for split in SPLITS),
         )
-    console.print(datasets)
+    terminal.print_table(console, datasets)
     tallies = (
         ("Modality", stats["modalities"]),
         ("Caption source", stats["caption_sources"]),
@@ -146,7 +149,7 @@ def render_stats(stats: dict, console: Console | None = None) -> None:
         table.add_column(what, justify="right")
         for name, n in counts.items():
             table.add_row(Text(name), str(n))
-        console.print(table)
+        terminal.print_table(console, table)
     if any(stats.get("llm", {}).values()):
         console.print(Text(Usage(**stats["llm"]).line() + " (all finished caption runs of this output)"))
     splits = ", ".join(f"{s}: {v['samples']} in {v['shards']} shard(s)" for s, v in stats["splits"].items())

@@ -12,6 +12,8 @@ from __future__ import annotations
 import sys
 
 from rich.console import Console
+from rich.measure import Measurement
+from rich.table import Table
 from rich.text import Text
 
 PIPE_WIDTH = 1000  # wide enough for any table row; a table only takes the width it needs
@@ -32,3 +34,15 @@ def say(*parts: str | tuple[str, str]) -> None:
 def error(message: str) -> None:
     """`error: message` on stderr, the prefix in red."""
     say(("error:", "red"), " ", message)
+
+
+def print_table(console: Console, table: Table) -> None:
+    """A table at its natural width, wider than a narrow terminal if need be: the terminal wraps
+    the long lines, while Rich fitting it to the width would cut names, numbers and licences."""
+    natural = Measurement.get(console, console.options.update_width(PIPE_WIDTH), table).maximum
+    width = console.width
+    console.width = max(width, natural)  # `print(width=...)` can only narrow, so widen the console
+    try:
+        console.print(table)
+    finally:
+        console.width = width

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -83,7 +84,21 @@ class TrainConfig:
             raise UsageError("--loss distill needs --teachers NAME[,NAME...]")
         if self.accum_steps < 1 or self.batch_size < 1:
             raise UsageError("--batch-size and --accum-steps must be at least 1")
+        check_model_files(self.model_cfg, self.text_encoder)
         return self
+
+
+def check_model_files(model_cfg: str | None, text_encoder: str | None) -> None:
+    """A missing `--model-cfg` file, or a `--text-encoder` that can only be a local folder (absolute,
+    `./`, `../`, or more than one `/`: a hub name is `org/name`) and is none, as a UsageError before
+    anything is built rather than a traceback from deep inside open_clip or transformers."""
+    if model_cfg is not None and not os.path.isfile(model_cfg):
+        raise UsageError(f"--model-cfg {model_cfg}: no such file")
+    if text_encoder is None or os.path.isdir(text_encoder):
+        return
+    local = os.path.isabs(text_encoder) or text_encoder.startswith(("./", "../"))
+    if local or text_encoder.count("/") > 1:
+        raise UsageError(f"--text-encoder {text_encoder}: no such folder (a hub name is org/name)")
 
 
 def parser() -> Parser:
@@ -91,13 +106,13 @@ def parser() -> Parser:
     p = Parser(prog="python -m unimed_train.main", description="Contrastive training on unimed shards.")
     p.add_argument("--config", type=Path, help="YAML file of options (flags given win over it)")
     for f in dataclasses.fields(TrainConfig):
-        kw = {"dest": f.name, "default": None, "help": _help(f)}
+        kw = {"dest": f.name, "default": None, "help": _help(f), "type": _caster(f)}
         if f.type in ("bool", bool):
-            kw.update(type=_boolean, nargs="?", const=True, metavar="BOOL")
+            kw.update(nargs="?", const=True, metavar="BOOL")
         elif f.name == "teachers":
-            kw.update(type=lambda v: [t for t in v.split(",") if t], metavar="NAMES")
+            kw.update(metavar="NAMES")
         else:
-            kw.update(type=_caster(f.type), choices=f.metadata["choices"])
+            kw.update(choices=f.metadata["choices"])
         p.add_argument("--" + _flag(f.name), **kw)
     return p
 
@@ -106,9 +121,6 @@ def parse_config(argv: list[str] | None = None) -> TrainConfig:
     """`--config FILE` then `--key value` overrides (dashes or underscores), validated."""
     args = parser().parse_args(argv)
     values = _read_yaml(args.config) if args.config else {}
-    unknown = set(values) - {f.name for f in dataclasses.fields(TrainConfig)}
-    if unknown:
-        raise UsageError(f"{args.config}: unknown option(s) {', '.join(sorted(unknown))}")
     config = TrainConfig(**values)
     for f in dataclasses.fields(TrainConfig):
         value = getattr(args, f.name)
@@ -124,7 +136,26 @@ def _read_yaml(path: Path) -> dict:
         raise UsageError(f"{path}: cannot read the config ({' '.join(str(exc).split())})") from exc
     if values is not None and not isinstance(values, dict):
         raise UsageError(f"{path}: expected a mapping of option: value")
-    return values or {}
+    fields = {f.name: f for f in dataclasses.fields(TrainConfig)}
+    unknown = set(values or {}) - set(fields)
+    if unknown:
+        raise UsageError(f"{path}: unknown option(s) {', '.join(sorted(unknown))}")
+    return {name: _from_yaml(path, fields[name], value) for name, value in (values or {}).items()}
+
+
+def _from_yaml(path: Path, f: dataclasses.Field, value):
+    """A YAML value through its flag's caster, so `lr: abc` or `steps: [1]` is an error naming the
+    file and option, not a TypeError deep in torch (and `lr: 5e-4`, a string to YAML, is a float)."""
+    if f.name == "teachers" and isinstance(value, list) and all(isinstance(v, str) for v in value):
+        return value
+    if value is None and "None" in str(f.type):
+        return None
+    if not isinstance(value, list | dict) and value is not None:
+        try:
+            return _caster(f)(str(value))
+        except (ValueError, argparse.ArgumentTypeError):
+            pass
+    raise UsageError(f"{path}: {f.name}: expected {_KINDS[_caster(f)]}, not {value!r}")
 
 
 def _help(f: dataclasses.Field) -> str:
@@ -150,10 +181,28 @@ def _boolean(text: str) -> bool:
     raise argparse.ArgumentTypeError(f"not a boolean: {text!r}")
 
 
-def _caster(annotation):
-    text = str(annotation)
+def _names(text: str) -> list[str]:
+    return [t for t in text.split(",") if t]
+
+
+def _caster(f: dataclasses.Field):
+    """What turns a flag's text (or a YAML scalar, as text) into the field's value."""
+    text = str(f.type)
+    if text == "bool":
+        return _boolean
+    if f.name == "teachers":
+        return _names
     if "int" in text:
         return int
     if "float" in text:
         return float
     return str
+
+
+_KINDS = {
+    _boolean: "true or false",
+    _names: "a list of names",
+    int: "an integer",
+    float: "a number",
+    str: "a single value",
+}

@@ -24,7 +24,7 @@ from unimed_data.evalset.samples import (
 )
 from unimed_data.evalset.templates import load_templates, prompt_ensemble
 from unimed_data.imaging import ConvertOptions
-from unimed_data.outputs import OutputError, claim_output
+from unimed_data.outputs import OutputError, claim_output, settle_output
 from unimed_data.parallel import ordered_map
 from unimed_data.schema import SPLITS
 
@@ -117,6 +117,7 @@ def write_evalset(
         info=info,
         errors=errors,
     )
+    settle_output(out)
     return EvalSetSummary(out, info, errors)
 
 

@@ -101,10 +101,7 @@ def convert_dataset(ws: Workspace, slug: str, options: ConvertOptions, *, worker
     # The finished ones keep their sizes and digests from the previous run's table (same records,
     # same options), so a retry reads no finished JPEG again.
     previous = _previous_results(converted) if stored is not None else iter(())
-    # The minimum side decides which images are kept, not how they look: no reason to redo them.
-    _reset_images_if_options_changed(
-        ws.images(slug), {k: v for k, v in option_dict.items() if k != "min_side"}
-    )
+    _reset_images_if_options_changed(ws.images(slug), option_dict)
 
     total = row_count(records)
     in_flight: deque[dict] = deque()
