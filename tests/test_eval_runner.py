@@ -131,6 +131,10 @@ def test_unusable_inputs_stop_the_evaluator_with_one_error_line(tmp_path: Path, 
         ),
         (["--pretrained", ckpt, "--data", str(good), "--data", str(broken), *out], "missing classnames.txt"),
         (["--models", str(models), "--data", str(good), *out], f"{models}: cannot read the models"),
+        (
+            ["--model", "tiny", "--model-cfg", str(tmp_path / "gone.json"), "--data", str(good), *out],
+            "gone.json: no such file",
+        ),
         (["--pretrained", ckpt, "--data", str(good), "--task", "x", *out], "tasks must be among"),
         (["--pretrained", ckpt, "--data", str(good), "--out", str(foreign)], f"{foreign}: not empty"),
         (
@@ -145,6 +149,16 @@ def test_unusable_inputs_stop_the_evaluator_with_one_error_line(tmp_path: Path, 
         assert exit_info.value.code == 2 and err.startswith("error: ") and err.count("\n") == 1, err
         assert said in err, (said, err)
     assert not (tmp_path / "report").exists() and (foreign / "results.md").read_text() == "theirs"
+
+
+def test_a_finished_report_owns_only_what_it_wrote(tmp_path: Path):
+    """Every task skipped: no plots/, so the marker must not keep `plots` as ours (a folder the
+    user puts there later is theirs, never replaced)."""
+    good = write_evalset(tmp_path / "shapes", n_classes=2, splits={"test": 2})
+    out = tmp_path / "report"
+    argv = ["--pretrained", tiny_checkpoint(tmp_path / "run" / "checkpoints" / "latest.pt")]
+    assert main([*argv, "--data", str(good), "--task", "retrieval", "--out", str(out), "--workers", "0"]) == 0
+    assert json.loads((out / ".unimed-data.json").read_text())["owned"] == ["results.json", "results.md"]
 
 
 @pytest.mark.parametrize("module", ["unimed_train.eval.__main__", "unimed_train.export"])

@@ -42,7 +42,8 @@ def test_export_says_what_it_loaded_writes_readable_files_and_owns_its_folder(tm
     caplog.set_level(logging.INFO)
     with pytest.raises(SystemExit) as refused:
         main(["--checkpoint", checkpoint, "--out", str(out)])
-    assert refused.value.code == 2 and capsys.readouterr().err.startswith(f"error: {out}: not empty")
+    refusal = capsys.readouterr().err.splitlines()[-1]  # after the `loaded` line: claimed once loaded
+    assert refused.value.code == 2 and refusal.startswith(f"error: {out}: not empty")
     umask = os.umask(0o022)
     try:
         main(["--checkpoint", checkpoint, "--out", str(out), "--force"])
@@ -78,3 +79,21 @@ def test_export_mistakes_are_one_error_line(tmp_path: Path, capsys):
         assert exit_info.value.code == 2 and err.startswith("error: ") and err.count("\n") == 1, err
         assert said in err
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+def test_the_folder_is_claimed_only_once_the_checkpoint_loaded_and_owns_what_was_written(
+    tmp_path: Path, capsys
+):
+    checkpoint = tmp_path / "odd.pt"
+    saved = torch.load(tiny_checkpoint(tmp_path / "run" / "latest.pt"), weights_only=False)
+    saved["config"]["model"] = "no-such-model"
+    del saved["model_cfg"]
+    saved["config"]["model_cfg"] = None
+    torch.save(saved, checkpoint)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--checkpoint", str(checkpoint), "--out", str(tmp_path / "model")])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and "unknown open_clip model 'no-such-model'" in err, err
+    assert not (tmp_path / "model").exists()
+    main(["--checkpoint", str(tmp_path / "run" / "latest.pt"), "--out", str(tmp_path / "model")])
+    assert json.loads((tmp_path / "model" / ".unimed-data.json").read_text())["owned"] == [CONFIG, WEIGHTS]

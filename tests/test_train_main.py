@@ -216,11 +216,14 @@ def test_progress_lines_without_a_terminal_and_readable_checkpoints(tmp_path: Pa
         f"checkpoints: {out / 'checkpoints'}/",
         f"metrics: {out / 'metrics.jsonl'}",
         f"tensorboard --logdir {out / 'tensorboard'}",
-        "samples per epoch",
         "training: 4 steps",
         f"last checkpoint: {out / 'checkpoints' / 'latest.pt'} (step 4/4)",
     ):
         assert said in err, (said, err)
+    samples = sum(json.loads((demo_out / "train" / "sizes.json").read_text()).values())
+    batches = -(-samples // 8)  # the last batch is filled up with repeats
+    data = f"data: {samples} samples per epoch, as {batches} batches of 8 x 1 rank(s) ({batches * 8} read)"
+    assert data in err, err
     steps = [line for line in err.splitlines() if line.startswith("step ")]
     assert [line.split()[1] for line in steps] == ["2/4", "4/4"]
     for part in ("epoch 1/", "loss ", "i2t ", "t2i ", "lr ", "samples/s", "ETA 0:"):
@@ -267,3 +270,78 @@ def test_missing_shards_and_checkpoints_are_named(tmp_path: Path, demo_out: Path
     gone = tmp_path / "gone.pt"
     err = expect_error(capsys, tiny_argv(tmp_path, shards(demo_out), tmp_path / "b", "--resume", str(gone)))
     assert f"no checkpoint at {gone}" in err
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()  # checked before claiming
+
+
+def test_a_finished_run_is_not_restarted_without_resume(tmp_path: Path, demo_out: Path, capsys):
+    """Rerunning into a run folder without --resume would append steps going back to its metrics
+    and overwrite latest.pt with earlier steps: refused, and the folder keeps what it had."""
+    rows = run(tmp_path, demo_out, "once", "--steps", "2")
+    latest = tmp_path / "once" / "checkpoints" / "latest.pt"
+    before = latest.read_bytes()
+    capsys.readouterr()
+    err = expect_error(capsys, tiny_argv(tmp_path, shards(demo_out), tmp_path / "once", "--steps", "3"))
+    assert "holds a run at step 2" in err and "--resume latest" in err and "new --out" in err
+    assert len((tmp_path / "once" / "metrics.jsonl").read_text().splitlines()) == len(rows) == 2
+    assert latest.read_bytes() == before
+    marker = json.loads((tmp_path / "once" / ".unimed-data.json").read_text())
+    assert marker["owned"] == ["checkpoints", "metrics.jsonl", "tensorboard"]
+
+
+def test_ctrl_c_says_what_is_kept(tmp_path: Path, demo_out: Path, capsys, monkeypatch):
+    import unimed_train.main as trainer
+
+    def interrupted(config):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(trainer, "train", interrupted)
+    with pytest.raises(SystemExit) as stop:
+        main(tiny_argv(tmp_path, shards(demo_out), tmp_path / "x"))
+    err = capsys.readouterr().err
+    assert stop.value.code == 130 and err.count("\n") == 1 and "Traceback" not in err
+    assert err.startswith("interrupted: ") and "--resume latest" in err
+
+
+def test_eta_counts_from_the_first_step_not_from_a_resume_replay(monkeypatch):
+    """Replaying the data position after a resume takes time that is no training."""
+    import io
+
+    from unimed_train import progress as progress_module
+    from unimed_train.progress import Progress
+
+    now = [0.0]
+    monkeypatch.setattr(progress_module.time, "perf_counter", lambda: now[0])
+    stream = io.StringIO()
+    progress = Progress(20, 10, 1, enabled=True, stream=stream)
+    now[0] = 1000.0  # the replay
+    progress.restart_clock()
+    now[0] = 1001.0  # one step of 1 s
+    progress.step({"step": 11, "loss": 1.0, "lr": 1e-3, "samples_per_s": 8.0}, "1/1")
+    assert stream.getvalue().rstrip().endswith("ETA 0:00:09"), stream.getvalue()
+
+
+def test_under_torchrun_every_rank_stops_when_the_folder_is_refused(tmp_path: Path, demo_out: Path):
+    """Rank 0 claims --out; the other rank gets its refusal too, instead of waiting in DDP."""
+    import os
+    import subprocess
+    import sys
+
+    out = tmp_path / "foreign"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2"]
+    torchrun += ["--master_addr=127.0.0.1", f"--master_port={free_port()}"]
+    arguments = tiny_argv(tmp_path, shards(demo_out), out, "--batch-size", "4", "--steps", "3")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    finished = subprocess.run(
+        [*torchrun, "-m", "unimed_train.main", *arguments],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
+    assert finished.returncode != 0
+    refusals = [line for line in finished.stderr.splitlines() if f"error: {out}: not empty" in line]
+    assert len(refusals) == 2, finished.stderr[-3000:]
+    assert "unexpected failure" not in finished.stderr  # a refusal, not a bug (torchrun adds its own trace)
+    assert sorted(p.name for p in out.iterdir()) == ["notes.txt"]

@@ -150,12 +150,13 @@ def _from_yaml(path: Path, f: dataclasses.Field, value):
         return value
     if value is None and "None" in str(f.type):
         return None
-    if not isinstance(value, list | dict) and value is not None:
-        try:
-            return _caster(f)(str(value))
-        except (ValueError, argparse.ArgumentTypeError):
-            pass
-    raise UsageError(f"{path}: {f.name}: expected {_KINDS[_caster(f)]}, not {value!r}")
+    wrong = UsageError(f"{path}: {f.name}: expected {_KINDS[_caster(f)]}, not {value!r}")
+    if value is None or isinstance(value, list | dict):
+        raise wrong
+    try:
+        return _caster(f)(str(value))
+    except (ValueError, argparse.ArgumentTypeError):
+        raise wrong from None
 
 
 def _help(f: dataclasses.Field) -> str:
@@ -187,14 +188,13 @@ def _names(text: str) -> list[str]:
 
 def _caster(f: dataclasses.Field):
     """What turns a flag's text (or a YAML scalar, as text) into the field's value."""
-    text = str(f.type)
-    if text == "bool":
+    if f.type in ("bool", bool):
         return _boolean
     if f.name == "teachers":
         return _names
-    if "int" in text:
+    if "int" in str(f.type):
         return int
-    if "float" in text:
+    if "float" in str(f.type):
         return float
     return str
 

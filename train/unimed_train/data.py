@@ -129,12 +129,12 @@ class Source:
 def parse_spec(spec: str) -> list[Source]:
     """Split ``pat1[@w1]::pat2[@w2]...`` into sources with brace-expanded shard lists."""
     if not spec or not spec.strip():
-        raise ValueError("empty shard spec")
+        raise UsageError("empty shard spec")
     sources = []
     for part in spec.split("::"):
         part = part.strip()
         if not part:
-            raise ValueError(f"empty source in shard spec {spec!r}")
+            raise UsageError(f"empty source in shard spec {spec!r}")
         pattern, weight = part, 1.0
         if "@" in part:
             head, _, tail = part.rpartition("@")
@@ -147,10 +147,10 @@ def parse_spec(spec: str) -> list[Source]:
             else:
                 weight = 1.0
         if not weight > 0 or math.isinf(weight):
-            raise ValueError(f"source weight must be a positive number: {part!r}")
+            raise UsageError(f"source weight must be a positive number: {part!r}")
         urls = tuple(braceexpand.braceexpand(pattern))
         if not urls:
-            raise ValueError(f"pattern names no shards: {pattern!r}")
+            raise UsageError(f"pattern names no shards: {pattern!r}")
         sources.append(Source(pattern=pattern, weight=weight, urls=urls))
     return sources
 
@@ -186,7 +186,7 @@ def dataset_size(sources: Sequence[Source]) -> int | None:
         for url in src.urls:
             name = os.path.basename(url)
             if name not in sizes:
-                raise ValueError(f"{path}: no entry for shard {name!r}")
+                raise UsageError(f"{path}: no entry for shard {name!r}")
             total += int(sizes[name])
     return total
 
@@ -499,13 +499,14 @@ def make_loader(
     teacher_keys = tuple(teacher_keys)
     for t in teacher_keys:
         if not t or "." in t or "/" in t or t != t.lower():
-            raise ValueError(f"teacher key must be lower case without dots or slashes: {t!r}")
+            raise UsageError(f"teacher key must be lower case without dots or slashes: {t!r}")
     sources = check_shards(spec)
     total = dataset_size(sources)
     num_samples = epoch_samples if epoch_samples is not None else total
     if not num_samples:
-        raise ValueError(
-            f"no sizes.json beside the shards of {spec!r} (or it counts 0 samples): pass epoch_samples"
+        raise UsageError(
+            f"no sizes.json beside the shards of {spec!r} (or it counts 0 samples): "
+            "pass epoch_samples (--train-num-samples)"
         )
     all_urls = [u for s in sources for u in s.urls]
     n_workers = max(1, workers)
@@ -513,12 +514,12 @@ def make_loader(
     if resampled:
         num_batches = num_samples // global_batch
         if num_batches < 1:
-            raise ValueError(
+            raise UsageError(
                 f"epoch of {num_samples} samples is less than one global batch of {global_batch}"
             )
     else:
         if len(all_urls) < world_size:
-            raise ValueError(f"{len(all_urls)} shards cannot be split between {world_size} ranks")
+            raise UsageError(f"{len(all_urls)} shards cannot be split between {world_size} ranks")
         if len(all_urls) < world_size * n_workers:
             fitting = len(all_urls) // world_size
             log.warning(

@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from unimed_data.outputs import claim_output
+from unimed_data.outputs import claim_output, settle_output
 from unimed_train.cli import Parser, UsageError, expected_failures
 
 if TYPE_CHECKING:
@@ -23,6 +23,7 @@ if TYPE_CHECKING:
 
 WEIGHTS = "open_clip_model.safetensors"
 CONFIG = "open_clip_config.json"
+INTERRUPTED = "stopped by Ctrl-C; each file is renamed into place only when complete: rerun the same command"
 
 
 def save_local_dir(model: nn.Module, model_cfg: dict, path: str | os.PathLike) -> str:
@@ -57,9 +58,11 @@ def export_checkpoint(checkpoint: str | os.PathLike, out: str | os.PathLike, *, 
         raise UsageError(f"{checkpoint}: no such checkpoint file")
     if saved_config(checkpoint) is None:
         raise UsageError(f"{checkpoint}: not a checkpoint of unimed_train.main (no saved config)")
-    claim_output(Path(out), "export", (CONFIG, WEIGHTS), force=force)
     built = load_model(ModelSpec("export", pretrained=str(checkpoint)))
-    return save_local_dir(built.model, built.model_cfg, out)
+    claim_output(Path(out), "export", (CONFIG, WEIGHTS), force=force)  # once loading worked
+    name = save_local_dir(built.model, built.model_cfg, out)
+    settle_output(Path(out))
+    return name
 
 
 def parser() -> Parser:
@@ -75,7 +78,7 @@ def parser() -> Parser:
 
 
 def main(argv: list[str] | None = None) -> None:
-    with expected_failures():
+    with expected_failures(INTERRUPTED):
         args = parser().parse_args(argv)
         print(export_checkpoint(args.checkpoint, args.out, force=args.force))
 

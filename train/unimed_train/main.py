@@ -22,13 +22,17 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from unimed_data.outputs import claim_output
+from unimed_data.outputs import OutputError, claim_output, settle_output
 from unimed_train.cli import UsageError, expected_failures
 from unimed_train.config import TrainConfig, parse_config
 from unimed_train.model import autocast_dtype
 from unimed_train.progress import Progress
 
 WRITES = ("checkpoints", "metrics.jsonl", "tensorboard")  # everything the trainer puts in --out
+INTERRUPTED = (
+    "stopped by Ctrl-C; the checkpoints saved so far are kept (latest.pt is the last): "
+    "rerun with --resume latest to continue from it"
+)
 
 
 def init_distributed() -> tuple[int, int, torch.device]:
@@ -85,10 +89,9 @@ def train(config: TrainConfig) -> list[dict]:
 
     rank, world, device = init_distributed()
     out = Path(config.out)
-    if rank == 0:
-        claim_output(out, "train", WRITES, force=config.force)
     check_shards(config.train_data)
     resume = _resume_path(config, out)
+    _claim(config, out, rank, world)
     seed_everything(config.seed)  # the same initial weights on every rank
     built = build_model(
         config.model,
@@ -156,6 +159,7 @@ def train(config: TrainConfig) -> list[dict]:
     batches = iter(loader)
     for _ in range(position["batches_done"]):  # replay the data position (the pipeline is deterministic)
         next(batches)
+    progress.restart_clock()  # the replay is no training: ETAs count from here
     if resume is not None:
         set_rng_state(checkpoint["rng"][rank] if rank < len(checkpoint["rng"]) else checkpoint["rng"][0])
     epochs = math.ceil(total / per_epoch)
@@ -207,6 +211,8 @@ def train(config: TrainConfig) -> list[dict]:
             break
     progress.close()
     progress.say(f"last checkpoint: {out / 'checkpoints' / 'latest.pt'} (step {step}/{total})")
+    if rank == 0:
+        settle_output(out)
     if world > 1:
         dist.barrier()
     return rows
@@ -221,6 +227,38 @@ def _views(built):
     cfg = open_clip.get_model_preprocess_cfg(built.model)
     size = cfg["size"][0] if isinstance(cfg["size"], tuple | list) else cfg["size"]
     return slip_views(size, cfg["mean"], cfg["std"])
+
+
+def _claim(config: TrainConfig, out: Path, rank: int, world: int) -> None:
+    """Rank 0 claims `out` (see `unimed_data.outputs`) and refuses to restart a run in it without
+    --resume. Under torchrun every rank gets rank 0's outcome, so a refusal stops them all with its
+    error instead of leaving them waiting for rank 0 in DDP."""
+    failure = None
+    if rank == 0:
+        try:
+            claim_output(out, "train", WRITES, force=config.force)
+            _refuse_restart(config, out)
+        except (UsageError, OutputError) as exc:
+            failure = exc
+    if world > 1:
+        shared = [failure]
+        dist.broadcast_object_list(shared, src=0)
+        failure = shared[0]
+    if failure is not None:
+        raise failure
+
+
+def _refuse_restart(config: TrainConfig, out: Path) -> None:
+    """A rerun into a run folder without --resume would start over at step 0, appending to its
+    metrics and overwriting latest.pt with earlier steps."""
+    latest = out / "checkpoints" / "latest.pt"
+    if config.resume is not None or not latest.is_file():
+        return
+    step = torch.load(latest, map_location="cpu", weights_only=False, mmap=True)["step"]
+    raise UsageError(
+        f"{out}: holds a run at step {step} ({latest}); pass --resume latest to continue it, "
+        "or choose a new --out"
+    )
 
 
 def _resume_path(config: TrainConfig, out: Path) -> Path | None:
@@ -239,8 +277,7 @@ def _announce(progress, config, out, built, loader, world, per_epoch, total, ste
     params = sum(p.numel() for p in built.model.parameters())
     source = config.pretrained or "random initialisation"
     progress.say(f"model {config.model}: {params / 1e6:.1f}M parameters from {source}, {config.precision}")
-    batch = f"{config.batch_size} x {world} rank(s) x {config.accum_steps} accumulated"
-    progress.say(f"data: {loader.num_samples} samples per epoch = {per_epoch} steps of {batch}")
+    progress.say(_data_line(config, loader, world, per_epoch))
     progress.say(
         f"training: {total} steps ({total / per_epoch:.3g} epochs)"
         + (f", resuming at step {step} from {resume}" if resume else "")
@@ -248,6 +285,16 @@ def _announce(progress, config, out, built, loader, world, per_epoch, total, ste
     progress.say(f"checkpoints: {out / 'checkpoints'}/ every {config.save_every} steps and at the end")
     progress.say(f"metrics: {out / 'metrics.jsonl'} every {config.log_every} steps")
     progress.say(f"tensorboard: tensorboard --logdir {out / 'tensorboard'}")
+
+
+def _data_line(config, loader, world, per_epoch) -> str:
+    """The epoch as the loader reads it: `loader.num_samples` is whole global batches, so it differs
+    from the samples the epoch has (the last batch filled with repeats, or resampled draws)."""
+    epoch = config.train_num_samples or loader.dataset_size
+    batches = f"{loader.num_batches} batches of {config.batch_size} x {world} rank(s)"
+    read = f"{loader.num_samples} {'drawn with replacement' if config.resampled else 'read'}"
+    steps = f"{per_epoch} steps of {config.accum_steps} accumulated batch(es)"
+    return f"data: {epoch} samples per epoch, as {batches} ({read}) = {steps}"
 
 
 def _metrics_writer(out: Path, rank: int):
@@ -305,10 +352,12 @@ def _save(out, rank, world, built, extras, optimizer, scaler, step, position, co
 
 
 def main(argv: list[str] | None = None) -> None:
-    with expected_failures():
-        train(parse_config(argv))
-    if dist.is_initialized():
-        dist.destroy_process_group()
+    try:
+        with expected_failures(INTERRUPTED):
+            train(parse_config(argv))
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
 
 
 if __name__ == "__main__":

@@ -42,6 +42,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from unimed_train.cli import UsageError
 from unimed_train.config import LOSSES
 
 log = logging.getLogger(__name__)
@@ -162,7 +163,7 @@ def _load_cfg(spec: dict | str | os.PathLike) -> dict:
 def _check_cfg(cfg: dict) -> dict:
     missing = [k for k in ("embed_dim", "vision_cfg", "text_cfg") if k not in cfg]
     if missing:
-        raise ValueError(f"model config lacks {missing}; needs embed_dim, vision_cfg and text_cfg")
+        raise UsageError(f"model config lacks {missing}; needs embed_dim, vision_cfg and text_cfg")
     return cfg
 
 
@@ -367,7 +368,7 @@ def build_model(
     tag_pp: dict[str, Any] = {}  # a tag's own normalisation, when its weights load non-strictly
     if schema_source is not None:
         if text_encoder is not None or model_cfg is not None:
-            raise ValueError(
+            raise UsageError(
                 f"{schema_source}: text_encoder/model_cfg cannot be combined with an hf-hub:/local-dir: "
                 "source; use a model name or config and pretrained=<checkpoint file>"
             )
@@ -386,7 +387,7 @@ def build_model(
             base_name = str(model_name).replace("/", "-")
             builtin = open_clip.get_model_config(base_name)
             if builtin is None:
-                raise ValueError(f"unknown open_clip model {model_name!r}; see open_clip.list_models()")
+                raise UsageError(f"unknown open_clip model {model_name!r}; see open_clip.list_models()")
             cfg = copy.deepcopy(builtin)
         custom = not (isinstance(model_name, str) and cfg == open_clip.get_model_config(base_name))
         if text_encoder is not None:
@@ -401,7 +402,7 @@ def build_model(
         if pretrained_tag and custom:
             tag_cfg = open_clip.get_pretrained_cfg(base_name, pretrained_tag)
             if not tag_cfg:
-                raise ValueError(f"pretrained tag {pretrained_tag!r} unknown for {base_name!r}")
+                raise UsageError(f"pretrained tag {pretrained_tag!r} unknown for {base_name!r}")
             pretrained_file = open_clip.download_pretrained(tag_cfg, cache_dir=cache_dir)
             tag_pp = {k: tag_cfg[k] for k in ("mean", "std") if k in tag_cfg}
 

@@ -23,6 +23,13 @@ class Progress:
         tty = enabled and self.stream.isatty()
         self.bar = tqdm(total=total, initial=start, file=self.stream, unit="step") if tty else None
 
+    def restart_clock(self) -> None:
+        """Count ETAs from now: time spent before the first step (a resume replaying its data
+        position) would make the first ones too long."""
+        self.began = time.perf_counter()
+        if self.bar is not None:
+            self.bar.unpause()
+
     def say(self, text: str) -> None:
         if not self.enabled:
             return

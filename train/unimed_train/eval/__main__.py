@@ -21,9 +21,9 @@ from typing import TYPE_CHECKING
 
 import yaml
 
-from unimed_data.outputs import claim_output
+from unimed_data.outputs import claim_output, settle_output
 from unimed_train.cli import Parser, UsageError, expected_failures
-from unimed_train.config import PRECISIONS
+from unimed_train.config import PRECISIONS, check_model_files
 from unimed_train.eval import TASKS
 
 if TYPE_CHECKING:
@@ -32,6 +32,7 @@ if TYPE_CHECKING:
 SPEC_FIELDS = ("label", "model", "pretrained", "text_encoder", "model_cfg", "context_length")
 WRITES = ("results.json", "results.md", "plots")  # everything the report puts in --out
 PER_MODEL = "once per model, or once for all"
+INTERRUPTED = "stopped by Ctrl-C; the report is written only at the end: rerun the same command"
 
 
 def _csv_ints(text: str) -> list[int]:
@@ -154,21 +155,24 @@ def specs_from_args(args: argparse.Namespace) -> list[ModelSpec]:
 def main(argv: list[str] | None = None) -> int:
     """Run and write the report; the exit status is 1 when any entry is an error, 2 when the
     options, a model's checkpoint file, an eval set or the output folder are unusable."""
-    with expected_failures():
+    with expected_failures(INTERRUPTED):
         args = parser().parse_args(argv)
         specs = specs_from_args(args)
         _check_inputs(specs, args.data)
         claim_output(args.out, "eval", WRITES, force=args.force)
-        return _evaluate(specs, args)
+        status = _evaluate(specs, args)
+        settle_output(args.out)
+        return status
 
 
 def _check_inputs(specs: list[ModelSpec], data: list[str]) -> None:
-    """Missing checkpoints and unreadable eval sets are found before hours of encoding."""
+    """Missing checkpoints, model configs and unreadable eval sets are found before hours of encoding."""
     from unimed_train.eval.encode import check_checkpoint
     from unimed_train.eval.evalsets import EvalSetError, load_evalset
 
     for spec in specs:
         check_checkpoint(spec.pretrained)
+        check_model_files(spec.model_cfg, spec.text_encoder)
     for folder in data:
         try:
             load_evalset(folder)
