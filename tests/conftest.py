@@ -20,6 +20,19 @@ def run_cli(*args: str):
     return CliRunner().invoke(app, [str(a) for a in args], catch_exceptions=False)
 
 
+def csv_label_config(tmp_path: Path, name: str, root: Path) -> Path:
+    """A build config for one `csv_label` manifest (labels.csv: image column `path`, label column
+    `finding`) whose files are in root/<name>/; returns the config's path."""
+    manifest = tmp_path / f"{name}.yaml"
+    manifest.write_text(
+        f"name: {name}\nmodality: xray\nlicense: CC0\n"
+        "layout: {type: csv_label, csv: labels.csv, image_column: path, label_column: finding}\n"
+    )
+    config = tmp_path / "build.yaml"
+    config.write_text(f"datasets: [{{manifest: {manifest}, root: '{root}'}}]\n")
+    return config
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     if not SHARED_DATA.is_dir():

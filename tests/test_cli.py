@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import run_cli
+from tests.conftest import csv_label_config, run_cli
 
 COMMANDS = [
     "build",
@@ -156,13 +156,7 @@ def test_messages_are_never_wrapped_or_read_as_markup(tmp_path, monkeypatch):
     root = tmp_path / ("a-rather-long-folder-name-" * 3) / "raw"
     (root / "notes").mkdir(parents=True)
     (root / "notes" / "labels.csv").write_text("path,[bold]comment\nx.png,y\n")
-    manifest = tmp_path / "notes.yaml"
-    manifest.write_text(
-        "name: notes\nmodality: xray\nlicense: CC0\n"
-        "layout: {type: csv_label, csv: labels.csv, image_column: path, label_column: finding}\n"
-    )
-    config = tmp_path / "build.yaml"
-    config.write_text(f"datasets: [{{manifest: {manifest}, root: '{root}'}}]\n")
+    config = csv_label_config(tmp_path, "notes", root)
     result = run_cli("build", config, "--out", tmp_path / "out")
     assert result.exit_code == 2
     [line] = result.output.splitlines()
@@ -171,13 +165,7 @@ def test_messages_are_never_wrapped_or_read_as_markup(tmp_path, monkeypatch):
 
 
 def test_a_missing_dataset_folder_fails_before_the_output_is_made(tmp_path):
-    manifest = tmp_path / "gone.yaml"
-    manifest.write_text(
-        "name: gone\nmodality: xray\nlicense: CC0\n"
-        "layout: {type: csv_label, csv: labels.csv, image_column: path, label_column: finding}\n"
-    )
-    config = tmp_path / "build.yaml"
-    config.write_text(f"datasets: [{{manifest: {manifest}, root: {tmp_path / 'nowhere'}}}]\n")
+    config = csv_label_config(tmp_path, "gone", tmp_path / "nowhere")
     result = run_cli("ingest", config, "--out", tmp_path / "out")
     assert result.exit_code == 2
     assert result.output.startswith(f"error: dataset gone: folder {tmp_path / 'nowhere' / 'gone'} not found")

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from tests.conftest import run_cli
+from tests.conftest import csv_label_config, run_cli
 from unimed_data.outputs import MARKER, OutputError, claim_output, settle_output
 
 WRITES = ["work", "train", "stats.json", "README.md"]
@@ -148,13 +148,7 @@ def test_a_build_that_fails_on_bad_input_leaves_no_output_folder(tmp_path: Path)
     raw = tmp_path / "raw" / "notes"
     raw.mkdir(parents=True)
     (raw / "labels.csv").write_text("path,other\na.png,x\n")
-    manifest = tmp_path / "notes.yaml"
-    manifest.write_text(
-        "name: notes\nmodality: xray\nlicense: x\n"
-        "layout: {type: csv_label, csv: labels.csv, image_column: path, label_column: finding}\n"
-    )
-    config = tmp_path / "build.yaml"
-    config.write_text(f"datasets:\n  - {{manifest: {manifest}, root: {tmp_path / 'raw'}}}\n")
+    config = csv_label_config(tmp_path, "notes", tmp_path / "raw")
     out = tmp_path / "out"
     result = run_cli("build", config, "--out", out)
     assert result.exit_code == 2 and "finding" in result.output
