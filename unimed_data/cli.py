@@ -13,7 +13,6 @@ import json
 import shutil
 import sys
 import traceback
-from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
@@ -21,14 +20,15 @@ from typing import Annotated
 import typer
 from typer.core import TyperGroup
 
+from unimed_data import cli_common as opt
 from unimed_data import terminal
-from unimed_data.config import BuildConfig, ConfigError, ConvertConfig, DatasetEntry, LLMConfig, load_config
-from unimed_data.imaging import ConvertOptions
+from unimed_data.cli_common import OFF, ONE_SOURCE, fail, os_problem, print_error_rows
+from unimed_data.cli_evalset import evalset
+from unimed_data.config import BuildConfig, ConfigError, ConvertConfig, DatasetEntry, load_config
 from unimed_data.layouts import LayoutError
 from unimed_data.manifest import ManifestError, validate_manifest
 from unimed_data.outputs import OutputError, settle_output
 from unimed_data.schema import MODALITIES
-from unimed_data.stages.shard import ShardOptions
 from unimed_data.workspace import STAGES
 
 INTERRUPTED = (
@@ -65,203 +65,6 @@ def main() -> None:
         traceback.print_exc()
         terminal.error(BUG)
         sys.exit(1)
-
-
-ONE_SOURCE = "Give exactly one of CONFIG, --demo or --from-folder DIR."
-_OFF = "off"
-
-
-def _from_config(fallback: object) -> str:
-    """The default shown for an option that overrides the config."""
-    return f"config, else {fallback}"
-
-
-ConfigArg = Annotated[
-    Path | None,
-    typer.Argument(help=f"Build config YAML (datasets and stage options). {ONE_SOURCE}", show_default=False),
-]
-OutOpt = Annotated[Path, typer.Option("--out", "-o", help="Output folder (shards, stats, work tables).")]
-DemoOpt = Annotated[
-    bool,
-    typer.Option(
-        "--demo",
-        help="Use the embedded demo corpus (pydicom's DICOM files), not CONFIG or --from-folder.",
-        show_default=_OFF,
-    ),
-]
-FolderOpt = Annotated[
-    Path | None,
-    typer.Option(
-        "--from-folder",
-        help="A folder-per-class tree of images/DICOM (class = folder name), not CONFIG or --demo.",
-        show_default="none",
-    ),
-]
-ModalityOpt = Annotated[
-    str | None,
-    typer.Option(
-        "--modality",
-        help=f"Modality of --from-folder: {', '.join(MODALITIES)}.",
-        show_default="none; needed with --from-folder",
-    ),
-]
-LicenseOpt = Annotated[str, typer.Option("--license", help="Licence recorded for --from-folder data.")]
-ForceOpt = Annotated[
-    bool,
-    typer.Option(
-        "--force",
-        help="Write into a non-empty folder that is not ours; its files are never replaced.",
-        show_default=_OFF,
-    ),
-]
-WorkersOpt = Annotated[
-    int | None,
-    typer.Option("--workers", min=1, help="Processes.", show_default=_from_config("all cores")),
-]
-SeedOpt = Annotated[
-    int | None,
-    typer.Option(
-        "--seed",
-        help="Seed for splits, shuffle and caption choice.",
-        show_default=_from_config(BuildConfig.model_fields["seed"].default),
-    ),
-]
-ShardSizeOpt = Annotated[
-    int | None,
-    typer.Option(
-        "--shard-size", min=1, help="Samples per shard.", show_default=_from_config(ShardOptions.shard_size)
-    ),
-]
-MaxSideOpt = Annotated[
-    int | None,
-    typer.Option(
-        "--max-side", min=16, help="Longest image side.", show_default=_from_config(ConvertOptions.max_side)
-    ),
-]
-MinSideOpt = Annotated[
-    int | None,
-    typer.Option(
-        "--min-side",
-        min=1,
-        help="Images whose shorter side is smaller are filtered (counted, with the reason).",
-        show_default=_from_config(ConvertConfig.model_fields["min_side"].default),
-    ),
-]
-QualityOpt = Annotated[
-    int | None,
-    typer.Option(
-        "--jpeg-quality",
-        min=1,
-        max=100,
-        help="JPEG quality.",
-        show_default=_from_config(ConvertOptions.jpeg_quality),
-    ),
-]
-MaxErrorRateOpt = Annotated[
-    float | None,
-    typer.Option(
-        "--max-error-rate",
-        min=0.0,
-        max=1.0,
-        help="Exit with status 1 (after writing everything) when a larger share of inputs failed.",
-        show_default=_from_config(BuildConfig.model_fields["max_error_rate"].default),
-    ),
-]
-_LLM = "Captions"
-_LLM_DEFAULTS = LLMConfig()
-CaptionerOpt = Annotated[
-    str | None,
-    typer.Option(
-        "--captioner",
-        help="Caption backend: template (offline) or openai.",
-        show_default=_from_config("template"),
-        rich_help_panel=_LLM,
-    ),
-]
-BaseUrlOpt = Annotated[
-    str | None,
-    typer.Option(
-        "--llm-base-url",
-        help="OpenAI-compatible endpoint, e.g. http://localhost:8000/v1.",
-        show_default=_from_config("OpenAI's"),
-        rich_help_panel=_LLM,
-    ),
-]
-ModelOpt = Annotated[
-    str | None,
-    typer.Option(
-        "--llm-model",
-        help="Model name at the endpoint.",
-        show_default="config; needed by openai",
-        rich_help_panel=_LLM,
-    ),
-]
-ConcurrencyOpt = Annotated[
-    int | None,
-    typer.Option(
-        "--llm-concurrency",
-        min=1,
-        help="Requests in flight.",
-        show_default=_from_config(_LLM_DEFAULTS.concurrency),
-        rich_help_panel=_LLM,
-    ),
-]
-KeyEnvOpt = Annotated[
-    str | None,
-    typer.Option(
-        "--llm-api-key-env",
-        help="Environment variable holding the API key.",
-        show_default=_from_config(_LLM_DEFAULTS.api_key_env),
-        rich_help_panel=_LLM,
-    ),
-]
-CacheOpt = Annotated[
-    Path | None,
-    typer.Option(
-        "--cache",
-        help="Caption cache folder.",
-        show_default=_from_config("OUT/work/llm-cache"),
-        rich_help_panel=_LLM,
-    ),
-]
-BatchOpt = Annotated[
-    bool,
-    typer.Option(
-        "--llm-batch",
-        help="Use the OpenAI Batch API (half price).",
-        show_default=_from_config(_OFF),
-        rich_help_panel=_LLM,
-    ),
-]
-LimitOpt = Annotated[
-    int | None,
-    typer.Option(
-        "--limit",
-        min=1,
-        help="Pilot: caption only the first N units.",
-        show_default=_from_config("all"),
-        rich_help_panel=_LLM,
-    ),
-]
-DryRunOpt = Annotated[
-    bool,
-    typer.Option(
-        "--dry-run",
-        help="Print the prompts, call count and token estimate; no network.",
-        show_default=_OFF,
-        rich_help_panel=_LLM,
-    ),
-]
-
-
-def _fail(message: str) -> None:
-    terminal.error(message)
-    raise typer.Exit(2)
-
-
-def _os_problem(exc: OSError) -> str:
-    """`path: reason` for a file-system error, without Python's `[Errno N]` noise."""
-    return f"{exc.filename}: {exc.strerror}" if exc.filename and exc.strerror else str(exc)
 
 
 @dataclass(frozen=True)
@@ -302,7 +105,7 @@ def _plan(given: SourceOptions, stages: tuple[str, ...]):
     from unimed_data.pipeline import Dataset, claim_build_output, resolve_datasets
 
     if sum([given.config is not None, given.demo, given.from_folder is not None]) != 1:
-        _fail("give exactly one of: a CONFIG file, --demo, or --from-folder DIR")
+        fail("give exactly one of: a CONFIG file, --demo, or --from-folder DIR")
     try:
         if given.config is not None:
             config = load_config(given.config)
@@ -319,9 +122,9 @@ def _plan(given: SourceOptions, stages: tuple[str, ...]):
             )
         else:
             if not given.from_folder.is_dir():
-                _fail(f"--from-folder {given.from_folder}: not a folder")
+                fail(f"--from-folder {given.from_folder}: not a folder")
             if given.modality not in MODALITIES:
-                _fail(f"--from-folder needs --modality, one of: {', '.join(MODALITIES)}")
+                fail(f"--from-folder needs --modality, one of: {', '.join(MODALITIES)}")
             folder = given.from_folder.resolve()
             manifest = validate_manifest(
                 {
@@ -337,7 +140,7 @@ def _plan(given: SourceOptions, stages: tuple[str, ...]):
         if not given.demo:
             claim_build_output(given.out, force=given.force)
     except (ConfigError, ManifestError, OutputError, ValueError) as exc:
-        _fail(str(exc))
+        fail(str(exc))
     # Options given on the command line replace the config's. The config was just built here and
     # its models do not validate on assignment, so a plain setattr is all an override needs.
     captions, llm = config.captions, config.captions.llm
@@ -361,7 +164,7 @@ def _plan(given: SourceOptions, stages: tuple[str, ...]):
         if value is not None:
             setattr(target, attribute, value)
     if captions.backend not in ("template", "openai"):
-        _fail(f"--captioner {captions.backend}: use template or openai")
+        fail(f"--captioner {captions.backend}: use template or openai")
     return config, datasets
 
 
@@ -373,7 +176,7 @@ def _check_dataset_folders(datasets) -> None:
     for dataset in datasets:
         folder = dataset_root(dataset.manifest, dataset.root)
         if not folder.is_dir():
-            _fail(
+            fail(
                 f"dataset {dataset.manifest.name}: folder {folder} not found (the config's root "
                 f"{dataset.root}, then {dataset.manifest.root or dataset.manifest.name}/): "
                 "download the source there, or correct `root:`"
@@ -396,9 +199,9 @@ def _run(stages: tuple[str, ...], given: SourceOptions) -> None:
             else:
                 stats = run_stages(config, out, datasets, stages)
         except (StageOrderError, ManifestError, LayoutError, ValueError, RuntimeError) as exc:
-            _fail(str(exc))
+            fail(str(exc))
         except OSError as exc:
-            _fail(_os_problem(exc))
+            fail(os_problem(exc))
     except typer.Exit:
         if fresh and out.is_dir():  # new or empty before: everything in it is this failed run's
             for path in out.iterdir() if existed else [out]:
@@ -417,7 +220,7 @@ def _run(stages: tuple[str, ...], given: SourceOptions) -> None:
         return
     render_stats(stats, terminal.console())
     hint = f"`unimed-data stats {out} --errors` counts them by reason"
-    _print_error_rows(iter_rows(out / "errors.parquet"), hint)
+    print_error_rows(iter_rows(out / "errors.parquet"), hint)
     terminal.say(f"Shards, stats.json, errors.parquet and README.md are in {out}")
     totals = stats["totals"]
     if totals["samples"] == 0:
@@ -437,40 +240,31 @@ def _run(stages: tuple[str, ...], given: SourceOptions) -> None:
         raise typer.Exit(1)
 
 
-def _print_error_rows(rows: Iterable[dict], more: str, limit: int = 5) -> None:
-    """The first `limit` error rows, then `more` (where the rest are) when there are more."""
-    for shown, row in enumerate(rows):
-        if shown == limit:
-            terminal.say(f"... and more: {more}")
-            break
-        terminal.say(f"  {row['stage']}: {row['source_path']}: {row['reason']}")
-
-
 @app.command()
 def build(
-    config: ConfigArg = None,
-    out: OutOpt = ...,
-    demo: DemoOpt = False,
-    from_folder: FolderOpt = None,
-    modality: ModalityOpt = None,
-    license: LicenseOpt = "unknown",
-    force: ForceOpt = False,
-    workers: WorkersOpt = None,
-    seed: SeedOpt = None,
-    shard_size: ShardSizeOpt = None,
-    max_side: MaxSideOpt = None,
-    min_side: MinSideOpt = None,
-    jpeg_quality: QualityOpt = None,
-    max_error_rate: MaxErrorRateOpt = None,
-    captioner: CaptionerOpt = None,
-    llm_base_url: BaseUrlOpt = None,
-    llm_model: ModelOpt = None,
-    llm_concurrency: ConcurrencyOpt = None,
-    llm_api_key_env: KeyEnvOpt = None,
-    cache: CacheOpt = None,
-    llm_batch: BatchOpt = False,
-    limit: LimitOpt = None,
-    dry_run: DryRunOpt = False,
+    config: opt.ConfigArg = None,
+    out: opt.OutOpt = ...,
+    demo: opt.DemoOpt = False,
+    from_folder: opt.FolderOpt = None,
+    modality: opt.ModalityOpt = None,
+    license: opt.LicenseOpt = "unknown",
+    force: opt.ForceOpt = False,
+    workers: opt.WorkersOpt = None,
+    seed: opt.SeedOpt = None,
+    shard_size: opt.ShardSizeOpt = None,
+    max_side: opt.MaxSideOpt = None,
+    min_side: opt.MinSideOpt = None,
+    jpeg_quality: opt.QualityOpt = None,
+    max_error_rate: opt.MaxErrorRateOpt = None,
+    captioner: opt.CaptionerOpt = None,
+    llm_base_url: opt.BaseUrlOpt = None,
+    llm_model: opt.ModelOpt = None,
+    llm_concurrency: opt.ConcurrencyOpt = None,
+    llm_api_key_env: opt.KeyEnvOpt = None,
+    cache: opt.CacheOpt = None,
+    llm_batch: opt.BatchOpt = False,
+    limit: opt.LimitOpt = None,
+    dry_run: opt.DryRunOpt = False,
 ) -> None:
     """Run every stage: ingest, convert, caption, shard. Give exactly one of CONFIG, --demo or --from-folder DIR."""
     _run(STAGES, SourceOptions(**locals()))
@@ -518,7 +312,7 @@ def validate(
     from unimed_data.validate import validate_output
 
     if not (out / "stats.json").is_file():
-        _fail(f"{out}: no stats.json; is it the output folder of a finished build?")
+        fail(f"{out}: no stats.json; is it the output folder of a finished build?")
     problems = validate_output(out, workers=workers or default_workers())
     for problem in problems:
         terminal.say(("problem:", "red"), " ", problem)
@@ -532,14 +326,14 @@ def validate(
 def stats(
     out: Annotated[Path, typer.Argument(help="Output folder of a build.")],
     as_json: Annotated[
-        bool, typer.Option("--json", help="Print stats.json instead of tables.", show_default=_OFF)
+        bool, typer.Option("--json", help="Print stats.json instead of tables.", show_default=OFF)
     ] = False,
     errors: Annotated[
         bool,
         typer.Option(
             "--errors",
             help="Instead of the counts, the first error rows and the number of errors per reason.",
-            show_default=_OFF,
+            show_default=OFF,
         ),
     ] = False,
     rows: Annotated[int, typer.Option("--rows", min=1, help="With --errors: rows and reasons to show.")] = 20,
@@ -552,11 +346,11 @@ def stats(
     try:
         data = load_stats(out)
     except (FileNotFoundError, ValueError) as exc:
-        _fail(str(exc))
+        fail(str(exc))
     if errors:
         path = Workspace(out).all_errors
         if not path.is_file():
-            _fail(f"{path} not found: is {out} the output folder of a finished build?")
+            fail(f"{path} not found: is {out} the output folder of a finished build?")
         render_errors(read_errors(path, rows), path, terminal.console(), rows)
     elif as_json:
         sys.stdout.write(json.dumps(data, indent=2) + "\n")
@@ -600,13 +394,16 @@ def download(
             terminal.say((f"{name}:", "yellow"), " ", str(exc))
             failed += 1
             continue
-        except (DownloadError, ManifestError, ValueError) as exc:
-            message = str(exc)
-            terminal.error(message if message.startswith(f"{name}:") else f"{name}: {message}")
+        except ManifestError as exc:  # names the manifest itself
+            terminal.error(str(exc))
+            failed += 1
+            continue
+        except (DownloadError, ValueError) as exc:
+            terminal.error(f"{name}: {exc}")
             failed += 1
             continue
         except OSError as exc:
-            terminal.error(f"{name}: {_os_problem(exc)}")
+            terminal.error(f"{name}: {os_problem(exc)}")
             failed += 1
             continue
         state = "already complete" if report.skipped else f"{len(report.files)} file(s)"
@@ -618,11 +415,11 @@ def download(
 @app.command()
 def sources(
     as_json: Annotated[
-        bool, typer.Option("--json", help="Print JSON (every field) instead of a table.", show_default=_OFF)
+        bool, typer.Option("--json", help="Print JSON (every field) instead of a table.", show_default=OFF)
     ] = False,
     long: Annotated[
         bool,
-        typer.Option("--long", help="Add licence, homepage and fetchers to the table.", show_default=_OFF),
+        typer.Option("--long", help="Add licence, homepage and fetchers to the table.", show_default=OFF),
     ] = False,
 ) -> None:
     """Every bundled source: modality, role (pretrain/eval), access, expected images; --long adds licences."""
@@ -636,183 +433,6 @@ def sources(
 
 
 # Options that only one or two evalset sources read: flag -> (parameter, default, sources).
-_EVAL_ONLY = {
-    "--holdout-train": ("holdout_train", 0.0, ("folder",)),
-    "--holdout-val": ("holdout_val", 0.0, ("folder",)),
-    "--root": ("root", None, ("manifest",)),
-    "--with-train": ("with_train", False, ("manifest",)),
-    "--split": ("split", "test", ("manifest", "build")),
-    "--train-split": ("train_split", None, ("build",)),
-    "--dataset": ("dataset", None, ("build",)),
-    "--task": ("task", "classification", ("build",)),
-}
-_SOURCE_NAMES = {"folder": "--from-folder", "manifest": "MANIFEST", "build": "--from-build"}
 
 
-@app.command()
-def evalset(
-    manifest: Annotated[
-        str | None, typer.Argument(help="A classification manifest: bundled name or YAML path.")
-    ] = None,
-    out: Annotated[
-        Path, typer.Option("--out", "-o", help="Evaluation set folder (CLIP_benchmark layout).")
-    ] = ...,
-    root: Annotated[
-        Path | None, typer.Option("--root", help="Raw data root of MANIFEST.", show_default="none")
-    ] = None,
-    from_folder: Annotated[
-        Path | None,
-        typer.Option(
-            "--from-folder", help="A folder-per-class tree: DIR/<class>/<images>.", show_default="none"
-        ),
-    ] = None,
-    from_build: Annotated[
-        Path | None,
-        typer.Option("--from-build", help="The output folder of `unimed-data build`.", show_default="none"),
-    ] = None,
-    modality: Annotated[
-        str | None,
-        typer.Option(
-            "--modality",
-            help=f"Needed for --from-folder: {', '.join(MODALITIES)}.",
-            show_default="the source's",
-        ),
-    ] = None,
-    name: Annotated[
-        str | None, typer.Option("--name", help="Name of the set.", show_default="the source's")
-    ] = None,
-    holdout_train: Annotated[
-        float, typer.Option("--holdout-train", help="--from-folder: fraction per class written to train.")
-    ] = 0.0,
-    holdout_val: Annotated[
-        float, typer.Option("--holdout-val", help="--from-folder: fraction per class written to val.")
-    ] = 0.0,
-    with_train: Annotated[
-        bool,
-        typer.Option(
-            "--with-train", help="MANIFEST: also write its train and val splits.", show_default=_OFF
-        ),
-    ] = False,
-    split: Annotated[
-        str, typer.Option("--split", help="Source split(s) that form the test split, comma-separated.")
-    ] = "test",
-    train_split: Annotated[
-        str | None,
-        typer.Option("--train-split", help="--from-build: split(s) written as train.", show_default="none"),
-    ] = None,
-    dataset: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--dataset", help="--from-build: keep only this dataset (repeatable).", show_default="all"
-        ),
-    ] = None,
-    task: Annotated[
-        str,
-        typer.Option(
-            "--task",
-            help="--from-build: classification (labels), modality (modality recognition) or retrieval (captions).",
-        ),
-    ] = "classification",
-    templates: Annotated[
-        Path | None,
-        typer.Option(
-            "--templates", help="Zero-shot templates, one per line with {c}.", show_default="bundled"
-        ),
-    ] = None,
-    shard_size: Annotated[int, typer.Option("--shard-size", min=1, help="Samples per shard.")] = 1000,
-    max_side: Annotated[
-        int, typer.Option("--max-side", min=16, help="Longest image side.")
-    ] = ConvertOptions.max_side,
-    jpeg_quality: Annotated[
-        int, typer.Option("--jpeg-quality", min=1, max=100, help="JPEG quality.")
-    ] = ConvertOptions.jpeg_quality,
-    seed: Annotated[int, typer.Option("--seed", help="Seed for holdout and shuffle.")] = 0,
-    workers: Annotated[
-        int | None, typer.Option("--workers", min=1, help="Processes.", show_default="all cores")
-    ] = None,
-    force: ForceOpt = False,
-) -> None:
-    """Write an evaluation set (CLIP_benchmark webdataset layout) from a class-folder tree, a
-    classification manifest or a build's held-out split."""
-    from unimed_data.evalset import EvalSetError, write_evalset
-    from unimed_data.evalset import sources as eval_sources
-    from unimed_data.evalset.templates import bundled_templates_file
-    from unimed_data.parallel import default_workers
-
-    given = {
-        "manifest": manifest is not None,
-        "folder": from_folder is not None,
-        "build": from_build is not None,
-    }
-    if sum(given.values()) != 1:
-        _fail("give exactly one of: a MANIFEST (with --root), --from-folder DIR, or --from-build OUT")
-    source = next(kind for kind, present in given.items() if present)
-    for flag, (parameter, default, sources) in _EVAL_ONLY.items():
-        if source not in sources and locals()[parameter] not in (None, default):
-            _fail(f"{flag} applies to {' and '.join(_SOURCE_NAMES[s] for s in sources)} only")
-    if modality is not None and modality not in MODALITIES:
-        _fail(f"--modality {modality}: use one of {', '.join(MODALITIES)}")
-    splits = tuple(s.strip() for s in split.split(",") if s.strip())
-    try:
-        if source == "folder":
-            if modality is None:
-                _fail(f"--from-folder needs --modality, one of: {', '.join(MODALITIES)}")
-            collected = eval_sources.from_folder(
-                from_folder,
-                modality=modality,
-                name=name,
-                holdout_train=holdout_train,
-                holdout_val=holdout_val,
-                seed=seed,
-            )
-        elif source == "manifest":
-            if root is None:
-                _fail(f"{manifest}: a manifest needs --root RAW (the folder holding RAW/<name>/)")
-            collected = eval_sources.from_manifest(
-                manifest,
-                root,
-                test_splits=splits,
-                with_train=with_train,
-                seed=seed,
-                name=name,
-                modality=modality,
-            )
-        else:
-            trains = tuple(s.strip() for s in (train_split or "").split(",") if s.strip())
-            collected = eval_sources.from_build(
-                from_build,
-                splits=splits,
-                train_splits=trains,
-                datasets=tuple(dataset or ()),
-                name=name or out.name,
-                modality=modality,
-                classes_from="modality" if task == "modality" else "labels",
-            )
-            if task == "modality":
-                task, templates = "classification", templates or bundled_templates_file("modality")
-        options = ConvertOptions(max_side=max_side, jpeg_quality=jpeg_quality)
-        summary = write_evalset(
-            collected,
-            out,
-            task=task,
-            templates=templates,
-            shard_size=shard_size,
-            options=options,
-            workers=workers or default_workers(),
-            force=force,
-        )
-    except (EvalSetError, ManifestError, LayoutError) as exc:
-        _fail(str(exc))
-    except OSError as exc:
-        _fail(_os_problem(exc))
-    info = summary.info
-    splits_line = ", ".join(f"{s} {n}" for s, n in info["splits"].items())
-    terminal.say(
-        f"{info['name']}: {info['task']}, {len(info['classes'])} classes; samples per split: {splits_line}"
-    )
-    terminal.say(f"Inputs {info['inputs']} = samples {summary.samples} + errors {info['errors']}")
-    _print_error_rows(summary.errors, f"see {summary.out / 'errors.parquet'}")
-    terminal.say(f"Evaluation set in {summary.out}")
-    if info["splits"].get("test", 0) == 0:
-        terminal.error("no test sample was written: see the errors above")
-        raise typer.Exit(1)
+app.command()(evalset)

@@ -1,0 +1,225 @@
+"""What the `unimed-data` commands share: their option types (each with its help line and the
+default it shows) and the one way they report a failure.
+
+Expected failures end as one `error:` line and exit status 2; `unimed_data.cli.main` reports
+anything else as a bug.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from unimed_data import terminal
+from unimed_data.config import BuildConfig, ConvertConfig, LLMConfig
+from unimed_data.imaging import ConvertOptions
+from unimed_data.schema import MODALITIES
+from unimed_data.stages.shard import ShardOptions
+
+ONE_SOURCE = "Give exactly one of CONFIG, --demo or --from-folder DIR."
+OFF = "off"
+
+
+def from_config(fallback: object) -> str:
+    """The default shown for an option that overrides the config."""
+    return f"config, else {fallback}"
+
+
+ConfigArg = Annotated[
+    Path | None,
+    typer.Argument(help=f"Build config YAML (datasets and stage options). {ONE_SOURCE}", show_default=False),
+]
+OutOpt = Annotated[Path, typer.Option("--out", "-o", help="Output folder (shards, stats, work tables).")]
+DemoOpt = Annotated[
+    bool,
+    typer.Option(
+        "--demo",
+        help="Use the embedded demo corpus (pydicom's DICOM files), not CONFIG or --from-folder.",
+        show_default=OFF,
+    ),
+]
+FolderOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--from-folder",
+        help="A folder-per-class tree of images/DICOM (class = folder name), not CONFIG or --demo.",
+        show_default="none",
+    ),
+]
+ModalityOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--modality",
+        help=f"Modality of --from-folder: {', '.join(MODALITIES)}.",
+        show_default="none; needed with --from-folder",
+    ),
+]
+LicenseOpt = Annotated[str, typer.Option("--license", help="Licence recorded for --from-folder data.")]
+ForceOpt = Annotated[
+    bool,
+    typer.Option(
+        "--force",
+        help="Write into a non-empty folder that is not ours; its files are never replaced.",
+        show_default=OFF,
+    ),
+]
+WorkersOpt = Annotated[
+    int | None,
+    typer.Option("--workers", min=1, help="Processes.", show_default=from_config("all cores")),
+]
+SeedOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--seed",
+        help="Seed for splits, shuffle and caption choice.",
+        show_default=from_config(BuildConfig.model_fields["seed"].default),
+    ),
+]
+ShardSizeOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--shard-size", min=1, help="Samples per shard.", show_default=from_config(ShardOptions.shard_size)
+    ),
+]
+MaxSideOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--max-side", min=16, help="Longest image side.", show_default=from_config(ConvertOptions.max_side)
+    ),
+]
+MinSideOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--min-side",
+        min=1,
+        help="Images whose shorter side is smaller are filtered (counted, with the reason).",
+        show_default=from_config(ConvertConfig.model_fields["min_side"].default),
+    ),
+]
+QualityOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--jpeg-quality",
+        min=1,
+        max=100,
+        help="JPEG quality.",
+        show_default=from_config(ConvertOptions.jpeg_quality),
+    ),
+]
+MaxErrorRateOpt = Annotated[
+    float | None,
+    typer.Option(
+        "--max-error-rate",
+        min=0.0,
+        max=1.0,
+        help="Exit with status 1 (after writing everything) when a larger share of inputs failed.",
+        show_default=from_config(BuildConfig.model_fields["max_error_rate"].default),
+    ),
+]
+_LLM = "Captions"
+_LLM_DEFAULTS = LLMConfig()
+CaptionerOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--captioner",
+        help="Caption backend: template (offline) or openai.",
+        show_default=from_config("template"),
+        rich_help_panel=_LLM,
+    ),
+]
+BaseUrlOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--llm-base-url",
+        help="OpenAI-compatible endpoint, e.g. http://localhost:8000/v1.",
+        show_default=from_config("OpenAI's"),
+        rich_help_panel=_LLM,
+    ),
+]
+ModelOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--llm-model",
+        help="Model name at the endpoint.",
+        show_default="config; needed by openai",
+        rich_help_panel=_LLM,
+    ),
+]
+ConcurrencyOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--llm-concurrency",
+        min=1,
+        help="Requests in flight.",
+        show_default=from_config(_LLM_DEFAULTS.concurrency),
+        rich_help_panel=_LLM,
+    ),
+]
+KeyEnvOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--llm-api-key-env",
+        help="Environment variable holding the API key.",
+        show_default=from_config(_LLM_DEFAULTS.api_key_env),
+        rich_help_panel=_LLM,
+    ),
+]
+CacheOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--cache",
+        help="Caption cache folder.",
+        show_default=from_config("OUT/work/llm-cache"),
+        rich_help_panel=_LLM,
+    ),
+]
+BatchOpt = Annotated[
+    bool,
+    typer.Option(
+        "--llm-batch",
+        help="Use the OpenAI Batch API (half price).",
+        show_default=from_config(OFF),
+        rich_help_panel=_LLM,
+    ),
+]
+LimitOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--limit",
+        min=1,
+        help="Pilot: caption only the first N units.",
+        show_default=from_config("all"),
+        rich_help_panel=_LLM,
+    ),
+]
+DryRunOpt = Annotated[
+    bool,
+    typer.Option(
+        "--dry-run",
+        help="Print the prompts, call count and token estimate; no network.",
+        show_default=OFF,
+        rich_help_panel=_LLM,
+    ),
+]
+
+
+def fail(message: str) -> None:
+    terminal.error(message)
+    raise typer.Exit(2)
+
+
+def os_problem(exc: OSError) -> str:
+    """`path: reason` for a file-system error, without Python's `[Errno N]` noise."""
+    return f"{exc.filename}: {exc.strerror}" if exc.filename and exc.strerror else str(exc)
+
+
+def print_error_rows(rows: Iterable[dict], more: str, limit: int = 5) -> None:
+    """The first `limit` error rows, then `more` (where the rest are) when there are more."""
+    for shown, row in enumerate(rows):
+        if shown == limit:
+            terminal.say(f"... and more: {more}")
+            break
+        terminal.say(f"  {row['stage']}: {row['source_path']}: {row['reason']}")
