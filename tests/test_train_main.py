@@ -1,6 +1,9 @@
 """The training program end to end on CPU: a tiny model learns the demo shards, and resumes exactly."""
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -179,10 +182,6 @@ def free_port() -> int:
 
 def test_two_processes_with_torchrun_and_gloo(tmp_path: Path, demo_out: Path):
     """The same program under torchrun: 2 CPU ranks (gloo) train, rank 0 logs and checkpoints."""
-    import os
-    import subprocess
-    import sys
-
     out = tmp_path / "ddp"
     torchrun = [
         sys.executable,
@@ -206,8 +205,6 @@ def test_two_processes_with_torchrun_and_gloo(tmp_path: Path, demo_out: Path):
 
 def test_progress_lines_without_a_terminal_and_readable_checkpoints(tmp_path: Path, demo_out: Path, capsys):
     """Where everything goes, a line every --log-every steps, where the last checkpoint is (rank 0)."""
-    import os
-
     run(tmp_path, demo_out, "talk", "--steps", "4", "--log-every", "2")
     err = capsys.readouterr().err
     out = tmp_path / "talk"
@@ -322,10 +319,6 @@ def test_eta_counts_from_the_first_step_not_from_a_resume_replay(monkeypatch):
 
 def test_under_torchrun_every_rank_stops_when_the_folder_is_refused(tmp_path: Path, demo_out: Path):
     """Rank 0 claims --out; the other rank gets its refusal too, instead of waiting in DDP."""
-    import os
-    import subprocess
-    import sys
-
     out = tmp_path / "foreign"
     out.mkdir()
     (out / "notes.txt").write_text("mine")
@@ -341,7 +334,7 @@ def test_under_torchrun_every_rank_stops_when_the_folder_is_refused(tmp_path: Pa
         env=env,
     )
     assert finished.returncode != 0
-    refusals = [line for line in finished.stderr.splitlines() if f"error: {out}: not empty" in line]
-    assert len(refusals) == 2, finished.stderr[-3000:]
+    # Counted in the whole stream: the two ranks write at once, so their lines may run together.
+    assert finished.stderr.count(f"error: {out}: not empty") == 2, finished.stderr[-3000:]
     assert "unexpected failure" not in finished.stderr  # a refusal, not a bug (torchrun adds its own trace)
     assert sorted(p.name for p in out.iterdir()) == ["notes.txt"]
