@@ -2,6 +2,7 @@
 loopback HTTP file server for the download tests."""
 
 import base64
+import csv
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -13,6 +14,16 @@ from unimed_data.cli import app
 from unimed_data.download import http as dl
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+def write_list_csv(path: Path, header: list[str], rows: list[list[object]]) -> None:
+    """A CSV as pandas' `to_csv` writes a frame holding Python lists (UniMed's annotation files):
+    each list cell is its `str`, quoted only where needed."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle, lineterminator="\n")
+        writer.writerow(header)
+        writer.writerows([str(cell) if isinstance(cell, list) else cell for cell in row] for row in rows)
 
 
 def run_cli(*args: str):

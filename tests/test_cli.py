@@ -125,7 +125,7 @@ LLM_OPTIONS = {"captioner", "llm_base_url", "llm_model", "llm_concurrency", "llm
             {"shard_size", "max_error_rate", *LLM_OPTIONS},
         ),
         ("caption", {*LLM_OPTIONS, "limit", "dry_run"}, {"shard_size", "max_side", "workers"}),
-        ("shard", {"shard_size", "max_error_rate"}, {"max_side", "jpeg_quality", *LLM_OPTIONS}),
+        ("shard", {"shard_size", "txt_format", "max_error_rate"}, {"max_side", "jpeg_quality", *LLM_OPTIONS}),
         ("build", {"shard_size", "max_side", "max_error_rate", *LLM_OPTIONS}, set()),
     ],
 )
@@ -136,8 +136,8 @@ def test_each_stage_offers_only_its_own_options(stage, has, lacks):
 
     names = set(_options(stage))
     assert has <= names and not lacks & names
-    assert {"out", "demo", "from_folder", "force"} <= names
-    assert "exactly one of CONFIG, --demo or --from-folder" in get_command(app).commands[stage].help
+    assert {"out", "recipe", "root", "strict", "demo", "from_folder", "force"} <= names
+    assert "exactly one of CONFIG, --recipe" in get_command(app).commands[stage].help
 
 
 @pytest.mark.parametrize("command", COMMANDS)

@@ -283,3 +283,54 @@ def test_an_unreadable_dataset_raises_and_leaves_no_outputs(tmp_path):
     with pytest.raises(LayoutError, match=r"labels\.csv: annotation file not found"):
         ingest_dataset(manifest, tmp_path / "raw", tmp_path / "work", salt=SALT, seed=0)
     assert os.listdir(tmp_path / "work" / "cohort") == []  # no partial table, no stamp
+
+
+def test_a_folder_in_the_path_can_give_each_item_its_modality(tmp_path):
+    root = tmp_path / "raw" / "rad"
+    for path in ("CT/liver/1.png", "MR/knee/2.png", "other/3.png"):
+        (root / path).parent.mkdir(parents=True, exist_ok=True)
+        (root / path).write_bytes(b"x")
+    manifest = Manifest.model_validate(
+        {
+            "name": "rad",
+            "modality": "other",
+            "license": "test",
+            "layout": {"type": "folder", "path": ""},
+            "modality_from_folder": {"CT": "ct", "MR": "mri"},
+        }
+    )
+    ingest_dataset(manifest, tmp_path / "raw", tmp_path / "work", salt=SALT, seed=0)
+    records, _ = tables(tmp_path / "work", "rad")
+    by_folder = {
+        record["source_path"].split("/rad/")[1].split("/")[0]: record["modality"] for record in records
+    }
+    assert by_folder == {"CT": "ct", "MR": "mri", "other": "other"}
+
+
+def test_a_dataset_folder_is_found_whatever_the_case_of_its_name(tmp_path):
+    from unimed_data.ingest import dataset_root
+
+    (tmp_path / "OpenI" / "image").mkdir(parents=True)
+    manifest = bundled("unimed-openi")
+    assert manifest.root == "openI"
+    assert dataset_root(manifest, tmp_path) == (tmp_path / "OpenI").absolute()
+
+
+def test_an_image_listed_with_several_captions_is_one_record_holding_them_all(tmp_path):
+    root = tmp_path / "raw" / "quilt-1m"
+    root.mkdir(parents=True)
+    with (root / "quilt_1M_lookup.csv").open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["", "caption", "image_path", "subset", "split", "pathology"])
+        writer.writerow([0, "Low power view.", "a.jpg", "quilt", "train", "['Dermatopathology']"])
+        writer.writerow([1, "Nests of melanocytes.", "b.jpg", "quilt", "train", ""])
+        writer.writerow([2, "High power: atypia.", "a.jpg", "quilt", "train", "['Soft tissue']"])
+        writer.writerow([3, "Low power view.", "a.jpg", "quilt", "train", ""])  # a repeated caption
+    manifest = bundled("quilt-1m")
+    summary = ingest_dataset(manifest, tmp_path / "raw", tmp_path / "work", salt=SALT, seed=0)
+    records, errors = tables(tmp_path / "work", manifest.slug)
+    assert summary == IngestSummary("quilt-1m", records=2, errors=0, filtered=0, merged=2)
+    by_image = {Path(r["source_path"]).name: r for r in records}
+    assert by_image["a.jpg"]["captions"] == ["Low power view.", "High power: atypia."]
+    assert by_image["a.jpg"]["labels"] == ["Dermatopathology", "Soft tissue"]
+    assert by_image["b.jpg"]["captions"] == ["Nests of melanocytes."] and errors == []

@@ -4,12 +4,28 @@ import io
 import pytest
 from rich.console import Console
 
-from unimed_data.manifest import bundled_manifest_paths, load_manifest
+from unimed_data.layouts import ItemError, iter_items
+from unimed_data.manifest import bundled_manifest_paths, find_manifest, load_manifest
 from unimed_data.sources import render_sources, source_rows
 
 NEW_LAYOUTS = {"rocov2", "pmc_oa", "quilt", "llava_med", "mimic_cxr", "openi"}
 UNIMED_MODALITIES = {"xray", "ct", "mri", "ultrasound", "pathology", "fundus"}
 CONFIRMED_EVAL_SETS = 21  # UniMed-CLIP's eval catalog minus the skipped imagenet, radimagenet, SICAPv2
+
+# UniMed's retinal table (docs/UniMed-DATA.md): FLAIR number -> the bundled manifest reading that set's CSV.
+UNIMED_RETINA_TABLE = {
+    "03": "idrid", "04": "rfmid", "06": "deepeyenet", "08": "odir-5k", "09": "papila", "10": "paraguay-dr",
+    "11": "stare", "12": "aria", "14": "agar300", "15": "aptos-2019", "16": "fund-oct", "17": "diaretdb1",
+    "18": "drions-db", "19": "drishti-gs1", "20": "e-ophtha", "21": "g1020", "23": "hrf", "24": "origa",
+    "26": "roc", "27": "brset", "29": "airogs", "30": "sustech-sysu", "31": "jichi", "32": "chaksu",
+    "33": "dr1-2", "34": "cataract", "35": "scardat",
+}  # fmt: skip
+OTHER_FLAIR_SETS = {
+    "01": "eyepacs", "02": "messidor-2", "05": "jsiec", "07": "lag", "13": "fives", "25": "refuge", "28": "oia-ddr",
+}  # fmt: skip
+FLAIR_PRETRAINING = (set(UNIMED_RETINA_TABLE.values()) | set(OTHER_FLAIR_SETS.values())) - {
+    "odir-5k", "fives", "refuge",  # UniMed-CLIP's zero-shot CSVs: evaluation-only
+}  # fmt: skip
 
 
 def _layout_type(path) -> str:
@@ -131,3 +147,93 @@ def test_a_narrow_terminal_gets_the_whole_table_for_it_to_wrap_not_a_cut_one():
     assert "…" not in text
     for row in rows:
         assert row["name"] in text and row["modality"] in text
+
+
+def _manifest(name: str):
+    return load_manifest(find_manifest(name))
+
+
+@pytest.mark.parametrize("number, name", sorted({**UNIMED_RETINA_TABLE, **OTHER_FLAIR_SETS}.items()))
+def test_each_flair_set_has_a_fundus_manifest_reading_the_csv_of_its_number(number, name):
+    manifest = _manifest(name)
+    assert manifest.modality == "fundus"
+    assert manifest.layout.type == "flair" and manifest.layout.csv.startswith(f"{number}_")
+
+
+def test_no_two_manifests_read_the_same_flair_set():
+    """One manifest per FLAIR number: FLAIR's ODIR pretraining CSV shares images with the
+    evaluation CSV 08_ODIR200x3.csv, so a second ODIR manifest would leak test images."""
+    numbers = [
+        manifest.layout.csv[:2]
+        for manifest in map(load_manifest, _loadable())
+        if manifest.layout.type == "flair"
+    ]
+    assert len(numbers) == len(set(numbers))
+
+
+@pytest.mark.parametrize("name", sorted(FLAIR_PRETRAINING | {"mm-retinal"}))
+def test_retinal_pretraining_manifests_state_licence_homepage_and_access(name):
+    import yaml
+
+    data = yaml.safe_load(find_manifest(name).read_text(encoding="utf-8"))
+    manifest = _manifest(name)
+    assert manifest.name == name and manifest.modality == "fundus" and manifest.role == "pretrain"
+    assert data["license"].strip() and data["homepage"].startswith("http") and data["access"]
+    assert data.get("citation")
+
+
+def _write_flair_csv(folder, rows: list[tuple[str, str]], name: str) -> None:
+    lines = [",image,atributes,categories"]
+    lines += [f'{index},{image},[],"{categories}"' for index, (image, categories) in enumerate(rows)]
+    (folder / name).write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+@pytest.mark.parametrize(
+    "name, first, second, other",
+    [
+        ("papila", "09_PAPILA/FundusImages/RET002OD.jpg", "09_PAPILA/FundusImages/RET002OS.jpg",
+         "09_PAPILA/FundusImages/RET004OD.jpg"),
+        ("jichi", "31_JICHI/dmr/931_3_R.jpg", "31_JICHI/dmr/931_1_L.jpg", "31_JICHI/dmr/93_1_L.jpg"),
+        ("fund-oct", "16_FUND-OCT/Dataset/OD/Glaucoma/P_11/Right Eye/1_Color_R_001.jpg",
+         "16_FUND-OCT/Dataset/OD/Glaucoma/P_11/Left Eye/2_Color_L_001.jpg",
+         "16_FUND-OCT/Dataset/OD/Healthy/P_11/Left Eye/3_Color_L_001.jpg"),
+    ],
+)  # fmt: skip
+def test_a_patients_photographs_share_a_patient_id(tmp_path, name, first, second, other):
+    manifest = _manifest(name)
+    rows = [(first, "['normal']"), (second, "['normal']"), (other, "['normal']")]
+    _write_flair_csv(tmp_path, rows, manifest.layout.csv)
+    patients = [item.patient for item in iter_items(manifest, tmp_path)]
+    assert patients[0] is not None and patients[0] == patients[1] != patients[2]
+
+
+def test_flair_labels_with_typos_get_readable_names():
+    assert _manifest("jichi").readable("tractionalretinaldetachment") == "tractional retinal detachment"
+    assert _manifest("stare").readable("htr") == "hypertensive retinopathy"
+    assert _manifest("brset").readable("severe diabetic retinopathy.") == "severe diabetic retinopathy"
+    assert _manifest("papila").readable("glaucoma") == "glaucoma"
+
+
+def test_an_ungradable_flair_row_without_categories_is_an_error_row(tmp_path):
+    manifest = _manifest("oia-ddr")
+    rows = [
+        ("28_OIA-DDR/DR_grading/train/1.jpg", "['no diabetic retinopathy']"),
+        ("28_OIA-DDR/2.jpg", "['']"),
+    ]
+    _write_flair_csv(tmp_path, rows, manifest.layout.csv)
+    entries = list(iter_items(manifest, tmp_path))
+    assert [type(entry) is ItemError for entry in entries] == [False, True]
+
+
+def test_mm_retinal_reads_the_published_image_caption_table(tmp_path):
+    manifest = _manifest("mm-retinal")
+    (tmp_path / manifest.layout.table).write_text(
+        ",image,caption\n"
+        "0,39_MM_Retinal_dataset/CFP/figure01-01A.jpg,Colour fundus image of a normal right eye\n"
+        "1,39_MM_Retinal_dataset/CFP/figure01-02B.png,\n",
+        encoding="utf-8",
+    )
+    first, second = iter_items(manifest, tmp_path)
+    assert first.source_path == "39_MM_Retinal_dataset/CFP/figure01-01A.jpg"
+    assert first.captions == ["Colour fundus image of a normal right eye"]
+    assert isinstance(second, ItemError) and "no caption" in second.reason

@@ -2,6 +2,7 @@
 
 import io
 import json
+import shutil
 import tarfile
 from pathlib import Path
 
@@ -9,16 +10,20 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
+from tests.test_unimed_txt import trainer_candidates
 from unimed_data.schema import RECORD_SCHEMA, SAMPLE_JSON_FIELDS, make_key
 from unimed_data.stages.shard import ShardOptions, shard_datasets
+from unimed_data.stats import compute_stats, write_stats
 from unimed_data.tables import write_rows
+from unimed_data.validate import validate_output
 from unimed_data.workspace import Workspace
 
 
 def make_captioned(
-    ws: Workspace, dataset: str, n: int, splits=("train", "train", "train", "val")
+    ws: Workspace, dataset: str, n: int, splits=("train", "train", "train", "val"), reports: bool = False
 ) -> list[str]:
-    """A captioned table of `n` records with small real JPEGs, as the caption stage leaves it."""
+    """A captioned table of `n` records with small real JPEGs, as the caption stage leaves it; with
+    `reports`, every other record has a report."""
     rows = []
     for i in range(n):
         key = make_key(dataset, f"img{i}.png")
@@ -34,8 +39,8 @@ def make_captioned(
                 "image_path": str(image),
                 "labels": [f"class{i % 3}"],
                 "uncertain_labels": [],
-                "report": None,
-                "captions": [f"caption {i} a", f"caption {i} b"],
+                "report": f"Report of image {i}." if reports and i % 2 else None,
+                "captions": [f"caption {i} a", f"caption {i} b."],
                 "caption_source": "template",
                 "patient_id": None,
                 "split": splits[i % len(splits)],
@@ -175,3 +180,60 @@ def test_bad_prefix_and_unknown_split_are_refused(tmp_path: Path):
     make_captioned(ws, "gamma", 3, splits=("holdout",))
     with pytest.raises(ValueError, match="unknown split"):
         shard_datasets(ws, ["gamma"], ShardOptions(), workers=1)
+
+
+def samples_of(out: Path) -> list[tuple[str, dict]]:
+    """(txt, parsed json) of every sample in every shard under `out`."""
+    found = []
+    for shard in sorted(out.glob("*/*.tar")):
+        with tarfile.open(shard) as tar:
+            members = {m.name: tar.extractfile(m).read() for m in tar}
+        for name in members:
+            if name.endswith(".txt"):
+                key = name.removesuffix(".txt")
+                found.append((members[name].decode(), json.loads(members[f"{key}.json"])))
+    return found
+
+
+def test_unimed_txt_gives_unimeds_trainer_our_captions_and_reports_and_validates(tmp_path: Path):
+    ws = Workspace(tmp_path / "out")
+    slugs = ["unimed-chexpert", "unimed-mimic-cxr"]
+    make_captioned(ws, slugs[0], 9)
+    make_captioned(ws, slugs[1], 7, reports=True)
+    tags = (("unimed-chexpert", "_chexpert_"), ("unimed-mimic-cxr", "_mimiccxr_"))
+    shard_datasets(ws, slugs, ShardOptions(shard_size=4, txt_format="unimed", txt_tags=tags), workers=2)
+    samples = samples_of(ws.out)
+    assert len(samples) == 16
+    for txt, meta in samples:
+        if meta["dataset"] == "unimed-chexpert":
+            assert trainer_candidates(txt) == meta["captions"]
+        elif meta["report"]:
+            assert trainer_candidates(txt) == [meta["report"]]
+        else:
+            assert trainer_candidates(txt) == meta["captions"][-1:]
+
+    for slug in slugs:  # what ingest would have left, for the counts in stats.json
+        shutil.copy(ws.captioned(slug), ws.records(slug))
+    config = {"seed": 0, "txt_format": "unimed", "txt_tags": dict(tags)}
+    stats = compute_stats(ws, slugs, filtered={}, config=config)
+    write_stats(ws, stats)
+    assert validate_output(ws.out) == []
+
+    write_stats(ws, {**stats, "config": {"seed": 0, "txt_format": "plain"}})
+    problems = validate_output(ws.out)
+    assert len(problems) == 16 and all("txt is not the first of json.captions" in p for p in problems)
+
+
+def test_in_unimed_txt_datasets_without_a_tag_keep_their_primary_caption(two_datasets):
+    ws, _ = two_datasets
+    shard_datasets(ws, ["alpha", "beta"], ShardOptions(shard_size=100), workers=1)
+    plain = shard_bytes(ws.out)
+    shard_datasets(ws, ["alpha", "beta"], ShardOptions(shard_size=100, txt_format="unimed"), workers=1)
+    # alpha and beta are no UniMed parts: the shards are rewritten, to the same bytes.
+    assert shard_bytes(ws.out) == plain
+    assert all(txt == meta["captions"][0] for txt, meta in samples_of(ws.out))
+
+
+def test_an_unknown_txt_format_is_refused():
+    with pytest.raises(ValueError, match="txt_format 'tagged' must be one of plain, unimed"):
+        ShardOptions(txt_format="tagged")

@@ -5,8 +5,20 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from unimed_data.schema import SPLITS
+from unimed_data.stats import reference_rows
 from unimed_data.tables import atomic_write_text
 from unimed_data.workspace import Workspace
+
+# What `txt` holds per shard.txt_format, and what that means for open_clip.
+_TXT = {
+    "plain": ("its primary caption", ""),
+    "unimed": (
+        "its captions joined by its UniMed part's separator tag, the form UniMed-CLIP's training code "
+        "splits and picks from; a part without a tag holds its primary caption",
+        " These `txt` members are for UniMed-CLIP's own training code: plain open_clip would read the"
+        " joined captions as one text.",
+    ),
+}
 
 
 @dataclass(frozen=True)
@@ -21,12 +33,14 @@ class SourceInfo:
 
 def render_card(stats: dict, sources: list[SourceInfo], shard_prefix: str) -> str:
     totals = stats["totals"]
+    txt, txt_note = _TXT[stats["config"].get("txt_format", "plain")]
     lines = [
         "# Medical image-text shards built with unimed-data",
         "",
         f"{totals['samples']} image-text pairs from {len(sources)} source(s) in WebDataset format. "
-        f"Each sample holds `jpg` (the image), `txt` (its primary caption) and `json` "
-        "(all captions, labels, modality, dataset, caption source, licence, split, width, height).",
+        f"Each sample holds `jpg` (the image), `txt` ({txt})"
+        " and `json` (all captions, labels, report, modality, dataset, caption source, licence, split,"
+        " width, height).",
         "",
         "## Splits",
         "",
@@ -50,6 +64,8 @@ def render_card(stats: dict, sources: list[SourceInfo], shard_prefix: str) -> st
     for src in sources:
         samples = stats["datasets"].get(src.slug, {}).get("samples", 0)
         lines.append(f"| {src.name} | {src.modality} | {samples} | {src.license} | {src.homepage or ''} |")
+    if "reference" in stats:
+        lines += _reference_section(stats["reference"])
     citations = [src for src in sources if src.citation]
     if citations:
         lines += ["", "## Citations", ""]
@@ -73,10 +89,28 @@ def render_card(stats: dict, sources: list[SourceInfo], shard_prefix: str) -> st
         "```",
         "",
         f"open_clip: `--train-data '{_pattern(stats, shard_prefix)}' --dataset-type webdataset` (sample counts come from"
-        " `sizes.json` beside the shards).",
+        " `sizes.json` beside the shards)." + txt_note,
         "",
     ]
     return "\n".join(lines)
+
+
+def _reference_section(reference: dict) -> list[str]:
+    header, rows = reference_rows(reference)
+    lines = [
+        "",
+        f"## Samples against {reference['name']}",
+        "",
+        f"Samples per part (all splits) beside {reference['name']}'s own count for it.",
+        "",
+        _markdown_row(header),
+        "| --- | ---: | ---: | ---: | --- |",
+    ]
+    return lines + [_markdown_row(row) for row in rows]
+
+
+def _markdown_row(cells: tuple[str, ...]) -> str:
+    return "| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |"
 
 
 def _pattern(stats: dict, prefix: str) -> str:

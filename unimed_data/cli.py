@@ -24,7 +24,15 @@ from unimed_data import cli_common as opt
 from unimed_data import terminal
 from unimed_data.cli_common import OFF, ONE_SOURCE, fail, os_problem, print_error_rows
 from unimed_data.cli_evalset import evalset
-from unimed_data.config import BuildConfig, ConfigError, ConvertConfig, DatasetEntry, load_config
+from unimed_data.cli_sources import download, sources
+from unimed_data.config import (
+    BuildConfig,
+    ConfigError,
+    ConvertConfig,
+    DatasetEntry,
+    load_config,
+    recipe_path,
+)
 from unimed_data.layouts import LayoutError
 from unimed_data.manifest import ManifestError, validate_manifest
 from unimed_data.outputs import OutputError, settle_output
@@ -77,10 +85,14 @@ class SourceOptions:
     from_folder: Path | None
     modality: str | None
     license: str
+    recipe: str | None = None
+    root: Path | None = None
+    strict: bool = False
     force: bool = False
     workers: int | None = None
     seed: int | None = None
     shard_size: int | None = None
+    txt_format: str | None = None
     max_side: int | None = None
     min_side: int | None = None
     jpeg_quality: int | None = None
@@ -104,14 +116,23 @@ def _plan(given: SourceOptions, stages: tuple[str, ...]):
     from unimed_data.demo import DEMO_MIN_SIDE, stage_demo
     from unimed_data.pipeline import Dataset, claim_build_output, resolve_datasets
 
-    if sum([given.config is not None, given.demo, given.from_folder is not None]) != 1:
-        fail("give exactly one of: a CONFIG file, --demo, or --from-folder DIR")
+    sources = [given.config is not None, given.recipe is not None, given.demo, given.from_folder is not None]
+    if sum(sources) != 1:
+        fail("give exactly one of: a CONFIG file, --recipe NAME, --demo, or --from-folder DIR")
+    if given.root is not None and given.config is None and given.recipe is None:
+        fail("--root applies to a CONFIG file or --recipe only")
+    left_out: list = []
     try:
-        if given.config is not None:
-            config = load_config(given.config)
-            datasets = resolve_datasets(config)
-            if "ingest" in stages or given.dry_run:
-                _check_dataset_folders(datasets)
+        if given.config is not None or given.recipe is not None:
+            if given.recipe is not None and given.root is None:
+                fail(f"--recipe {given.recipe} needs --root RAW, the folder holding the raw sources")
+            path = given.config if given.config is not None else recipe_path(given.recipe)
+            config = load_config(path, root=given.root)
+            if given.strict:
+                config.missing_parts = "fail"
+            datasets, left_out = _in_place(
+                resolve_datasets(config), given.out, config.missing_parts == "fail"
+            )
         elif given.demo:
             claim_build_output(given.out, force=given.force)  # before the demo's raw copy is written
             raw = given.out / "work" / "demo-raw"
@@ -121,34 +142,47 @@ def _plan(given: SourceOptions, stages: tuple[str, ...]):
                 convert=ConvertConfig(min_side=DEMO_MIN_SIDE),
             )
         else:
-            if not given.from_folder.is_dir():
-                fail(f"--from-folder {given.from_folder}: not a folder")
-            if given.modality not in MODALITIES:
-                fail(f"--from-folder needs --modality, one of: {', '.join(MODALITIES)}")
-            folder = given.from_folder.resolve()
-            manifest = validate_manifest(
-                {
-                    "name": folder.name,
-                    "modality": given.modality,
-                    "license": given.license,
-                    "layout": {"type": "folder"},
-                },
-                f"--from-folder {given.from_folder}",
-            )
-            datasets = [Dataset(manifest, folder.parent)]
-            config = BuildConfig(datasets=[DatasetEntry(manifest=manifest.name, root=folder.parent)])
+            config, datasets = _from_folder(given)
         if not given.demo:
             claim_build_output(given.out, force=given.force)
     except (ConfigError, ManifestError, OutputError, ValueError) as exc:
         fail(str(exc))
-    # Options given on the command line replace the config's. The config was just built here and
-    # its models do not validate on assignment, so a plain setattr is all an override needs.
+    _override(config, given)
+    return config, datasets, tuple(left_out)
+
+
+def _from_folder(given: SourceOptions):
+    """The config and dataset of `--from-folder DIR`: a folder-per-class tree as one manifest."""
+    from unimed_data.pipeline import Dataset
+
+    if not given.from_folder.is_dir():
+        fail(f"--from-folder {given.from_folder}: not a folder")
+    if given.modality not in MODALITIES:
+        fail(f"--from-folder needs --modality, one of: {', '.join(MODALITIES)}")
+    folder = given.from_folder.resolve()
+    manifest = validate_manifest(
+        {
+            "name": folder.name,
+            "modality": given.modality,
+            "license": given.license,
+            "layout": {"type": "folder"},
+        },
+        f"--from-folder {given.from_folder}",
+    )
+    config = BuildConfig(datasets=[DatasetEntry(manifest=manifest.name, root=folder.parent)])
+    return config, [Dataset(manifest, folder.parent)]
+
+
+def _override(config: BuildConfig, given: SourceOptions) -> None:
+    """Options given on the command line replace the config's. The config was just built here and
+    its models do not validate on assignment, so a plain setattr is all an override needs."""
     captions, llm = config.captions, config.captions.llm
     for target, attribute, value in (
         (config, "workers", given.workers),
         (config, "seed", given.seed),
         (config, "max_error_rate", given.max_error_rate),
         (config.shard, "shard_size", given.shard_size),
+        (config.shard, "txt_format", given.txt_format),
         (config.convert, "max_side", given.max_side),
         (config.convert, "min_side", given.min_side),
         (config.convert, "jpeg_quality", given.jpeg_quality),
@@ -165,22 +199,39 @@ def _plan(given: SourceOptions, stages: tuple[str, ...]):
             setattr(target, attribute, value)
     if captions.backend not in ("template", "openai"):
         fail(f"--captioner {captions.backend}: use template or openai")
-    return config, datasets
+    if config.shard.txt_format not in ("plain", "unimed"):
+        fail(f"--txt-format {config.shard.txt_format}: use plain or unimed")
 
 
-def _check_dataset_folders(datasets) -> None:
-    """A dataset folder that is not there (a typo in `root:`, a source not downloaded yet) is
-    reported before the output folder is made."""
-    from unimed_data.ingest import dataset_root
+def _in_place(datasets, out: Path, strict: bool):
+    """The datasets whose files are in place, and the others with what is missing.
 
+    Checked before the output folder is made. Strict, the first absent dataset (a typo in `root:`,
+    a source not downloaded yet) is the error; otherwise each is reported once, with what to
+    download and where, and the build goes on with the rest. A dataset an earlier run already
+    ingested into OUT stays in, so later stages can run alone after its raw files moved.
+    """
+    from unimed_data.parts import left_unread, missing_files, what_to_get
+    from unimed_data.workspace import Workspace
+
+    kept, left_out = [], []
     for dataset in datasets:
-        folder = dataset_root(dataset.manifest, dataset.root)
-        if not folder.is_dir():
-            fail(
-                f"dataset {dataset.manifest.name}: folder {folder} not found (the config's root "
-                f"{dataset.root}, then {dataset.manifest.root or dataset.manifest.name}/): "
-                "download the source there, or correct `root:`"
-            )
+        absent = missing_files(dataset.manifest, dataset.root)
+        if not absent or Workspace(out).records(dataset.slug).exists():
+            kept.append(dataset)
+            if skipped := left_unread(dataset.manifest, dataset.root):
+                terminal.say(
+                    f"{dataset.manifest.name}: not read (its layout's `skip` list): {', '.join(skipped)}"
+                )
+            continue
+        problem = what_to_get(dataset.manifest, dataset.root, absent)
+        if strict:
+            fail(f"dataset {dataset.manifest.name}: {problem}")
+        terminal.say((f"{dataset.manifest.name}:", "yellow"), " ", f"left out: {problem}")
+        left_out.append((dataset, problem.partition("; ")[0]))
+    if not kept:
+        fail("no dataset of the build is in place: download them as said above, or check --root/`root:`")
+    return kept, left_out
 
 
 def _run(stages: tuple[str, ...], given: SourceOptions) -> None:
@@ -192,12 +243,12 @@ def _run(stages: tuple[str, ...], given: SourceOptions) -> None:
     existed = out.exists()
     fresh = not existed or (out.is_dir() and not any(out.iterdir()))
     try:
-        config, datasets = _plan(given, stages)
+        config, datasets, left_out = _plan(given, stages)
         try:
             if given.dry_run:
                 plan = plan_captions(config, out, datasets)
             else:
-                stats = run_stages(config, out, datasets, stages)
+                stats = run_stages(config, out, datasets, stages, left_out=left_out)
         except (StageOrderError, ManifestError, LayoutError, ValueError, RuntimeError) as exc:
             fail(str(exc))
         except OSError as exc:
@@ -244,6 +295,9 @@ def _run(stages: tuple[str, ...], given: SourceOptions) -> None:
 def build(
     config: opt.ConfigArg = None,
     out: opt.OutOpt = ...,
+    recipe: opt.RecipeOpt = None,
+    root: opt.RootOpt = None,
+    strict: opt.StrictOpt = False,
     demo: opt.DemoOpt = False,
     from_folder: opt.FolderOpt = None,
     modality: opt.ModalityOpt = None,
@@ -252,6 +306,7 @@ def build(
     workers: opt.WorkersOpt = None,
     seed: opt.SeedOpt = None,
     shard_size: opt.ShardSizeOpt = None,
+    txt_format: opt.TxtFormatOpt = None,
     max_side: opt.MaxSideOpt = None,
     min_side: opt.MinSideOpt = None,
     jpeg_quality: opt.QualityOpt = None,
@@ -266,18 +321,29 @@ def build(
     limit: opt.LimitOpt = None,
     dry_run: opt.DryRunOpt = False,
 ) -> None:
-    """Run every stage: ingest, convert, caption, shard. Give exactly one of CONFIG, --demo or --from-folder DIR."""
+    """Run every stage: ingest, convert, caption, shard. Give exactly one of CONFIG, --recipe, --demo or --from-folder."""
     _run(STAGES, SourceOptions(**locals()))
 
 
 # The options each stage reads besides the source ones; `build` takes them all.
-_SOURCE_OPTIONS = ("config", "out", "demo", "from_folder", "modality", "license", "force")
+_SOURCE_OPTIONS = (
+    "config",
+    "out",
+    "recipe",
+    "root",
+    "strict",
+    "demo",
+    "from_folder",
+    "modality",
+    "license",
+    "force",
+)
 _LLM_OPTIONS = ("llm_base_url", "llm_model", "llm_concurrency", "llm_api_key_env", "cache", "llm_batch")
 _STAGE_OPTIONS = {
     "ingest": ("seed",),
     "convert": ("workers", "max_side", "min_side", "jpeg_quality"),
     "caption": ("seed", "captioner", *_LLM_OPTIONS, "limit", "dry_run"),
-    "shard": ("workers", "seed", "shard_size", "max_error_rate"),
+    "shard": ("workers", "seed", "shard_size", "txt_format", "max_error_rate"),
 }
 
 
@@ -358,81 +424,6 @@ def stats(
         render_stats(data, terminal.console())
 
 
-@app.command()
-def download(
-    names: Annotated[list[str], typer.Argument(help="Bundled manifest names or manifest YAML paths.")],
-    root: Annotated[Path, typer.Option("--root", help="Raw data root; each source goes to ROOT/<name>/.")],
-    mirror: Annotated[
-        str | None,
-        typer.Option(
-            "--mirror",
-            help="Base URL of an institutional mirror serving the same paths.",
-            show_default="none",
-        ),
-    ] = None,
-    from_file: Annotated[
-        Path | None,
-        typer.Option(
-            "--from-file", help="Verify and unpack an archive fetched by hand.", show_default="none"
-        ),
-    ] = None,
-) -> None:
-    """Fetch sources (HTTP, Zenodo, Figshare, Hugging Face, Kaggle, PhysioNet), verify and unpack them.
-
-    A source that cannot be fetched automatically gets its homepage, access terms and the layout
-    its files must have, and exit status 1 until they are in place.
-    """
-    from unimed_data.download import DownloadError, ManualDownloadRequired, download_dataset
-    from unimed_data.manifest import find_manifest, load_manifest
-
-    failed = 0
-    for name in names:
-        try:
-            manifest = load_manifest(find_manifest(name))
-            report = download_dataset(manifest, root, mirror=mirror, from_file=from_file)
-        except ManualDownloadRequired as exc:
-            terminal.say((f"{name}:", "yellow"), " ", str(exc))
-            failed += 1
-            continue
-        except ManifestError as exc:  # names the manifest itself
-            terminal.error(str(exc))
-            failed += 1
-            continue
-        except (DownloadError, ValueError) as exc:
-            terminal.error(f"{name}: {exc}")
-            failed += 1
-            continue
-        except OSError as exc:
-            terminal.error(f"{name}: {os_problem(exc)}")
-            failed += 1
-            continue
-        state = "already complete" if report.skipped else f"{len(report.files)} file(s)"
-        terminal.say(f"{name}: {state} in {root / (manifest.root or manifest.name)}")
-    if failed:
-        raise typer.Exit(1)
-
-
-@app.command()
-def sources(
-    as_json: Annotated[
-        bool, typer.Option("--json", help="Print JSON (every field) instead of a table.", show_default=OFF)
-    ] = False,
-    long: Annotated[
-        bool,
-        typer.Option("--long", help="Add licence, homepage and fetchers to the table.", show_default=OFF),
-    ] = False,
-) -> None:
-    """Every bundled source: modality, role (pretrain/eval), access, expected images; --long adds licences."""
-    from unimed_data.sources import render_sources, source_rows
-
-    rows = source_rows()
-    if as_json:
-        sys.stdout.write(json.dumps(rows, indent=2) + "\n")
-    else:
-        render_sources(rows, terminal.console(), long=long)
-
-
-# Options that only one or two evalset sources read: flag -> (parameter, default, sources).
-
-
+app.command()(download)
+app.command()(sources)
 app.command()(evalset)

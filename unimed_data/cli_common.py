@@ -19,7 +19,7 @@ from unimed_data.imaging import ConvertOptions
 from unimed_data.schema import MODALITIES
 from unimed_data.stages.shard import ShardOptions
 
-ONE_SOURCE = "Give exactly one of CONFIG, --demo or --from-folder DIR."
+ONE_SOURCE = "Give exactly one of CONFIG, --recipe NAME, --demo or --from-folder DIR."
 OFF = "off"
 
 
@@ -55,6 +55,38 @@ ModalityOpt = Annotated[
         "--modality",
         help=f"Modality of --from-folder: {', '.join(MODALITIES)}.",
         show_default="none; needed with --from-folder",
+    ),
+]
+RecipeOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--recipe",
+        help="A bundled build config by name (unimed: UniMed's 13 parts from its caption annotations), not CONFIG.",
+        show_default="none",
+    ),
+]
+RootOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--root",
+        help="Raw data root of every dataset of CONFIG or --recipe (replaces the config's roots).",
+        show_default="config's root",
+    ),
+]
+StrictOpt = Annotated[
+    bool,
+    typer.Option(
+        "--strict",
+        help="Fail when a dataset's files are absent, instead of reporting it and building the rest.",
+        show_default=from_config("missing_parts"),
+    ),
+]
+TxtFormatOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--txt-format",
+        help="txt member: plain (the primary caption) or unimed (UniMed's separator-glued captions).",
+        show_default=from_config("plain"),
     ),
 ]
 LicenseOpt = Annotated[str, typer.Option("--license", help="Licence recorded for --from-folder data.")]

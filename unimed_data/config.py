@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from importlib.resources import files
 from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from unimed_data.imaging import ConvertOptions
 from unimed_data.stages.shard import ShardOptions
@@ -22,8 +23,15 @@ class _Strict(BaseModel):
 
 class DatasetEntry(_Strict):
     manifest: str = Field(description="a bundled manifest name or a path to a manifest YAML")
-    root: Path = Field(
-        description="raw data root; the dataset's files lie under root/<manifest.root or name>"
+    root: Path | None = Field(
+        None,
+        description="raw data root; the dataset's files lie under root/<manifest.root or name>; "
+        "default: the config's `root`",
+    )
+    expected_samples: int | None = Field(
+        None,
+        ge=0,
+        description="samples the reference corpus has for this part; stats show the build's beside it",
     )
 
 
@@ -78,18 +86,30 @@ class ShardConfig(_Strict):
     # The defaults are `ShardOptions`'s own; the seed is the build's.
     shard_size: int = Field(ShardOptions.shard_size, ge=1)
     prefix: str = ShardOptions.prefix
+    txt_format: Literal["plain", "unimed"] = ShardOptions.txt_format
 
     def options(self, seed: int) -> ShardOptions:
-        return ShardOptions(shard_size=self.shard_size, prefix=self.prefix, seed=seed)
+        return ShardOptions(
+            shard_size=self.shard_size, prefix=self.prefix, seed=seed, txt_format=self.txt_format
+        )
 
 
 class BuildConfig(_Strict):
     datasets: list[DatasetEntry] = Field(min_length=1)
+    root: Path | None = Field(None, description="raw data root of every dataset that names none")
+    reference: str = Field(
+        "expected", description="name of the corpus whose counts `expected_samples` gives, e.g. UniMed"
+    )
     seed: int = 0
     include_eval: bool = Field(
         False, description="build evaluation-only sources too (role: eval); by default they are left out"
     )
     workers: int | None = Field(None, ge=1, description="processes for convert/shard; default: all cores")
+    missing_parts: Literal["fail", "skip"] = Field(
+        "fail",
+        description="a dataset whose folder or annotation files are absent: fail the build, or report "
+        "it with what to download and build the rest",
+    )
     max_error_rate: float = Field(
         0.5, ge=0, le=1, description="exit with status 1 when a larger share of inputs failed"
     )
@@ -102,8 +122,27 @@ class BuildConfig(_Strict):
     captions: CaptionConfig = CaptionConfig()
     shard: ShardConfig = ShardConfig()
 
+    @model_validator(mode="after")
+    def _every_dataset_has_a_root(self) -> BuildConfig:
+        for index, entry in enumerate(self.datasets):
+            entry.root = entry.root or self.root
+            if entry.root is None:
+                raise ValueError(f"datasets[{index}] ({entry.manifest}): no `root`, and the config has none")
+        return self
 
-def load_config(path: Path) -> BuildConfig:
+
+def recipe_path(name: str) -> Path:
+    """A bundled recipe (a build config users copy and edit) by name, e.g. `unimed`."""
+    folder = files("unimed_data") / "recipes"
+    names = sorted(
+        entry.name.removesuffix(".yaml") for entry in folder.iterdir() if entry.name.endswith(".yaml")
+    )
+    if name not in names:
+        raise ConfigError(f"--recipe {name}: no such recipe (bundled: {', '.join(names)})")
+    return Path(str(folder / f"{name}.yaml"))
+
+
+def load_config(path: Path, *, root: Path | None = None) -> BuildConfig:
     """Read a YAML build config; relative paths are taken from the config file's folder."""
     try:
         data = yaml.safe_load(path.read_text())
@@ -111,6 +150,11 @@ def load_config(path: Path) -> BuildConfig:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read: {exc.strerror}") from exc
+    if root is not None and isinstance(data, dict):  # --root RAW: every dataset's raw root
+        data = {**data, "root": str(root.resolve())}
+        for entry in data.get("datasets") or []:
+            if isinstance(entry, dict):
+                entry.pop("root", None)
     try:
         config = BuildConfig.model_validate(data or {})
     except ValidationError as exc:
@@ -119,6 +163,7 @@ def load_config(path: Path) -> BuildConfig:
         )
         raise ConfigError(f"{path}: {problems}") from exc
     base = path.parent.resolve()
+    config.root = (base / config.root).resolve() if config.root is not None else None
     for entry in config.datasets:
         entry.root = (base / entry.root).resolve()
         candidate = base / entry.manifest

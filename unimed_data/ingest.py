@@ -1,9 +1,11 @@
 """The ingest stage: a manifest's annotations -> `records.parquet` + `errors-ingest.parquet`.
 
 Every row the layout yields ends up in exactly one place: a record, an error row (bad row, duplicate
-item, unusable split or modality), or the `filtered` count (rows the manifest excludes on purpose,
-such as lateral views), so `items seen = records + errors` always holds. Rows stream through in
-bounded batches; only the set of keys already written is held, to catch duplicates.
+item without captions, unusable split or modality), the `filtered` count (rows the manifest excludes
+on purpose, such as lateral views), or the `merged` count (a row naming an image already read, whose
+captions join that image's record), so `rows = records + errors + filtered + merged` always holds.
+Rows stream through in bounded batches; only the keys already written, and the texts of repeated
+rows, are held.
 
 The stage is skipped when `ingest.json` holds the fingerprint of the same inputs: the manifest's
 canonical JSON, a hash of the salt (never the salt), the seed, the dataset root and the size and
@@ -24,7 +26,7 @@ from unimed_data.layouts.item import Item
 from unimed_data.manifest import Manifest
 from unimed_data.schema import ERROR_SCHEMA, MODALITIES, RECORD_SCHEMA, error_row, hash_patient, make_key
 from unimed_data.splits import assign_split
-from unimed_data.tables import table_writer
+from unimed_data.tables import iter_rows, table_writer
 from unimed_data.workspace import DatasetPaths
 
 STAGE = "ingest"
@@ -37,11 +39,24 @@ class IngestSummary:
     records: int
     errors: int
     filtered: int  # rows excluded by the manifest (e.g. the view filter); neither records nor errors
+    merged: int = 0  # rows naming an image already read: their captions joined that image's record
     skipped: bool = False  # True when the outputs were already up to date
 
 
 def dataset_root(manifest: Manifest, raw_root: Path) -> Path:
-    return (raw_root / (manifest.root or manifest.name)).absolute()
+    """The dataset's folder under the raw root. Each folder name that is not there as written is
+    matched without regard to case (`openI`, `OpenI` and `openi` are one source's spellings)."""
+    return find_folder(raw_root, manifest.root or manifest.name).absolute()
+
+
+def find_folder(base: Path, relative: str) -> Path:
+    folder = base
+    for name in Path(relative).parts:
+        if not (folder / name).exists() and folder.is_dir():
+            matches = [entry for entry in folder.iterdir() if entry.name.lower() == name.lower()]
+            name = matches[0].name if len(matches) == 1 else name
+        folder = folder / name
+    return folder
 
 
 def output_paths(manifest: Manifest, work_dir: Path) -> DatasetPaths:
@@ -67,7 +82,7 @@ def _readable(manifest: Manifest, raw_labels: list[str]) -> list[str]:
 
 def _record(manifest: Manifest, root: Path, item: Item, key: str, *, salt: str, seed: int) -> dict:
     """The record for an item; raises ValueError when its split or modality is unusable."""
-    modality = item.modality or manifest.modality
+    modality = item.modality or _folder_modality(manifest, item.source_path) or manifest.modality
     if modality not in MODALITIES:
         raise ValueError(f"unknown modality {modality!r}")
     split = assign_split(
@@ -83,7 +98,7 @@ def _record(manifest: Manifest, root: Path, item: Item, key: str, *, salt: str, 
         "uncertain_labels": _readable(manifest, item.uncertain_labels),
         "report": item.report,
         "captions": item.captions,
-        "caption_source": "original" if item.captions else None,
+        "caption_source": (item.caption_source or "original") if item.captions else None,
         "patient_id": hash_patient(item.patient, salt) if item.patient is not None else None,
         "split": split,
         "license": manifest.license,
@@ -91,6 +106,14 @@ def _record(manifest: Manifest, root: Path, item: Item, key: str, *, salt: str, 
         "height": None,
         "sha256": None,
     }
+
+
+def _folder_modality(manifest: Manifest, source_path: str) -> str | None:
+    if manifest.modality_from_folder:
+        for folder in source_path.split("/")[:-1]:
+            if folder in manifest.modality_from_folder:
+                return manifest.modality_from_folder[folder]
+    return None
 
 
 def _error(manifest: Manifest, root: Path, item_id: str | None, source: str | None, reason: str) -> dict:
@@ -101,6 +124,28 @@ def _error(manifest: Manifest, root: Path, item_id: str | None, source: str | No
         os.fspath(root / source) if source is not None else None,
         reason,
     )
+
+
+def _joined(earlier: Item | None, entry: Item) -> Item:
+    """The captions and labels of an image's repeated rows, in file order."""
+    if earlier is None:
+        return entry
+    return dataclasses.replace(
+        earlier, captions=[*earlier.captions, *entry.captions], labels=[*earlier.labels, *entry.labels]
+    )
+
+
+def _merge_into(records_path: Path, merges: dict[str, Item], manifest: Manifest) -> None:
+    """Rewrite the records with each repeated image's further captions and labels added (without
+    repeats), so an image listed with several captions (Quilt-1M's lookup lists most images more
+    than once) is one sample holding them all. Held in memory: only the repeated rows' texts."""
+    with table_writer(records_path, RECORD_SCHEMA) as out:
+        for row in iter_rows(records_path):
+            extra = merges.get(row["key"])
+            if extra is not None:
+                row["captions"] = list(dict.fromkeys([*row["captions"], *extra.captions]))
+                row["labels"] = list(dict.fromkeys([*row["labels"], *_readable(manifest, extra.labels)]))
+            out.write(row)
 
 
 def _items(manifest: Manifest, root: Path):
@@ -128,7 +173,8 @@ def ingest_dataset(
     state_path.unlink(missing_ok=True)
 
     seen: set[str] = set()
-    filtered = 0
+    filtered = merged = 0
+    merges: dict[str, Item] = {}  # key -> the captions and labels of its repeated rows
     with (
         table_writer(records_path, RECORD_SCHEMA) as records,
         table_writer(errors_path, ERROR_SCHEMA) as errors,
@@ -138,7 +184,10 @@ def ingest_dataset(
                 filtered += 1
             elif isinstance(entry, ItemError):
                 errors.write(_error(manifest, root, entry.item_id, entry.source_path, entry.reason))
-            elif (key := make_key(manifest.name, entry.item_id)) in seen:
+            elif (key := make_key(manifest.name, entry.item_id)) in seen and entry.captions:
+                merges[key] = _joined(merges.get(key), entry)
+                merged += 1
+            elif key in seen:
                 reason = (
                     f"{entry.origin or entry.item_id}: duplicate item {entry.item_id!r}, already ingested"
                 )
@@ -153,6 +202,8 @@ def ingest_dataset(
                     records.write(record)
                     seen.add(key)
 
-    summary = IngestSummary(manifest.name, records.count, errors.count, filtered)
+    if merges:
+        _merge_into(records_path, merges, manifest)
+    summary = IngestSummary(manifest.name, records.count, errors.count, filtered, merged)
     stamps.write_stamp(state_path, current, dataclasses.asdict(summary))
     return summary

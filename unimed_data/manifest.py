@@ -41,6 +41,12 @@ class Manifest(BaseModel):
     description: str | None = None
     root: RelPath | None = None  # folder under the raw root holding the dataset; default `name`
     layout: Layout
+    # A folder name in an item's path -> that item's modality (RadImageNet's CT/, MR/, US/); the
+    # first folder of the path found here wins, else `modality`.
+    modality_from_folder: dict[str, Literal[MODALITIES]] = {}
+    # The separator UniMed-CLIP's own trainer splits this part's glued `txt` at (`--txt-format unimed`),
+    # e.g. `_chexpert_`; a part without one gets its primary caption alone.
+    unimed_tag: str | None = Field(None, pattern=r"^_[a-z0-9_]+_$")
     classes: dict[str, str] = {}  # raw label -> readable clinical name
     definitions: dict[str, str] = {}  # readable label -> short definition, for caption prompts
     split: SplitRule = HashSplit()

@@ -7,7 +7,7 @@ import os
 import re
 import secrets
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from unimed_data.captions import Captioner, make_captioner
@@ -16,6 +16,7 @@ from unimed_data.captions.openai_backend import DatasetHints, LLMSettings, OpenA
 from unimed_data.card import SourceInfo, write_card
 from unimed_data.config import BuildConfig
 from unimed_data.ingest import dataset_root, ingest_dataset
+from unimed_data.layouts import LayoutError
 from unimed_data.manifest import Manifest, find_manifest, load_manifest
 from unimed_data.outputs import claim_output
 from unimed_data.parallel import default_workers
@@ -37,6 +38,7 @@ class StageOrderError(RuntimeError):
 class Dataset:
     manifest: Manifest
     root: Path
+    expected: int | None = None  # samples the reference corpus has for this part
 
     @property
     def slug(self) -> str:
@@ -46,7 +48,9 @@ class Dataset:
 def resolve_datasets(config: BuildConfig) -> list[Dataset]:
     """The config's datasets; evaluation-only sources are left out unless `include_eval` is set,
     so a pretraining corpus never holds the images it will be evaluated on."""
-    datasets = [Dataset(load_manifest(find_manifest(e.manifest)), e.root) for e in config.datasets]
+    datasets = [
+        Dataset(load_manifest(find_manifest(e.manifest)), e.root, e.expected_samples) for e in config.datasets
+    ]
     excluded = [d.manifest.name for d in datasets if d.manifest.role == "eval" and not config.include_eval]
     if excluded:
         print(
@@ -87,12 +91,16 @@ def run_stages(
     stages: tuple[str, ...] = STAGES,
     *,
     captioner: Captioner | None = None,
+    left_out: tuple[tuple[Dataset, str], ...] = (),
 ) -> dict | None:
     """Run `stages` (in pipeline order); returns the stats when the shard stage ran.
 
     `captioner` is one already built for this output by `prepare` (the dry run's); by default the
-    run builds its own.
+    run builds its own. `left_out` holds the config's datasets not built because their files are
+    absent, with the reason, for the stats' reference counts. With `missing_parts: skip`, a dataset
+    whose annotations cannot be read joins them (reported once) and the rest are built.
     """
+    datasets, left_out = list(datasets), list(left_out)
     ws = Workspace(out.resolve())
     workers = config.workers or default_workers()
     if captioner is None:
@@ -110,21 +118,38 @@ def run_stages(
             if stage == "ingest":
                 if salt is None:
                     salt = patient_salt(config, ws)
-                ingest_dataset(dataset.manifest, dataset.root, ws.datasets, salt=salt, seed=config.seed)
+                if reason := _ingest_or_reason(config, ws, dataset, salt):
+                    left_out.append((dataset, reason))
             elif stage == "convert":
                 convert_dataset(ws, dataset.slug, config.convert.options(), workers=workers)
             elif stage == "caption":
                 _caption_with_usage(ws, dataset.slug, captioner)
+        datasets = [d for d in datasets if all(d is not gone for gone, _ in left_out)]
+        if not datasets:
+            raise ValueError("no dataset of the build could be read: see the lines above")
         if llm is not None:
             print(llm.usage.line(), file=sys.stderr)
         if stage == "shard":
             before = _published_files(ws)
-            stats = finish(config, ws, datasets, workers)
+            stats = finish(config, ws, datasets, workers, left_out)
             if _published_files(ws) == before:
                 print(
                     f"nothing to do: {ws.out} was already up to date; no file was rewritten", file=sys.stderr
                 )
             return stats
+    return None
+
+
+def _ingest_or_reason(config: BuildConfig, ws: Workspace, dataset: Dataset, salt: str) -> str | None:
+    """Ingest one dataset. With `missing_parts: skip`, annotations that cannot be read (a broken
+    file, lists of different lengths) leave that dataset out, said once, instead of the build."""
+    try:
+        ingest_dataset(dataset.manifest, dataset.root, ws.datasets, salt=salt, seed=config.seed)
+    except LayoutError as exc:
+        if config.missing_parts == "fail":
+            raise
+        print(f"{dataset.manifest.name}: left out: {exc}", file=sys.stderr)
+        return str(exc)
     return None
 
 
@@ -231,13 +256,25 @@ def _check_output_outside_sources(ws: Workspace, datasets: list[Dataset]) -> Non
             )
 
 
-def finish(config: BuildConfig, ws: Workspace, datasets: list[Dataset], workers: int) -> dict:
+def finish(
+    config: BuildConfig,
+    ws: Workspace,
+    datasets: list[Dataset],
+    workers: int,
+    left_out: list[tuple[Dataset, str]],
+) -> dict:
     slugs = [d.slug for d in datasets]
-    shard_datasets(ws, slugs, config.shard.options(config.seed), workers=workers)
+    tags = {d.manifest.name: d.manifest.unimed_tag for d in datasets if d.manifest.unimed_tag}
+    options = replace(config.shard.options(config.seed), txt_tags=tuple(sorted(tags.items())))
+    shard_datasets(ws, slugs, options, workers=workers)
     collect_errors(ws, slugs)
     filtered = {slug: _ingest_filtered(ws, slug) for slug in slugs}
     stats = compute_stats(
-        ws, slugs, filtered=filtered, config={"seed": config.seed, **config.shard.model_dump()}
+        ws,
+        slugs,
+        filtered=filtered,
+        config={"seed": config.seed, **config.shard.model_dump(), **({"txt_tags": tags} if tags else {})},
+        reference=reference_counts(config.reference, datasets, left_out),
     )
     write_stats(ws, stats)
     sources = [
@@ -253,6 +290,17 @@ def finish(config: BuildConfig, ws: Workspace, datasets: list[Dataset], workers:
     ]
     write_card(ws, stats, sources, config.shard.prefix)
     return stats
+
+
+def reference_counts(name: str, datasets: list[Dataset], left_out: list[tuple[Dataset, str]]) -> dict | None:
+    """Each part's count in the reference corpus (the config's `expected_samples`), with the reason
+    a part was not built; None when the config gives no counts."""
+    parts = {
+        dataset.manifest.name: {"expected": dataset.expected, "missing": reason}
+        for dataset, reason in [*((d, None) for d in datasets), *left_out]
+        if dataset.expected is not None
+    }
+    return {"name": name, "parts": parts} if parts else None
 
 
 # stage -> the stages before it that it depends on: (their stamp, the table they read, their output)
@@ -286,5 +334,8 @@ def _require_input(ws: Workspace, stage: str, slug: str) -> None:
 
 
 def _ingest_filtered(ws: Workspace, slug: str) -> int:
-    stamp = ws.stamp(slug, "ingest")
-    return json.loads(stamp.read_text()).get("summary", {}).get("filtered", 0) if stamp.exists() else 0
+    """Rows ingest left out on purpose, and rows merged into an earlier row's image."""
+    if not ws.stamp(slug, "ingest").exists():
+        return 0
+    summary = json.loads(ws.stamp(slug, "ingest").read_text()).get("summary", {})
+    return summary.get("filtered", 0) + summary.get("merged", 0)

@@ -54,6 +54,7 @@ RECORD_SCHEMA = pa.schema(
 SAMPLE_JSON_FIELDS = (
     "captions",
     "labels",
+    "report",
     "uncertain_labels",
     "modality",
     "dataset",

@@ -34,7 +34,11 @@ def collect_errors(ws: Workspace, slugs: list[str]) -> int:
     return out.count
 
 
-def compute_stats(ws: Workspace, slugs: list[str], *, filtered: dict[str, int], config: dict) -> dict:
+def compute_stats(
+    ws: Workspace, slugs: list[str], *, filtered: dict[str, int], config: dict, reference: dict | None = None
+) -> dict:
+    """The build's counts; with `reference` ({"name", "parts": {dataset name: {"expected",
+    "missing"}}}), also each part's samples against the reference corpus's count."""
     datasets: dict[str, dict] = {}
     errors_by_stage: Counter = Counter()
     for slug in slugs:
@@ -87,7 +91,7 @@ def compute_stats(ws: Workspace, slugs: list[str], *, filtered: dict[str, int], 
         usage = ws.llm_usage(slug)
         if usage.exists():
             llm = llm.merged(json.loads(usage.read_text()))
-    return {
+    stats = {
         "llm": llm.as_dict(),
         "totals": {
             "inputs": inputs,
@@ -103,6 +107,59 @@ def compute_stats(ws: Workspace, slugs: list[str], *, filtered: dict[str, int], 
         "errors_by_stage": {s: errors_by_stage[s] for s in STAGES if errors_by_stage[s]},
         "config": config,
     }
+    if reference is not None:  # absent otherwise, so stats.json of other builds is unchanged
+        stats["reference"] = against_reference(reference, datasets)
+    return stats
+
+
+def against_reference(reference: dict, datasets: dict[str, dict]) -> dict:
+    """Samples per reference part (all splits; 0 for a part not built) beside its expected count."""
+    parts = {}
+    for name, part in reference["parts"].items():
+        missing = part.get("missing")
+        samples = 0 if missing else datasets.get(dataset_slug(name), {}).get("samples", 0)
+        parts[name] = {
+            "expected": part["expected"],
+            "samples": samples,
+            "ratio": _ratio(samples, part["expected"]),
+            "missing": missing,
+        }
+    expected = sum(p["expected"] for p in parts.values())
+    samples = sum(p["samples"] for p in parts.values())
+    return {
+        "name": reference["name"],
+        "parts": parts,
+        "expected_total": expected,
+        "samples_total": samples,
+        "ratio": _ratio(samples, expected),
+    }
+
+
+def _ratio(samples: int, expected: int) -> float | None:
+    return round(samples / expected, 4) if expected else None
+
+
+def reference_rows(reference: dict) -> tuple[tuple[str, ...], list[tuple[str, ...]]]:
+    """The header and rows (parts by name, then the total) of the table of samples against the
+    reference corpus, as text: the stats command and the dataset card show the same table."""
+    header = ("part", "samples", f"{reference['name']}'s count", "ratio", "note")
+    rows = [
+        (
+            name,
+            str(part["samples"]),
+            str(part["expected"]),
+            _percent(part["ratio"]),
+            f"not built: {part['missing']}" if part["missing"] else "",
+        )
+        for name, part in sorted(reference["parts"].items())
+    ]
+    total = reference["samples_total"], reference["expected_total"], _percent(reference["ratio"])
+    rows.append(("total", str(total[0]), str(total[1]), total[2], ""))
+    return header, rows
+
+
+def _percent(ratio: float | None) -> str:
+    return "n/a" if ratio is None else f"{ratio:.2%}"
 
 
 def write_stats(ws: Workspace, stats: dict) -> None:
@@ -137,6 +194,8 @@ def render_stats(stats: dict, console: Console | None = None) -> None:
             *(str(info["splits"].get(split, 0)) for split in SPLITS),
         )
     terminal.print_table(console, datasets)
+    if "reference" in stats:
+        terminal.print_table(console, _reference_table(stats["reference"]))
     tallies = (
         ("Modality", stats["modalities"]),
         ("Caption source", stats["caption_sources"]),
@@ -159,3 +218,15 @@ def render_stats(stats: dict, console: Console | None = None) -> None:
         f"Inputs {totals['inputs']} = samples {totals['samples']} + errors {totals['errors']} "
         f"+ filtered {totals['filtered']} ({balance})"
     )
+
+
+def _reference_table(reference: dict) -> Table:
+    header, rows = reference_rows(reference)
+    table = Table(title=f"Samples against {reference['name']}")
+    table.add_column(header[0], no_wrap=True, overflow="fold")
+    for column in header[1:4]:
+        table.add_column(column, justify="right", no_wrap=True)
+    table.add_column(header[4], no_wrap=True, overflow="fold")
+    for i, row in enumerate(rows):
+        table.add_row(*(Text(cell) for cell in row), end_section=i == len(rows) - 2)  # a rule above total
+    return table

@@ -23,11 +23,16 @@ from PIL import Image
 from unimed_data.parallel import ordered_map
 from unimed_data.schema import SAMPLE_JSON_FIELDS, SPLITS, dataset_slug
 from unimed_data.stats import load_stats
+from unimed_data.unimed_txt import TXT_FORMATS, txt_member
 from unimed_data.workspace import Workspace
 
 KEY_PATTERN = re.compile(r"^[a-z0-9_-]+$")
 REQUIRED_MEMBERS = {"jpg", "txt", "json"}
-REQUIRED_JSON = set(SAMPLE_JSON_FIELDS)
+REQUIRED_JSON = set(SAMPLE_JSON_FIELDS) - {"report"}  # builds made before json carried the report
+_TXT_PROBLEM = {
+    "plain": "txt is not the first of json.captions",
+    "unimed": "txt is not json.captions (with json.report) in UniMed's tagged form",
+}
 
 
 @dataclass
@@ -39,8 +44,9 @@ class ShardReport:
     problems: list[str] = field(default_factory=list)
 
 
-def check_shard(args: tuple[str, str]) -> ShardReport:
-    path, split = args
+def check_shard(args: tuple[str, str, str, dict[str, str]]) -> ShardReport:
+    """Check every sample of the shard at `path` in `split`, whose `txt` is in `txt_format`."""
+    path, split, txt_format, tags = args
     report = ShardReport(Path(path).name)
     where = f"{split}/{report.shard}"
 
@@ -55,7 +61,7 @@ def check_shard(args: tuple[str, str]) -> ShardReport:
                 int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest(), "big")
             )
             meta = _json_or_none(sample.get("json"))  # parsed once, for the checks and the tally
-            for message in _check_sample(sample, split, meta):
+            for message in _check_sample(sample, split, meta, txt_format, tags):
                 problem(f"sample {key}: {message}")
             if meta is not None and "dataset" in meta:
                 report.per_dataset[dataset_slug(meta["dataset"])] += 1
@@ -64,7 +70,7 @@ def check_shard(args: tuple[str, str]) -> ShardReport:
     return report
 
 
-def _check_sample(sample: dict, split: str, meta) -> list[str]:
+def _check_sample(sample: dict, split: str, meta, txt_format: str, tags: dict[str, str]) -> list[str]:
     """What is wrong with one sample; `meta` is its json member parsed (None if absent or invalid)."""
     problems = []
     key = sample["__key__"]
@@ -86,8 +92,10 @@ def _check_sample(sample: dict, split: str, meta) -> list[str]:
         or not all(isinstance(c, str) and c.strip() for c in captions)
     ):
         problems.append("json.captions must be a non-empty list of non-empty strings")
-    elif sample["txt"].decode("utf-8", "replace") != captions[0]:
-        problems.append("txt is not the first of json.captions")
+    elif not isinstance(meta["dataset"], str) or not isinstance(meta["report"], str | None):
+        problems.append("json.dataset must be a string and json.report a string or null")
+    elif sample["txt"].decode("utf-8", "replace") != txt_member(meta, txt_format, tags):
+        problems.append(_TXT_PROBLEM[txt_format])
     if meta["split"] != split:
         problems.append(f"json.split is {meta['split']!r} but the shard is in {split!r}")
     try:
@@ -116,8 +124,12 @@ def validate_output(out: Path, *, workers: int = 1) -> list[str]:
         stats = load_stats(out)
     except (FileNotFoundError, ValueError) as exc:
         return [str(exc)]
+    txt_format = stats.get("config", {}).get("txt_format", "plain")  # builds before it: plain
+    tags = stats.get("config", {}).get("txt_tags", {})
+    if txt_format not in TXT_FORMATS:
+        return [f"stats.json: config.txt_format is {txt_format!r}, not one of {', '.join(TXT_FORMATS)}"]
     problems: list[str] = []
-    tasks: list[tuple[str, str]] = []
+    tasks: list[tuple[str, str, str]] = []
     sizes_by_shard: dict[tuple[str, str], int] = {}
     for split in SPLITS:
         folder = ws.split_dir(split)
@@ -136,7 +148,7 @@ def validate_output(out: Path, *, workers: int = 1) -> list[str]:
         for name in sorted(set(sizes) - on_disk):
             problems.append(f"{split}/{name}: listed in sizes.json but missing")
         for name in sorted(set(sizes) & on_disk):
-            tasks.append((str(folder / name), split))
+            tasks.append((str(folder / name), split, txt_format, tags))
             sizes_by_shard[(split, name)] = sizes[name]
         if expected is None or expected["samples"] != sum(sizes.values()):
             problems.append(f"{split}: sizes.json sums to {sum(sizes.values())}, stats.json says {expected}")
@@ -146,7 +158,7 @@ def validate_output(out: Path, *, workers: int = 1) -> list[str]:
 
     per_dataset: Counter = Counter()
     hashes: list[np.ndarray] = []
-    for (_, split), report in zip(
+    for (_, split, _, _), report in zip(
         tasks,
         ordered_map(check_shard, tasks, workers=workers, desc="validate", total=len(tasks)),
         strict=True,

@@ -108,17 +108,27 @@ def write_evalset(
         "inputs": len(collected.candidates) + len(collected.errors),
         "errors": len(errors),
     }
+    info |= {field: value for field, value in collected.info.items() if field not in info}
     write_metadata(
         out,
         task=plan.task,
         classes=plan.classes,
         templates=prompt_lines,
-        prompts=prompt_ensemble(plan.classes, prompt_lines, collected.definitions),
+        prompts=_prompts(plan.classes, prompt_lines, collected),
         info=info,
         errors=errors,
     )
     settle_output(out)
     return EvalSetSummary(out, info, errors)
+
+
+def _prompts(classes: list[str], templates: list[str], collected: Collected) -> dict[str, list[str]]:
+    """prompts.json, keyed by class: the templates filled with each class's readable wording (a
+    benchmark's terse class keys such as `ADI` make poor prompts), else with the class itself."""
+    wording = [collected.readable.get(name, name) for name in classes]
+    definitions = {collected.readable.get(name, name): text for name, text in collected.definitions.items()}
+    filled = prompt_ensemble(wording, templates, definitions)
+    return {name: filled[words] for name, words in zip(classes, wording, strict=True)}
 
 
 def _check_outside(out: Path, read_from: list[Path]) -> None:

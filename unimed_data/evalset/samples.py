@@ -51,6 +51,10 @@ class Collected:
     definitions: dict[str, str] = field(default_factory=dict)  # class -> definition, for prompts
     unlabelled_are_negatives: bool = False  # multi-label: an image without findings is all-negative
     read_from: list[Path] = field(default_factory=list)  # folders the source reads; EVAL must lie outside
+    # A benchmark's own class list (index = class id, kept as given); None: the labels found, sorted.
+    classes: list[str] | None = None
+    readable: dict[str, str] = field(default_factory=dict)  # class -> wording the templates are filled with
+    info: dict = field(default_factory=dict)  # further info.json fields (never replacing the standard ones)
 
 
 def error_row(dataset: str, stage: str, key: str | None, path: str | None, reason: str) -> dict:
@@ -69,7 +73,8 @@ class Plan:
 
 
 def plan_classification(collected: Collected) -> Plan:
-    """Classes are the sorted union of positive labels; candidates without a usable label are errors."""
+    """Classes are the source's fixed list, else the sorted union of positive labels; candidates
+    without a usable label, or with one outside the fixed list, are errors."""
     labelled = [c for c in collected.candidates if c.labels or c.uncertain]
     single = all(len(c.positives) == 1 and not c.uncertain for c in labelled)
     task = "classification" if single else "multilabel"
@@ -83,8 +88,16 @@ def plan_classification(collected: Collected) -> Plan:
             keep.append(candidate)
         else:
             errors.append(error_row(candidate.dataset, "labels", candidate.key, candidate.path, "no label"))
-    classes = sorted({label for c in keep for label in c.positives})
-    return Plan(task, classes, keep, errors)
+    if collected.classes is None:
+        return Plan(task, sorted({label for c in keep for label in c.positives}), keep, errors)
+    known, inside = set(collected.classes), []
+    for candidate in keep:
+        if outside := [label for label in (*candidate.positives, *candidate.uncertain) if label not in known]:
+            reason = f"label(s) {', '.join(outside)} not among the classes: {', '.join(collected.classes)}"
+            errors.append(error_row(candidate.dataset, "labels", candidate.key, candidate.path, reason))
+        else:
+            inside.append(candidate)
+    return Plan(task, list(collected.classes), inside, errors)
 
 
 def plan_retrieval(collected: Collected) -> Plan:

@@ -25,6 +25,9 @@ from unimed_data.layouts import (
     pmc_oa,
     quilt,
     rocov2,
+    unimed_csv,
+    unimed_openi,
+    unimed_retina,
 )
 from unimed_data.layouts.captions import CaptionsLayout
 from unimed_data.layouts.chexpert import ChexpertLayout
@@ -38,6 +41,9 @@ from unimed_data.layouts.openi import OpenILayout
 from unimed_data.layouts.pmc_oa import PmcOaLayout
 from unimed_data.layouts.quilt import QuiltLayout
 from unimed_data.layouts.rocov2 import Rocov2Layout
+from unimed_data.layouts.unimed_csv import UnimedCsvLayout
+from unimed_data.layouts.unimed_openi import UnimedOpenILayout
+from unimed_data.layouts.unimed_retina import UnimedRetinaLayout
 
 if TYPE_CHECKING:
     from unimed_data.manifest import Manifest
@@ -55,7 +61,10 @@ Layout = Annotated[
     | QuiltLayout
     | LlavaMedLayout
     | MimicCxrLayout
-    | OpenILayout,
+    | OpenILayout
+    | UnimedCsvLayout
+    | UnimedOpenILayout
+    | UnimedRetinaLayout,
     Field(discriminator="type"),
 ]
 
@@ -71,6 +80,9 @@ _MODULES = {
     "llava_med": llava_med,
     "mimic_cxr": mimic_cxr,
     "openi": openi,
+    "unimed_csv": unimed_csv,
+    "unimed_openi": unimed_openi,
+    "unimed_retina": unimed_retina,
 }
 LAYOUT_TYPES = tuple(_MODULES)
 

@@ -6,6 +6,7 @@ so ingest stays fast and works before the images are even downloaded.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
@@ -28,6 +29,7 @@ class Item:
     uncertain_labels: list[str] = field(default_factory=list)
     report: str | None = None
     captions: list[str] = field(default_factory=list)
+    caption_source: str | None = None  # where `captions` come from; default `original`
     patient: str | None = None  # raw id: hashed by ingest, never stored
     split: str | None = None  # as the source spells it; normalised by splits.py
     modality: str | None = None  # per-item override of the manifest's modality
@@ -56,11 +58,18 @@ def unique_stripped(values: Iterable[str]) -> list[str]:
     return list(dict.fromkeys(value.strip() for value in values if value.strip()))
 
 
+_PLAIN = re.compile(r"(?!/)(?:[^/]+/)*[^/]+")  # relative, no empty segment, no trailing slash
+_DOTS = re.compile(r"(?:^|/)\.\.?(?:/|$)")  # a `.` or `..` segment
+
+
 def relative_path(*parts: str) -> str:
     """Join path parts into a normalised posix path that cannot leave the dataset root."""
-    path = PurePosixPath(*(part for part in parts if part))
     if not parts[-1].strip():
         raise ValueError("empty path")
+    joined = "/".join(part for part in parts if part)
+    if _PLAIN.fullmatch(joined) and not _DOTS.search(joined):
+        return joined  # already normal: the common case, a million times per large annotation file
+    path = PurePosixPath(*(part for part in parts if part))
     if path.is_absolute() or ".." in path.parts:
         raise ValueError(f"path {str(path)!r} leaves the dataset root")
     return path.as_posix()

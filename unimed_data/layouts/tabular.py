@@ -20,6 +20,7 @@ from unimed_data.layouts.item import ItemError, LayoutError, unique_stripped
 
 Row = dict[str, object] | str  # the row's values, or why the row is unreadable
 GZIP_MAGIC = b"\x1f\x8b"
+SHOWN_CELL_CHARS = 80  # a cell quoted in an error reason is cut to this, so errors.parquet rows stay readable
 T = TypeVar("T")
 
 
@@ -95,13 +96,20 @@ def parse_rows(
         yield ItemError(None, None, f"{where}: {row}") if isinstance(row, str) else parse(where, row)
 
 
+def shown_cell(cell: str) -> str:
+    """The cell quoted for an error reason (`repr`), cut to `SHOWN_CELL_CHARS` characters with "…"."""
+    if len(cell) > SHOWN_CELL_CHARS:
+        cell = cell[: SHOWN_CELL_CHARS - 1] + "…"
+    return repr(cell)
+
+
 def parse_str_list(cell: str) -> list[str]:
     """A Python list literal of strings, read with `ast.literal_eval` (literals only, never code),
     as its non-blank strings, stripped and without repeats."""
     try:
         value = ast.literal_eval(cell.strip())
     except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
-        raise ValueError(f"not a Python list literal: {cell!r}") from None
+        raise ValueError(f"not a Python list literal: {shown_cell(cell)}") from None
     if not isinstance(value, list) or not all(isinstance(entry, str) for entry in value):
-        raise ValueError(f"expected a list of strings, got {cell!r}")
+        raise ValueError(f"expected a list of strings, got {shown_cell(cell)}")
     return unique_stripped(value)

@@ -26,6 +26,7 @@ from unimed_data.parallel import ordered_map
 from unimed_data.schema import SAMPLE_JSON_FIELDS, SPLITS
 from unimed_data.stamps import fingerprint, read_stamp, write_stamp
 from unimed_data.tables import atomic_write_text, iter_rows, table_writer, temp_path
+from unimed_data.unimed_txt import TXT_FORMATS, txt_member
 from unimed_data.workspace import Workspace
 
 SAMPLE_COLUMNS = ["key", "image_path", *SAMPLE_JSON_FIELDS]
@@ -48,6 +49,8 @@ class ShardOptions:
     shard_size: int = 1000
     prefix: str = "unimed"
     seed: int = 0
+    txt_format: str = "plain"  # plain: the primary caption; unimed: see unimed_txt.py
+    txt_tags: tuple[tuple[str, str], ...] = ()  # (dataset, its manifest's unimed_tag), for unimed
 
     def __post_init__(self):
         if self.shard_size < 1:
@@ -56,13 +59,16 @@ class ShardOptions:
             raise ValueError(
                 f"shard prefix {self.prefix!r} must be non-empty, without dots, slashes or spaces"
             )
+        if self.txt_format not in TXT_FORMATS:
+            raise ValueError(f"txt_format {self.txt_format!r} must be one of {', '.join(TXT_FORMATS)}")
 
 
 @dataclass(frozen=True)
 class ShardTask:
     target: str
     slices: tuple[tuple[str, int, int], ...]  # (bucket file, start, stop) in sorted bucket order
-    seed: int
+    txt_format: str
+    txt_tags: tuple[tuple[str, str], ...]
 
 
 def shuffle_order(seed: int, key: str) -> int:
@@ -187,7 +193,7 @@ def _write_split(
         return 0
     folder.mkdir(parents=True, exist_ok=True)
     tasks = [
-        ShardTask(str(folder / f"{options.prefix}-{i:06d}.tar"), slices, options.seed)
+        ShardTask(str(folder / f"{options.prefix}-{i:06d}.tar"), slices, options.txt_format, options.txt_tags)
         for i, slices in enumerate(plan)
     ]
     sizes = {}
@@ -224,7 +230,7 @@ def write_shard(task: ShardTask) -> list[dict]:
                     "caption_source": row["caption_source"],
                 }
             )
-            sample = to_sample(row)
+            sample = to_sample(row, task.txt_format, dict(task.txt_tags))
             add_sample(tar, sample.pop("__key__"), sample)
     tmp.replace(target)
     return index
@@ -244,15 +250,16 @@ def add_sample(tar: tarfile.TarFile, key: str, members: dict[str, bytes]) -> Non
         tar.addfile(info, io.BytesIO(data))
 
 
-def to_sample(row: dict) -> dict:
-    """A record as a WebDataset sample: jpg, primary caption as txt, everything else as json."""
+def to_sample(row: dict, txt_format: str, tags: dict[str, str]) -> dict:
+    """A record as a WebDataset sample: jpg, txt (the primary caption, or UniMed's form of the
+    captions), and everything else as json."""
     meta = {field: row[field] for field in SAMPLE_JSON_FIELDS}
     meta["labels"] = meta["labels"] or []
     meta["uncertain_labels"] = meta["uncertain_labels"] or []
     return {
         "__key__": row["key"],
         "jpg": Path(row["image_path"]).read_bytes(),
-        "txt": row["captions"][0].encode("utf-8"),
+        "txt": txt_member(row, txt_format, tags).encode("utf-8"),
         "json": json.dumps(meta, ensure_ascii=False, sort_keys=True).encode("utf-8"),
     }
 

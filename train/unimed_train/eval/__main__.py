@@ -9,6 +9,8 @@ repeated: the i-th of each belongs to the i-th model, and a single value applies
 checkpoint of our trainer needs no `--model` (its saved config rebuilds the architecture); give
 `--model -` to leave it out for one model of several. `--models models.yaml` lists models instead:
 ``[{label, model, pretrained, text-encoder, model-cfg, context-length}, ...]``.
+`--prompts FILE` replaces every set's prompts (a .py file of dict literals, read with `ast`, or JSON);
+`--protocol unimed` scores zero-shot the way UniMed-CLIP's 21-set table does.
 """
 
 from __future__ import annotations
@@ -24,10 +26,11 @@ import yaml
 from unimed_data.outputs import claim_output, settle_output
 from unimed_train.cli import Parser, UsageError, expected_failures
 from unimed_train.config import PRECISIONS, check_model_files
-from unimed_train.eval import TASKS
+from unimed_train.eval import PROTOCOLS, TASKS
 
 if TYPE_CHECKING:
     from unimed_train.eval.encode import ModelSpec
+    from unimed_train.eval.prompt_files import PromptFile
 
 SPEC_FIELDS = ("label", "model", "pretrained", "text_encoder", "model_cfg", "context_length")
 WRITES = ("results.json", "results.md", "plots")  # everything the report puts in --out
@@ -64,7 +67,12 @@ def parser() -> Parser:
     ):
         add(flag, action="append", default=[], type=kind, help=f"{what}; {PER_MODEL} (default: {default})")
     add("--models", type=Path, help="YAML list of models instead of the flags above (default: none)")
-    add("--data", action="append", required=True, help="eval set folder, repeatable (required)")
+    add(
+        "--data",
+        action="append",
+        required=True,
+        help="eval set folder, or a folder of sets (its set subfolders, sorted); repeatable (required)",
+    )
     add("--out", type=Path, required=True, help="report folder (required)")
     add(
         "--force",
@@ -72,7 +80,23 @@ def parser() -> Parser:
         help="write into a non-empty folder that is not a report; its other files are kept (default: off)",
     )
     add(
-        "--task", type=_csv_tasks, default=list(TASKS), help=f"comma list of {','.join(TASKS)} (default: all)"
+        "--task",
+        type=_csv_tasks,
+        help=f"comma list of {','.join(TASKS)} (default: all; zeroshot under --protocol)",
+    )
+    add(
+        "--prompts",
+        type=Path,
+        metavar="FILE",
+        help="per-class prompts replacing each set's own: a .py file of dict literals such as "
+        "UniMed-CLIP's constants.py (the set's info.json prompt_dict names its dict) or JSON "
+        "{set: {class: [prompts]}} (default: the sets' prompts.json or templates)",
+    )
+    add(
+        "--protocol",
+        choices=PROTOCOLS,
+        help="score as a published table does: unimed = UniMed-CLIP's zero-shot table, AUROC or "
+        "top-1 per set as its info.json declares, averaged per modality (default: none)",
     )
     add("--k-shot", type=_csv_ints, default=[], help="few-shot probes, e.g. 1,4,16 (default: none)")
     add("--batch-size", type=int, default=64, help="images per forward pass (default: %(default)s)")
@@ -158,43 +182,81 @@ def main(argv: list[str] | None = None) -> int:
     with expected_failures(INTERRUPTED):
         args = parser().parse_args(argv)
         specs = specs_from_args(args)
-        _check_inputs(specs, args.data)
+        tasks = _tasks(args)
+        data = _expand(args.data)
+        prompts = _check_inputs(specs, data, args.prompts, args.protocol)
         claim_output(args.out, "eval", WRITES, force=args.force)
-        status = _evaluate(specs, args)
+        status = _evaluate(specs, args, data, tasks, prompts)
         settle_output(args.out)
         return status
 
 
-def _check_inputs(specs: list[ModelSpec], data: list[str]) -> None:
-    """Missing checkpoints, model configs and unreadable eval sets are found before hours of encoding."""
+def _tasks(args: argparse.Namespace) -> list[str]:
+    """The tasks to run; a protocol's table is zero-shot only, so other tasks are refused there."""
+    if args.protocol is None:
+        return args.task or list(TASKS)
+    if (args.task and args.task != ["zeroshot"]) or args.k_shot:
+        raise UsageError(
+            f"--protocol {args.protocol} scores zero-shot only (its table has no probe or retrieval); "
+            "leave out --task and --k-shot, or run those tasks without --protocol"
+        )
+    return ["zeroshot"]
+
+
+def _expand(data: list[str]) -> list[str]:
+    from unimed_train.eval.evalsets import expand_folders
+
+    return [str(p) for p in expand_folders(data)]
+
+
+def _check_inputs(
+    specs: list[ModelSpec], data: list[str], prompts_path: Path | None, protocol: str | None
+) -> PromptFile | None:
+    """Missing checkpoints, model configs, unreadable eval sets, a prompt file that does not cover
+    a set and a set the protocol cannot score are found before hours of encoding."""
     from unimed_train.eval.encode import check_checkpoint
-    from unimed_train.eval.evalsets import EvalSetError, load_evalset
+    from unimed_train.eval.evalsets import EvalSetError
+    from unimed_train.eval.prompt_files import PromptFileError, read_prompt_file
+    from unimed_train.eval.protocols import ProtocolError
+    from unimed_train.eval.runner import prepare_evalset
 
     for spec in specs:
         check_checkpoint(spec.pretrained)
         check_model_files(spec.model_cfg, spec.text_encoder)
-    for folder in data:
-        try:
-            load_evalset(folder)
-        except EvalSetError as exc:
-            raise UsageError(f"eval set {exc}") from exc
+    try:
+        prompts = read_prompt_file(prompts_path) if prompts_path else None
+        for folder in data:
+            prepare_evalset(folder, prompts, protocol)
+    except EvalSetError as exc:
+        raise UsageError(f"eval set {exc}") from exc
+    except (PromptFileError, ProtocolError) as exc:
+        raise UsageError(str(exc)) from exc
+    return prompts
 
 
-def _evaluate(specs: list[ModelSpec], args: argparse.Namespace) -> int:
+def _evaluate(
+    specs: list[ModelSpec],
+    args: argparse.Namespace,
+    data: list[str],
+    tasks: list[str],
+    prompts: PromptFile | None,
+) -> int:
     from unimed_train.eval.report import write_report
     from unimed_train.eval.runner import run
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     entries = run(
         specs,
-        args.data,
-        tasks=args.task,
+        data,
+        tasks=tasks,
         k_shots=args.k_shot,
         batch_size=args.batch_size,
         workers=args.workers,
         device=args.device,
         precision=args.precision,
         seed=args.seed,
+        prompts=prompts,
+        protocol=args.protocol,
     )
     for path in write_report(entries, args.out):
         logging.info("wrote %s", path)

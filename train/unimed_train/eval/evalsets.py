@@ -5,6 +5,8 @@ EVAL/test/{0..n-1}.tar + test/nshards.txt   (train/, val/ optional, same shape)
      classnames.txt, zeroshot_classification_templates.txt, dataset_type.txt, prompts.json, info.json
 ```
 Shards are read in order and never shuffled, so features, labels and captions line up run after run.
+A folder that is no set but holds sets (such as the output of `unimed-data evalset --recipe`) stands
+for those sets: `expand_folders`.
 """
 
 from __future__ import annotations
@@ -22,6 +24,14 @@ SPLITS = ("train", "val", "test")
 KINDS = ("classification", "multilabel", "retrieval")
 IMAGE_EXTS = ("jpg", "png", "webp", "jpeg")
 LABEL_EXT = {"classification": "cls", "multilabel": "npy", "retrieval": "txt"}
+# Any of these makes a folder an eval set (perhaps a broken one, which load_evalset then explains).
+SET_MARKERS = (
+    *SPLITS,
+    "classnames.txt",
+    "info.json",
+    "dataset_type.txt",
+    "zeroshot_classification_templates.txt",
+)
 
 
 class EvalSetError(ValueError):
@@ -88,6 +98,24 @@ def _nshards(root: Path, split: str) -> int:
 def _split_present(folder: Path) -> bool:
     """A split folder with neither nshards.txt nor shards (left empty by a rerun) is no split."""
     return folder.is_dir() and ((folder / "nshards.txt").exists() or any(folder.glob("*.tar")))
+
+
+def _is_set(folder: Path) -> bool:
+    return any((folder / marker).exists() for marker in SET_MARKERS)
+
+
+def expand_folders(paths: list[str | Path]) -> list[Path]:
+    """Each path as given, except a folder that is no set itself but has set subfolders: those, in
+    sorted order (hidden folders and folders that are no set are passed over)."""
+    out: list[Path] = []
+    for path in map(Path, paths):
+        subsets = []
+        if path.is_dir() and not _is_set(path):
+            subsets = sorted(
+                p for p in path.iterdir() if p.is_dir() and not p.name.startswith(".") and _is_set(p)
+            )
+        out.extend(subsets or [path])
+    return out
 
 
 def load_evalset(path: str | Path) -> EvalSet:

@@ -1,5 +1,6 @@
 """The evaluation report: results.json (every entry), results.md (models x datasets per task, with
-per-modality and overall averages as UniMed-CLIP reports them) and PNG plots.
+per-modality and overall averages as UniMed-CLIP reports them; under `--protocol unimed` UniMed's
+own table instead of the zero-shot one) and PNG plots.
 
 Every file is written to a temporary name and renamed, so a reader never sees half a report; the
 same entries always give the same bytes (stable ordering, no timestamps).
@@ -17,6 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from unimed_train.eval.metrics import base_task, task_shots
+from unimed_train.eval.protocols import COLUMNS, SET_COUNT, summarise
+from unimed_train.eval.protocols import NAME as UNIMED
 
 TASK_ORDER = ("zeroshot", "linear_probe", "retrieval")
 HEADLINES = {
@@ -107,10 +110,82 @@ def averages(
     return per, summarise([s for ss in groups.values() for s in ss])
 
 
+def _cell(entry: dict | None) -> str:
+    if entry is None or entry["status"] == "skipped":
+        return "–"
+    return "err" if entry["status"] == "error" else _fmt(entry.get("score"))
+
+
+def unimed_table(entries: Sequence[dict]) -> tuple[list[str], list[tuple[str, str, str]], dict]:
+    """(models, [(set, column, metric)], {(model, set): entry}) of the `unimed` protocol entries;
+    sets in UniMed's column order, then by name. A model that failed as a whole (task `all`) has
+    its error in every cell."""
+    rows = [e for e in entries if e.get("protocol") == UNIMED]
+    sets = sorted(
+        {(e["dataset"], e["column"], e["metric"]) for e in rows}, key=lambda s: (COLUMNS.index(s[1]), s[0])
+    )
+    names = {name for name, _, _ in sets}
+    failed = [e for e in entries if e["task"] == "all" and e["dataset"] in names]
+    cells = {(e["model"], e["dataset"]): e for e in [*failed, *rows]}
+    return _unique(e["model"] for e in entries), sets, cells
+
+
+def _coverage(n_sets: int, n_columns: int | None = None) -> str:
+    parts = [] if n_sets == SET_COUNT else [f"{n_sets} of {SET_COUNT} sets"]
+    if n_columns is not None and n_columns < len(COLUMNS):
+        parts.append(f"{n_columns} of {len(COLUMNS)} modalities")
+    return f" ({', '.join(parts)})" if parts else ""
+
+
+def unimed_markdown(entries: Sequence[dict]) -> list[str]:
+    """UniMed-CLIP's zero-shot table (a row per model: modality means and both averages), then a
+    row per set; empty when there are no `unimed` entries."""
+    models, sets, cells = unimed_table(entries)
+    if not sets:
+        return []
+    n_columns = len({column for _, column, _ in sets})
+    full = len(sets) == SET_COUNT
+    header = [
+        "model",
+        *COLUMNS,
+        f"Average (mean of {SET_COUNT} sets)" if full else f"Average (mean of sets){_coverage(len(sets))}",
+        f"Average (mean of modality means){_coverage(len(sets), n_columns)}",
+    ]
+    lines = ["", "## UniMed zero-shot (`--protocol unimed`)", ""]
+    lines.append(
+        "Per set UniMed-CLIP's metric: AUROC of class 1 (ranked by the difference of the two class "
+        "scores) where the set says `auroc`, else top-1 accuracy. A modality column is the mean of its "
+        "sets; `–`: no set of that modality was scored."
+    )
+    lines += [
+        "",
+        "| " + " | ".join(header) + " |",
+        "|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|",
+    ]
+    for model in models:
+        summary = summarise([(column, _score(cells.get((model, name)))) for name, column, _ in sets])
+        flag = "*" if summary.missing else ""
+        row = [model, *(_fmt(summary.columns[c]) for c in COLUMNS)]
+        for value in (summary.set_mean, summary.column_mean):
+            row.append(_fmt(value) + (flag if value is not None else ""))
+        lines.append("| " + " | ".join(row) + " |")
+    lines += ["", "### Per set", "", "| set | modality | metric | " + " | ".join(models) + " |"]
+    lines.append("|---|---|---|" + "---:|" * len(models))
+    for name, column, metric in sets:
+        scores = [_cell(cells.get((model, name))) for model in models]
+        lines.append(
+            f"| {name} | {column} | {'AUROC' if metric == 'auroc' else 'top-1'} | "
+            + " | ".join(scores)
+            + " |"
+        )
+    return lines
+
+
 def markdown(entries: Sequence[dict]) -> str:
-    tasks = _tasks(entries)
+    tasks = _tasks([e for e in entries if not e.get("protocol")])
     lines = ["# Evaluation results", ""]
     lines.append("Scores in %. `*`: average over fewer datasets (a score is missing); `err`: see Errors.")
+    lines += unimed_markdown(entries)
     for task in tasks:
         models, datasets, cells = task_table(entries, task)
         if not datasets:
@@ -122,15 +197,7 @@ def markdown(entries: Sequence[dict]) -> str:
         lines.append("| " + " | ".join(header) + " |")
         lines.append("|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|")
         for model in models:
-            row = [model]
-            for name, _ in datasets:
-                entry = cells.get((model, name))
-                if entry is None or entry["status"] == "skipped":
-                    row.append("–")
-                elif entry["status"] == "error":
-                    row.append("err")
-                else:
-                    row.append(_fmt(entry.get("score")))
+            row = [model, *(_cell(cells.get((model, name))) for name, _ in datasets)]
             per, overall = averages(model, datasets, cells)
             for value, partial in [*(per[m] for m in modalities), overall]:
                 row.append(_fmt(value) + ("*" if partial and value is not None else ""))
@@ -150,24 +217,34 @@ def _png(fig) -> bytes:
 
 def bar_chart(entries: Sequence[dict], task: str) -> bytes | None:
     """Grouped bars: one group per dataset, one bar per model (headline score)."""
+    models, datasets, cells = task_table(entries, task)
+    return _bars(models, [d for d, _ in datasets], cells, task) if datasets else None
+
+
+def unimed_chart(entries: Sequence[dict]) -> bytes | None:
+    """The bar chart of the `unimed` protocol: a group per set, in UniMed's column order."""
+    models, sets, cells = unimed_table(entries)
+    if not sets:
+        return None
+    return _bars(models, [name for name, _, _ in sets], cells, "UniMed zero-shot (AUROC or top-1 per set)")
+
+
+def _bars(models: list[str], datasets: list[str], cells: dict, title: str) -> bytes:
     import matplotlib.pyplot as plt
 
-    models, datasets, cells = task_table(entries, task)
-    if not datasets:
-        return None
     width = 0.8 / max(1, len(models))
     fig, ax = plt.subplots(figsize=(max(4.0, 1.2 * len(datasets) * max(1, len(models)) ** 0.5 + 2), 3.6))
     for i, model in enumerate(models):
         heights = []
-        for name, _ in datasets:
+        for name in datasets:
             score = _score(cells.get((model, name)))
             heights.append(100 * score if score is not None else 0.0)
         xs = [j + (i - (len(models) - 1) / 2) * width for j in range(len(datasets))]
         ax.bar(xs, heights, width=width, label=model)
-    ax.set_xticks(range(len(datasets)), [d for d, _ in datasets], rotation=30, ha="right")
+    ax.set_xticks(range(len(datasets)), datasets, rotation=30, ha="right")
     ax.set_ylabel("score (%)")
     ax.set_ylim(0, 100)
-    ax.set_title(task)
+    ax.set_title(title)
     ax.legend(fontsize="small")
     fig.tight_layout()
     data = _png(fig)
@@ -217,10 +294,11 @@ def write_report(entries: Sequence[dict], out_dir: str | Path) -> list[Path]:
 
     put(out / "results.json", (json.dumps(plain, indent=2, ensure_ascii=False) + "\n").encode())
     put(out / "results.md", markdown(plain).encode())
-    for task in _tasks(plain):
-        data = bar_chart(plain, task)
+    charts = {task: bar_chart(plain, task) for task in _tasks([e for e in plain if not e.get("protocol")])}
+    charts[UNIMED] = unimed_chart(plain)
+    for name, data in charts.items():
         if data is not None:
-            put(out / "plots" / f"{_safe_name(task)}.png", data)
+            put(out / "plots" / f"{_safe_name(name)}.png", data)
     for e in plain:
         if e["task"] == "zeroshot" and e["status"] == "ok" and "confusion" in e.get("metrics", {}):
             name = f"{_safe_name(e['model'])}__{_safe_name(e['dataset'])}.png"

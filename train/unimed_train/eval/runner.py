@@ -4,7 +4,8 @@ Each model is built once; each eval set's test split is encoded once per model a
 Entries are ``{model, pretrained, dataset, modality, task, status, metrics, score, n}`` with status
 ``ok``, ``skipped`` (plus ``reason``) or ``error`` (plus ``error``): a broken set or task is recorded
 and the rest still runs. Tasks: ``zeroshot``, ``linear_probe`` (and ``linear_probe_<k>shot`` per
-few-shot k), ``retrieval``.
+few-shot k), ``retrieval``. Under a protocol (``unimed``) only zero-shot runs, and its entries add
+``protocol``, ``metric`` and ``column``, with ``score`` the protocol's headline.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from unimed_train.eval import TASKS
+from unimed_train.eval import PROTOCOLS, TASKS
 from unimed_train.eval.encode import ModelSpec, encode_images, encode_texts, load_model
 from unimed_train.eval.evalsets import EvalSet, iter_batches, load_evalset
 from unimed_train.eval.metrics import (
@@ -31,6 +32,9 @@ from unimed_train.eval.metrics import (
     summary_score,
 )
 from unimed_train.eval.probe import linear_probe
+from unimed_train.eval.prompt_files import PromptFile, use_prompt_file
+from unimed_train.eval.protocols import NAME as UNIMED
+from unimed_train.eval.protocols import cap_prompts, entry_fields, unimed_protocol, unimed_score
 from unimed_train.model import Built
 
 log = logging.getLogger(__name__)
@@ -80,16 +84,20 @@ def _targets(evalset: EvalSet, labels: list) -> np.ndarray:
     return np.stack(labels) if evalset.kind == "multilabel" else np.asarray(labels, dtype=np.int64)
 
 
-def zeroshot(ctx: _Context) -> dict[str, Any]:
-    """Scores = 100 * image @ class embeddings (prompt-ensemble means), as CLIP_benchmark does."""
-    ev = ctx.evalset
-    ensembles = ev.prompt_ensembles()
+def zeroshot_scores(ctx: _Context) -> tuple[np.ndarray, np.ndarray]:
+    """(scores, targets): 100 * image @ class embeddings (prompt-ensemble means), as CLIP_benchmark does."""
+    ensembles = ctx.evalset.prompt_ensembles()
     flat = ctx.texts([p for prompts in ensembles for p in prompts])
     bounds = np.cumsum([0] + [len(p) for p in ensembles])
     classes = np.asarray(class_embeddings([flat[a:b] for a, b in itertools.pairwise(bounds)]))
     feats, labels = ctx.split("test")
-    scores = 100.0 * feats @ classes.T
-    targets = _targets(ev, labels)
+    return 100.0 * feats @ classes.T, _targets(ctx.evalset, labels)
+
+
+def zeroshot(ctx: _Context) -> dict[str, Any]:
+    """Classification metrics, or per-class AUROC / AP on multi-label sets."""
+    ev = ctx.evalset
+    scores, targets = zeroshot_scores(ctx)
     if ev.kind == "multilabel":
         return multilabel_metrics(scores, targets, classnames=ev.classnames)
     return classification_metrics(scores, targets, classnames=ev.classnames)
@@ -149,12 +157,34 @@ def _task_names(tasks: Sequence[str], k_shots: Sequence[int]) -> list[tuple[str,
     return names
 
 
-def _load_sets(data_dirs: Sequence[str | Path]) -> list[EvalSet | Exception]:
+def prepare_evalset(
+    path: str | Path, prompts: PromptFile | None = None, protocol: str | None = None
+) -> EvalSet:
+    """Read an eval folder and make it ready: the prompt file's ensembles replace its own prompts,
+    and a protocol checks what the set declares (and caps its prompts when it says so). Raises
+    `EvalSetError`, `PromptFileError` or `ProtocolError`, each naming the set."""
+    _check_protocol(protocol)
+    evalset = load_evalset(path)
+    if prompts is not None:
+        use_prompt_file(prompts, evalset)
+    if protocol == UNIMED:
+        cap_prompts(evalset, unimed_protocol(evalset))
+    return evalset
+
+
+def _check_protocol(protocol: str | None) -> None:
+    if protocol is not None and protocol not in PROTOCOLS:
+        raise ValueError(f"unknown protocol {protocol!r}; choose from {PROTOCOLS}")
+
+
+def _load_sets(
+    data_dirs: Sequence[str | Path], prompts: PromptFile | None = None, protocol: str | None = None
+) -> list[EvalSet | Exception]:
     """Each eval folder read once: its EvalSet, or the error that makes it unusable."""
     loaded: list[EvalSet | Exception] = []
     for d in data_dirs:
         try:
-            loaded.append(load_evalset(d))
+            loaded.append(prepare_evalset(d, prompts, protocol))
         except Exception as e:  # becomes an error entry per model; the other sets still run
             loaded.append(e)
     return loaded
@@ -175,6 +205,14 @@ def set_names(data_dirs: Sequence[str | Path]) -> list[str]:
     return _distinct_names(data_dirs, _load_sets(data_dirs))
 
 
+def _metrics(ctx: _Context, task: str, k_shot: int | None, seed: int) -> dict[str, Any]:
+    if task == "zeroshot":
+        return zeroshot(ctx)
+    if task == "retrieval":
+        return retrieval(ctx)
+    return probe(ctx, k_shot, seed)
+
+
 def evaluate_one(
     spec: ModelSpec,
     built: Built,
@@ -189,25 +227,28 @@ def evaluate_one(
         log.error("%s", evalset)
         return [_entry(spec, name, "unknown", "all", status="error", error=str(evalset))]
     ctx = _Context(built, evalset, opts)
+    declared = unimed_protocol(evalset) if opts.get("protocol") == UNIMED else None
     out = []
     for task, k_shot in tasks:
         entry = _entry(spec, evalset.name, evalset.modality, task)
+        if declared is not None:
+            entry.update(entry_fields(declared))
         reason = _skip_reason(evalset, task)
         if reason:
             out.append({**entry, "status": "skipped", "reason": reason})
             continue
         try:
-            if task == "zeroshot":
-                metrics = zeroshot(ctx)
-            elif task == "retrieval":
-                metrics = retrieval(ctx)
+            if declared is not None:
+                scores, targets = zeroshot_scores(ctx)
+                metrics = classification_metrics(scores, targets, classnames=evalset.classnames)
+                score = unimed_score(declared, scores, targets, metrics)
             else:
-                metrics = probe(ctx, k_shot, opts["seed"])
+                metrics = _metrics(ctx, task, k_shot, opts["seed"])
+                score = summary_score(base_task(task), metrics)
         except Exception as e:
             log.exception("%s on %s, %s failed", spec.label, evalset.name, task)
             out.append({**entry, "status": "error", "error": f"{type(e).__name__}: {e}"})
             continue
-        score = summary_score(base_task(task), metrics)
         n = len(ctx.split("test")[1])
         out.append({**entry, "status": "ok", "metrics": metrics, "score": score, "n": n})
     return out
@@ -224,20 +265,27 @@ def run(
     device: str = "cpu",
     precision: str = "fp32",
     seed: int = 0,
+    prompts: PromptFile | None = None,
+    protocol: str | None = None,
 ) -> list[dict[str, Any]]:
-    """Entries for every model x eval set x task, in that order."""
+    """Entries for every model x eval set x task, in that order. `prompts` replaces every set's
+    prompts; `protocol="unimed"` scores zero-shot the way UniMed-CLIP's table does."""
     unknown = [t for t in tasks if t not in TASKS]
     if unknown:
         raise ValueError(f"unknown task(s) {unknown}; choose from {TASKS}")
+    _check_protocol(protocol)
+    if protocol is not None and (list(tasks) != ["zeroshot"] or k_shots):
+        raise ValueError(f"protocol {protocol!r} scores zero-shot only; got tasks {list(tasks)}")
     opts = {
         "batch_size": batch_size,
         "workers": workers,
         "device": device,
         "precision": precision,
         "seed": seed,
+        "protocol": protocol,
     }
     names = _task_names(tasks, k_shots)
-    evalsets = _load_sets(data_dirs)
+    evalsets = _load_sets(data_dirs, prompts, protocol)
     set_labels = _distinct_names(data_dirs, evalsets)
     for evalset, label in zip(evalsets, set_labels, strict=True):
         if isinstance(evalset, EvalSet):
