@@ -5,27 +5,26 @@
    (concurrency / latency).
 2. The number of LLM calls for a CheXpert-like label table of 200k rows (14 observations with
    CheXpert-like prevalences, uncertain labels kept) versus one call per image.
-Prints; asserts nothing.
+Prints; asserts nothing. Run it as a module from the repository root, so that `tests.llm_server`
+imports as a package:
 
-    uv run --all-extras python bench/llm_bench.py
+    uv run --all-extras python -m bench.llm_bench
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
 from tests.llm_server import FakeOpenAI
 from unimed_data.captions.base import CaptionUnit
-from unimed_data.captions.openai_backend import LLMSettings, OpenAICaptioner
+from unimed_data.captions.openai_backend import OpenAICaptioner
+from unimed_data.config import LLMConfig
 
 CHEXPERT = {  # observation: (positive rate, uncertain rate), roughly as in CheXpert's training set
     "No Finding": (0.10, 0.0),
@@ -61,7 +60,7 @@ def chexpert_like_units(rows: int, seed: int = 0) -> set[CaptionUnit]:
 
 def throughput(concurrency: int, units: list[CaptionUnit], latency: float) -> float:
     with tempfile.TemporaryDirectory() as tmp, FakeOpenAI(latency=latency) as server:
-        settings = LLMSettings(
+        settings = LLMConfig(
             model="bench", base_url=server.base_url, concurrency=concurrency, tokenizer="words"
         )
         captioner = OpenAICaptioner(settings, cache_path=Path(tmp) / "cache.sqlite", per_record=5)

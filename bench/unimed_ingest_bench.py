@@ -34,8 +34,8 @@ def write_csv(path: Path, rows: int) -> None:
 
 
 def ours(path: Path) -> int:
-    from unimed_data.ingest import ingest_dataset
     from unimed_data.manifest import validate_manifest
+    from unimed_data.stages.ingest import ingest_dataset
 
     manifest = validate_manifest(
         {
@@ -64,7 +64,7 @@ def unimed_way(path: Path) -> int:
 
 
 def child(reader: str, path: Path) -> None:
-    import unimed_data.ingest  # noqa: F401  (imports before the clock, for both readers)
+    import unimed_data.stages.ingest  # noqa: F401  (imports before the clock, for both readers)
 
     start = time.perf_counter()
     rows = {"ours": ours, "unimed": unimed_way}[reader](path)

@@ -53,16 +53,16 @@ def tar_bytes(out: Path) -> dict[str, bytes]:
 
 @pytest.fixture
 def class_tree(tmp_path: Path) -> Path:
-    """Two classes (folder names with `_` and `-`), nested folders, a DICOM without extension,
-    a 16-bit PNG, and one file that is not an image at all."""
+    """Two classes (folder names with `_`), a class folder nested in a grouping folder, a
+    DICOM without extension, a 16-bit PNG, and one file that is not an image at all."""
     root = tmp_path / "chest"
     image(root / "pleural_effusion" / "a.png", (200, 10, 10))
-    image(root / "pleural_effusion" / "patient7" / "b.jpg", (180, 30, 30))
+    image(root / "ward7" / "pleural_effusion" / "b.jpg", (180, 30, 30))
     image(root / "pleural_effusion" / "c.png", (60000,), mode="I;16")
-    image(root / "no-finding" / "d.png", (10, 200, 10))
-    image(root / "no-finding" / "e.bmp", (20, 220, 20))
-    shutil.copy(get_testdata_file("CT_small.dcm"), root / "no-finding" / "IM000001")
-    (root / "no-finding" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    image(root / "no_finding" / "d.png", (10, 200, 10))
+    image(root / "no_finding" / "e.bmp", (20, 220, 20))
+    shutil.copy(get_testdata_file("CT_small.dcm"), root / "no_finding" / "IM000001")
+    (root / "no_finding" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
     (root / "notes.txt").write_text("ignored: not an image")
     return root
 
@@ -108,17 +108,17 @@ def test_a_broken_file_is_an_error_row_and_counts_add_up(class_tree, tmp_path):
     errors = pq.read_table(out / "errors.parquet").to_pylist()
     assert [(Path(e["source_path"]).name, e["stage"]) for e in errors] == [("broken.png", "convert")]
     assert errors[0]["reason"] == "not a recognised image format"
-    assert errors[0]["source_path"] == str(class_tree / "no-finding" / "broken.png")
+    assert errors[0]["source_path"] == str(class_tree / "no_finding" / "broken.png")
     info = json.loads((out / "info.json").read_text())
     assert info["inputs"] == sum(info["splits"].values()) + info["errors"] == 7
 
 
 def test_holdout_writes_stratified_train_and_val(class_tree, tmp_path, read_wds):
     out = tmp_path / "eval"
-    (class_tree / "no-finding" / "broken.png").unlink()
+    (class_tree / "no_finding" / "broken.png").unlink()
     for name in "fghijk":
         image(class_tree / "pleural_effusion" / f"{name}.png", (150, 0, ord(name)))
-        image(class_tree / "no-finding" / f"{name}.png", (0, 150, ord(name)))
+        image(class_tree / "no_finding" / f"{name}.png", (0, 150, ord(name)))
     args = ("evalset", "--from-folder", class_tree, "--modality", "xray", "--out", out)
     result = run_cli(*args, "--holdout-train", "0.5", "--holdout-val", "0.2", "--workers", "1")
     assert result.exit_code == 0, result.output

@@ -11,10 +11,10 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from unimed_data.ingest import IngestSummary, ingest_dataset
 from unimed_data.layouts import LayoutError
 from unimed_data.manifest import Manifest, find_manifest, load_manifest
 from unimed_data.schema import ERROR_SCHEMA, RECORD_SCHEMA, hash_patient, make_key
+from unimed_data.stages.ingest import IngestSummary, ingest_dataset
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 needs_shared = pytest.mark.skipif(not SHARED.is_dir(), reason=f"shared data not found at {SHARED}")
@@ -308,7 +308,7 @@ def test_a_folder_in_the_path_can_give_each_item_its_modality(tmp_path):
 
 
 def test_a_dataset_folder_is_found_whatever_the_case_of_its_name(tmp_path):
-    from unimed_data.ingest import dataset_root
+    from unimed_data.stages.ingest import dataset_root
 
     (tmp_path / "OpenI" / "image").mkdir(parents=True)
     manifest = bundled("unimed-openi")

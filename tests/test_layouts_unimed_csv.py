@@ -8,9 +8,9 @@ from pyarrow import parquet as pq
 from pydantic import ValidationError
 
 from tests.conftest import write_list_csv
-from unimed_data.ingest import ingest_dataset
 from unimed_data.layouts import Item, ItemError, LayoutError, annotation_files, iter_items
 from unimed_data.manifest import Manifest
+from unimed_data.stages.ingest import ingest_dataset
 
 CHEXPERT_HEADER = ["Path", "labels", "captions"]  # names are never used: cells are read by position
 MIMIC_HEADER = ["path", "label", "caption", "report"]

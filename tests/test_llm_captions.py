@@ -10,16 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from tests.llm_server import FakeOpenAI, Fault, FaultPlan, _HTTPError, captions_json
+from tests.llm_server import FakeOpenAI, Fault, FaultPlan, HTTPError, captions_json
 from unimed_data.captions.base import CaptionFailure, CaptionUnit
-from unimed_data.captions.openai_backend import (
-    DatasetHints,
-    EndpointDown,
-    EndpointRefused,
-    LLMSettings,
-    OpenAICaptioner,
-    redact,
-)
+from unimed_data.captions.client import EndpointDown, EndpointRefused, redact
+from unimed_data.captions.openai_backend import OpenAICaptioner
+from unimed_data.captions.requests import DatasetHints
+from unimed_data.config import LLMConfig
 
 KEY = "sk-test-secret-0123456789abcdef"
 
@@ -52,7 +48,7 @@ def captioner(server: FakeOpenAI, tmp_path: Path, **settings) -> OpenAICaptioner
     )
     hints = {"chexpert": DatasetHints({"cardiomegaly": "an enlarged heart"}, ("Pleural_Effusion",))}
     return OpenAICaptioner(
-        LLMSettings(**{**options, **settings}),
+        LLMConfig(**{**options, **settings}),
         cache_path=tmp_path / "cache.sqlite",
         per_record=4,
         hints=hints,
@@ -219,7 +215,7 @@ def test_missing_key_is_a_clear_error(tmp_path: Path, monkeypatch):
 def test_endpoints_without_json_mode_are_parsed_defensively(tmp_path: Path):
     def no_json_mode(body):
         if "response_format" in body:
-            raise _HTTPError(400, "response_format is not supported by this model")
+            raise HTTPError(400, "response_format is not supported by this model")
         return "Here you go:\n```json\n" + captions_json(["One.", "Two.", "Three.", "Four."]) + "\n```"
 
     with FakeOpenAI(responder=no_json_mode, latency=0.05, api_key=KEY) as server:

@@ -5,7 +5,10 @@ import collections
 import contextlib
 import io
 import json
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import openai
 import pytest
@@ -258,3 +261,29 @@ def test_batch_async_invalid_input_and_cancel():
         assert failed.status == "failed" and failed.errors.data[0].line == 2 and failed.output_file_id is None
         assert (cancelling.status, cancelled.status) == ("cancelling", "cancelled")
         assert server.batches_created == 3 and not server.errors
+
+
+def test_files_list_retrieve_delete_and_unknown_routes_are_404():
+    with FakeOpenAI() as server, client(server) as c:
+        upload = c.files.create(file=("a.jsonl", batch_input(["x"])), purpose="batch")
+        assert [f.id for f in c.files.list()] == [upload.id]
+        assert c.files.retrieve(upload.id).filename == "a.jsonl"
+        assert c.files.delete(upload.id).deleted and not server.files
+        with pytest.raises(openai.NotFoundError):
+            c.files.retrieve(upload.id)
+        with pytest.raises(openai.NotFoundError):
+            c.get("/assistants", cast_to=object)
+        assert [r.status for r in server.requests] == [200, 200, 200, 200, 404, 404] and not server.errors
+
+
+def test_the_bench_imports_the_server_as_a_package_from_the_repository_root():
+    root = Path(__file__).resolve().parents[1]
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.llm_bench", "--help"],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "--latency" in done.stdout

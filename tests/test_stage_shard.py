@@ -12,7 +12,9 @@ from PIL import Image
 
 from tests.test_unimed_txt import trainer_candidates
 from unimed_data.schema import RECORD_SCHEMA, SAMPLE_JSON_FIELDS, make_key
-from unimed_data.stages.shard import ShardOptions, shard_datasets
+from unimed_data.stages.order import STAGE_NAMES
+from unimed_data.stages.shard import shard_datasets
+from unimed_data.stages.shard_options import ShardOptions
 from unimed_data.stats import compute_stats, write_stats
 from unimed_data.tables import write_rows
 from unimed_data.validate import validate_output
@@ -215,7 +217,7 @@ def test_unimed_txt_gives_unimeds_trainer_our_captions_and_reports_and_validates
     for slug in slugs:  # what ingest would have left, for the counts in stats.json
         shutil.copy(ws.captioned(slug), ws.records(slug))
     config = {"seed": 0, "txt_format": "unimed", "txt_tags": dict(tags)}
-    stats = compute_stats(ws, slugs, filtered={}, config=config)
+    stats = compute_stats(ws, slugs, stages=STAGE_NAMES, filtered={}, config=config)
     write_stats(ws, stats)
     assert validate_output(ws.out) == []
 

@@ -11,7 +11,9 @@ from rich.console import Console
 
 from tests.test_stage_shard import make_captioned
 from unimed_data.card import SourceInfo, render_card
-from unimed_data.stages.shard import ShardOptions, shard_datasets
+from unimed_data.stages.order import STAGE_NAMES
+from unimed_data.stages.shard import shard_datasets
+from unimed_data.stages.shard_options import ShardOptions
 from unimed_data.stats import against_reference, compute_stats, load_stats, render_stats, write_stats
 from unimed_data.workspace import Workspace
 
@@ -52,7 +54,7 @@ def built(tmp_path: Path) -> tuple[Workspace, list[str]]:
 
 def stats_of(built, reference=None) -> dict:
     ws, slugs = built
-    return compute_stats(ws, slugs, filtered={}, config={"seed": 0}, reference=reference)
+    return compute_stats(ws, slugs, stages=STAGE_NAMES, filtered={}, config={"seed": 0}, reference=reference)
 
 
 def test_reference_counts_put_each_parts_samples_beside_its_expected_count(built):

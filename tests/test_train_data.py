@@ -202,8 +202,22 @@ def test_more_workers_than_shards_are_cut_to_what_the_shards_feed(corpus, caplog
     keys = [k for b in loader for k in b["key"]]
     assert sorted(keys) == sorted(set(keys)) and len(keys) == 20
     assert "using 2 workers per rank" in caplog.text
-    with pytest.raises(ValueError, match="2 shards cannot be split between 3 ranks"):
-        _loader(corpus["b"], rank=0, world_size=3)
+
+
+def test_fewer_shards_than_ranks_split_their_samples_between_ranks_and_workers(corpus, caplog):
+    """2 shards of 10 for 3 ranks x 2 workers: every reader keeps every 6th sample from its own
+    offset, so the ranks read disjoint samples that together cover the epoch (issue 12: this was
+    "2 shards cannot be split between 3 ranks")."""
+    per_rank = []
+    for rank in range(3):
+        loader = _loader(corpus["b"], rank=rank, world_size=3, workers=2, batch_size=2)
+        assert loader.num_batches == 4  # ceil(20 / (2 x 3))
+        per_rank.append([k for b in loader for k in b["key"]])
+        assert per_rank[-1] == [k for b in loader for k in b["key"]]  # deterministic
+    assert all(len(keys) == 8 for keys in per_rank)
+    shares = [set(keys) for keys in per_rank]
+    assert len(set.union(*shares)) == 20 and sum(len(s) for s in shares) == 20
+    assert "--shard-size" in caplog.text and "--resampled" in caplog.text
 
 
 def test_weighted_resampling(corpus):

@@ -338,3 +338,20 @@ def test_under_torchrun_every_rank_stops_when_the_folder_is_refused(tmp_path: Pa
     assert finished.stderr.count(f"error: {out}: not empty") == 2, finished.stderr[-3000:]
     assert "unexpected failure" not in finished.stderr  # a refusal, not a bug (torchrun adds its own trace)
     assert sorted(p.name for p in out.iterdir()) == ["notes.txt"]
+
+
+def test_one_shard_for_two_torchrun_ranks_splits_its_samples(tmp_path: Path, demo_out: Path):
+    """Fewer shards than ranks (a small build with the default --shard-size): the ranks share the
+    shard's samples instead of stopping with "1 shards cannot be split between 2 ranks"."""
+    out = tmp_path / "one-shard"
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2"]
+    torchrun += ["--master_addr=127.0.0.1", f"--master_port={free_port()}"]
+    data = str(demo_out / "train" / "unimed-000000.tar")
+    arguments = tiny_argv(tmp_path, data, out, "--batch-size", "2", "--epochs", "1", "--warmup", "1")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    command = [*torchrun, "-m", "unimed_train.main", *arguments]
+    finished = subprocess.run(command, capture_output=True, text=True, timeout=120, env=env)
+    assert finished.returncode == 0, finished.stderr[-3000:]
+    assert "--shard-size" in finished.stderr and "--resampled" in finished.stderr
+    logged = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in logged] == [1, 2]  # 8 samples in batches of 2 x 2 ranks

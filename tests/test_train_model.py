@@ -16,10 +16,10 @@ from unimed_train.model import (  # noqa: E402
     LoadReport,
     autocast_dtype,
     build_model,
-    build_teacher_proj,
     load_checkpoint_nonstrict,
     param_groups,
 )
+from unimed_train.objectives.distill import build_teacher_proj  # noqa: E402
 
 EMBED = 32
 
@@ -175,7 +175,7 @@ def test_slip_head():
 
 
 def test_slip_head_default_width():
-    from unimed_train.model import build_ssl_head
+    from unimed_train.objectives.slip import build_ssl_head
 
     head = build_ssl_head(EMBED)
     assert [m.out_features for m in head.modules() if isinstance(m, nn.Linear)] == [4096, 4096, 256]

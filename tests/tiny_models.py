@@ -3,8 +3,8 @@
 import json
 from pathlib import Path
 
-import numpy as np
 import torch
+from unimed_train.checkpoints import rng_state
 from unimed_train.export import save_local_dir
 from unimed_train.model import build_model
 
@@ -36,14 +36,14 @@ def tiny_local_dir(path: Path, seed: int = 0) -> str:
 
 def tiny_checkpoint(path: Path, seed: int = 1) -> str:
     """A checkpoint the way our trainer writes it: state_dict, config (TrainConfig dict), the
-    resolved architecture, numpy RNG."""
+    resolved architecture, RNG states as tensors."""
     path.parent.mkdir(parents=True, exist_ok=True)
     cfg = path.parent / "tiny.json"
     cfg.write_text(json.dumps(TINY))
     torch.manual_seed(seed)
     model = build_model("tiny", model_cfg=str(cfg)).model
     config = {"model": "tiny", "model_cfg": str(cfg), "text_encoder": None, "context_length": None}
-    rng = [{"numpy": np.random.get_state(), "torch": torch.get_rng_state()}]
+    rng = [rng_state()]
     saved = {"state_dict": model.state_dict(), "config": config, "model_cfg": TINY, "rng": rng, "step": 3}
     torch.save(saved, path)
     return str(path)

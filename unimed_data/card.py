@@ -47,11 +47,7 @@ def render_card(stats: dict, sources: list[SourceInfo], shard_prefix: str) -> st
         "| split | samples | shards | files |",
         "| --- | ---: | ---: | --- |",
     ]
-    for split in SPLITS:
-        if split in stats["splits"]:
-            info = stats["splits"][split]
-            files = f"`{split}/{shard_prefix}-{{000000..{info['shards'] - 1:06d}}}.tar`"
-            lines.append(f"| {split} | {info['samples']} | {info['shards']} | {files} |")
+    lines += _split_rows(stats, shard_prefix)
     lines += [
         "",
         "## Sources and licences",
@@ -93,6 +89,17 @@ def render_card(stats: dict, sources: list[SourceInfo], shard_prefix: str) -> st
         "",
     ]
     return "\n".join(lines)
+
+
+def _split_rows(stats: dict, shard_prefix: str) -> list[str]:
+    """The splits table's rows, one per built split in SPLITS order, each with its shard brace pattern."""
+    rows = []
+    for split in SPLITS:
+        if split in stats["splits"]:
+            info = stats["splits"][split]
+            files = f"`{split}/{shard_prefix}-{{000000..{info['shards'] - 1:06d}}}.tar`"
+            rows.append(f"| {split} | {info['samples']} | {info['shards']} | {files} |")
+    return rows
 
 
 def _reference_section(reference: dict) -> list[str]:

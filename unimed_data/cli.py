@@ -12,8 +12,8 @@ import inspect
 import json
 import shutil
 import sys
+import tempfile
 import traceback
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
 
@@ -25,19 +25,12 @@ from unimed_data import terminal
 from unimed_data.cli_common import OFF, ONE_SOURCE, fail, os_problem, print_error_rows
 from unimed_data.cli_evalset import evalset
 from unimed_data.cli_sources import download, sources
-from unimed_data.config import (
-    BuildConfig,
-    ConfigError,
-    ConvertConfig,
-    DatasetEntry,
-    load_config,
-    recipe_path,
-)
+from unimed_data.config import BuildConfig, ConfigError
 from unimed_data.layouts import LayoutError
-from unimed_data.manifest import ManifestError, validate_manifest
+from unimed_data.manifest import ManifestError
 from unimed_data.outputs import OutputError, settle_output
-from unimed_data.schema import MODALITIES
-from unimed_data.workspace import STAGES
+from unimed_data.stages.base import Stage
+from unimed_data.stages.order import STAGE_NAMES, STAGES
 
 INTERRUPTED = (
     "stopped by Ctrl-C; finished stages and files are kept (half-written temporary files are "
@@ -75,197 +68,65 @@ def main() -> None:
         sys.exit(1)
 
 
-@dataclass(frozen=True)
-class SourceOptions:
-    """What a build or stage command was given: the data source and option overrides."""
+def _run(stages: tuple[str, ...], given: dict) -> None:
+    """Plan and run `stages` with the options a command was `given`, then say what they did."""
+    from unimed_data.plan import SourceOptions, plan_build
+    from unimed_data.runner import plan_captions, run_stages
 
-    config: Path | None
-    out: Path
-    demo: bool
-    from_folder: Path | None
-    modality: str | None
-    license: str
-    recipe: str | None = None
-    root: Path | None = None
-    strict: bool = False
-    force: bool = False
-    workers: int | None = None
-    seed: int | None = None
-    shard_size: int | None = None
-    txt_format: str | None = None
-    max_side: int | None = None
-    min_side: int | None = None
-    jpeg_quality: int | None = None
-    max_error_rate: float | None = None
-    captioner: str | None = None
-    llm_base_url: str | None = None
-    llm_model: str | None = None
-    llm_concurrency: int | None = None
-    llm_api_key_env: str | None = None
-    cache: Path | None = None
-    llm_batch: bool = False
-    limit: int | None = None
-    dry_run: bool = False
-
-
-def _plan(given: SourceOptions, stages: tuple[str, ...]):
-    """The config and datasets of a command, from a config file, --demo or --from-folder.
-
-    Everything that can be checked without writing is checked before the output folder is claimed.
-    """
-    from unimed_data.demo import DEMO_MIN_SIDE, stage_demo
-    from unimed_data.pipeline import Dataset, claim_build_output, resolve_datasets
-
-    sources = [given.config is not None, given.recipe is not None, given.demo, given.from_folder is not None]
-    if sum(sources) != 1:
-        fail("give exactly one of: a CONFIG file, --recipe NAME, --demo, or --from-folder DIR")
-    if given.root is not None and given.config is None and given.recipe is None:
-        fail("--root applies to a CONFIG file or --recipe only")
-    left_out: list = []
-    try:
-        if given.config is not None or given.recipe is not None:
-            if given.recipe is not None and given.root is None:
-                fail(f"--recipe {given.recipe} needs --root RAW, the folder holding the raw sources")
-            path = given.config if given.config is not None else recipe_path(given.recipe)
-            config = load_config(path, root=given.root)
-            if given.strict:
-                config.missing_parts = "fail"
-            datasets, left_out = _in_place(
-                resolve_datasets(config), given.out, config.missing_parts == "fail"
-            )
-        elif given.demo:
-            claim_build_output(given.out, force=given.force)  # before the demo's raw copy is written
-            raw = given.out / "work" / "demo-raw"
-            datasets = [Dataset(m, raw) for m in stage_demo(raw)]
-            config = BuildConfig(
-                datasets=[DatasetEntry(manifest=d.manifest.name, root=raw) for d in datasets],
-                convert=ConvertConfig(min_side=DEMO_MIN_SIDE),
-            )
-        else:
-            config, datasets = _from_folder(given)
-        if not given.demo:
-            claim_build_output(given.out, force=given.force)
-    except (ConfigError, ManifestError, OutputError, ValueError) as exc:
-        fail(str(exc))
-    _override(config, given)
-    return config, datasets, tuple(left_out)
-
-
-def _from_folder(given: SourceOptions):
-    """The config and dataset of `--from-folder DIR`: a folder-per-class tree as one manifest."""
-    from unimed_data.pipeline import Dataset
-
-    if not given.from_folder.is_dir():
-        fail(f"--from-folder {given.from_folder}: not a folder")
-    if given.modality not in MODALITIES:
-        fail(f"--from-folder needs --modality, one of: {', '.join(MODALITIES)}")
-    folder = given.from_folder.resolve()
-    manifest = validate_manifest(
-        {
-            "name": folder.name,
-            "modality": given.modality,
-            "license": given.license,
-            "layout": {"type": "folder"},
-        },
-        f"--from-folder {given.from_folder}",
-    )
-    config = BuildConfig(datasets=[DatasetEntry(manifest=manifest.name, root=folder.parent)])
-    return config, [Dataset(manifest, folder.parent)]
-
-
-def _override(config: BuildConfig, given: SourceOptions) -> None:
-    """Options given on the command line replace the config's. The config was just built here and
-    its models do not validate on assignment, so a plain setattr is all an override needs."""
-    captions, llm = config.captions, config.captions.llm
-    for target, attribute, value in (
-        (config, "workers", given.workers),
-        (config, "seed", given.seed),
-        (config, "max_error_rate", given.max_error_rate),
-        (config.shard, "shard_size", given.shard_size),
-        (config.shard, "txt_format", given.txt_format),
-        (config.convert, "max_side", given.max_side),
-        (config.convert, "min_side", given.min_side),
-        (config.convert, "jpeg_quality", given.jpeg_quality),
-        (captions, "backend", given.captioner),
-        (captions, "limit", given.limit),
-        (llm, "base_url", given.llm_base_url),
-        (llm, "model", given.llm_model),
-        (llm, "concurrency", given.llm_concurrency),
-        (llm, "api_key_env", given.llm_api_key_env),
-        (llm, "cache_dir", given.cache.resolve() if given.cache else None),
-        (llm, "batch", given.llm_batch or None),
-    ):
-        if value is not None:
-            setattr(target, attribute, value)
-    if captions.backend not in ("template", "openai"):
-        fail(f"--captioner {captions.backend}: use template or openai")
-    if config.shard.txt_format not in ("plain", "unimed"):
-        fail(f"--txt-format {config.shard.txt_format}: use plain or unimed")
-
-
-def _in_place(datasets, out: Path, strict: bool):
-    """The datasets whose files are in place, and the others with what is missing.
-
-    Checked before the output folder is made. Strict, the first absent dataset (a typo in `root:`,
-    a source not downloaded yet) is the error; otherwise each is reported once, with what to
-    download and where, and the build goes on with the rest. A dataset an earlier run already
-    ingested into OUT stays in, so later stages can run alone after its raw files moved.
-    """
-    from unimed_data.parts import left_unread, missing_files, what_to_get
-    from unimed_data.workspace import Workspace
-
-    kept, left_out = [], []
-    for dataset in datasets:
-        absent = missing_files(dataset.manifest, dataset.root)
-        if not absent or Workspace(out).records(dataset.slug).exists():
-            kept.append(dataset)
-            if skipped := left_unread(dataset.manifest, dataset.root):
-                terminal.say(
-                    f"{dataset.manifest.name}: not read (its layout's `skip` list): {', '.join(skipped)}"
-                )
-            continue
-        problem = what_to_get(dataset.manifest, dataset.root, absent)
-        if strict:
-            fail(f"dataset {dataset.manifest.name}: {problem}")
-        terminal.say((f"{dataset.manifest.name}:", "yellow"), " ", f"left out: {problem}")
-        left_out.append((dataset, problem.partition("; ")[0]))
-    if not kept:
-        fail("no dataset of the build is in place: download them as said above, or check --root/`root:`")
-    return kept, left_out
-
-
-def _run(stages: tuple[str, ...], given: SourceOptions) -> None:
-    from unimed_data.pipeline import StageOrderError, plan_captions, run_stages
-    from unimed_data.stats import render_stats
-    from unimed_data.tables import iter_rows
-
+    given = SourceOptions(**given)
     out = given.out
     existed = out.exists()
     fresh = not existed or (out.is_dir() and not any(out.iterdir()))
     try:
-        config, datasets, left_out = _plan(given, stages)
-        try:
+        with tempfile.TemporaryDirectory(prefix="unimed-plan-") as scratch:
+            plan = _guarded(plan_build, given, Path(scratch))
             if given.dry_run:
-                plan = plan_captions(config, out, datasets)
-            else:
-                stats = run_stages(config, out, datasets, stages, left_out=left_out)
-        except (StageOrderError, ManifestError, LayoutError, ValueError, RuntimeError) as exc:
-            fail(str(exc))
-        except OSError as exc:
-            fail(os_problem(exc))
+                _print_caption_plan(_guarded(plan_captions, plan.config, out, plan.datasets))
+                return
+            stats = _guarded(run_stages, plan.config, out, plan.datasets, stages, left_out=plan.left_out)
     except typer.Exit:
         if fresh and out.is_dir():  # new or empty before: everything in it is this failed run's
             for path in out.iterdir() if existed else [out]:
                 shutil.rmtree(path) if path.is_dir() and not path.is_symlink() else path.unlink()
         raise
     settle_output(out)
-    if given.dry_run:
-        examples = plan.pop("example_prompts", [])
-        sys.stdout.write(json.dumps(plan, indent=2) + "\n")
-        for messages in examples:
-            for message in messages:
-                sys.stdout.write(f"--- {message['role']} ---\n{message['content']}\n")
-        return
+    _report(stages, out, plan.config, stats)
+
+
+def _guarded(step, *args, **kwargs):
+    """`step`'s result; an expected failure (bad input, a stage run out of order, a file-system
+    error) ends the command as one error line."""
+    from unimed_data.runner import StageOrderError
+
+    try:
+        return step(*args, **kwargs)
+    except (
+        ConfigError,
+        ManifestError,
+        OutputError,
+        StageOrderError,
+        LayoutError,
+        ValueError,
+        RuntimeError,
+    ) as exc:
+        fail(str(exc))
+    except OSError as exc:
+        fail(os_problem(exc))
+
+
+def _print_caption_plan(plan: dict) -> None:
+    examples = plan.pop("example_prompts", [])
+    sys.stdout.write(json.dumps(plan, indent=2) + "\n")
+    for messages in examples:
+        for message in messages:
+            sys.stdout.write(f"--- {message['role']} ---\n{message['content']}\n")
+
+
+def _report(stages: tuple[str, ...], out: Path, config: BuildConfig, stats: dict | None) -> None:
+    """What a run did; exit 1 when it wrote no sample or more inputs failed than allowed."""
+    from unimed_data.stats import render_stats
+    from unimed_data.tables import iter_rows
+
     if stats is None:
         terminal.say(f"{', '.join(stages)} done; work tables in {out / 'work'}")
         return
@@ -322,10 +183,10 @@ def build(
     dry_run: opt.DryRunOpt = False,
 ) -> None:
     """Run every stage: ingest, convert, caption, shard. Give exactly one of CONFIG, --recipe, --demo or --from-folder."""
-    _run(STAGES, SourceOptions(**locals()))
+    _run(STAGE_NAMES, locals())
 
 
-# The options each stage reads besides the source ones; `build` takes them all.
+# The options every build or stage command takes; each stage adds the ones it declares.
 _SOURCE_OPTIONS = (
     "config",
     "out",
@@ -338,32 +199,23 @@ _SOURCE_OPTIONS = (
     "license",
     "force",
 )
-_LLM_OPTIONS = ("llm_base_url", "llm_model", "llm_concurrency", "llm_api_key_env", "cache", "llm_batch")
-_STAGE_OPTIONS = {
-    "ingest": ("seed",),
-    "convert": ("workers", "max_side", "min_side", "jpeg_quality"),
-    "caption": ("seed", "captioner", *_LLM_OPTIONS, "limit", "dry_run"),
-    "shard": ("workers", "seed", "shard_size", "txt_format", "max_error_rate"),
-}
 
 
-def _stage_command(stage: str, help_text: str):
-    """`build`'s command narrowed to one stage and the options that stage reads."""
+def _stage_command(stage: Stage):
+    """`build`'s command narrowed to one stage and the options that stage declares."""
 
     def command(**given) -> None:
-        _run((stage,), SourceOptions(**given))
+        _run((stage.name,), given)
 
-    kept = (*_SOURCE_OPTIONS, *_STAGE_OPTIONS[stage])
+    kept = (*_SOURCE_OPTIONS, *stage.options)
     full = inspect.signature(build, eval_str=True)
     command.__signature__ = full.replace(parameters=[p for p in full.parameters.values() if p.name in kept])
-    command.__doc__ = f"{help_text} {ONE_SOURCE}"
+    command.__doc__ = f"{stage.help} {ONE_SOURCE}"
     return command
 
 
-app.command("ingest")(_stage_command("ingest", "Read manifests into work/<dataset>/records.parquet."))
-app.command("convert")(_stage_command("convert", "Convert source images to capped JPEGs."))
-app.command("caption")(_stage_command("caption", "Give every record captions (template or LLM backend)."))
-app.command("shard")(_stage_command("shard", "Write WebDataset shards, sizes.json, index, stats and card."))
+for _stage in STAGES:
+    app.command(_stage.name)(_stage_command(_stage))
 
 
 @app.command()

@@ -17,7 +17,7 @@ from unimed_data import terminal
 from unimed_data.config import BuildConfig, ConvertConfig, LLMConfig
 from unimed_data.imaging import ConvertOptions
 from unimed_data.schema import MODALITIES
-from unimed_data.stages.shard import ShardOptions
+from unimed_data.stages.shard_options import ShardOptions
 
 ONE_SOURCE = "Give exactly one of CONFIG, --recipe NAME, --demo or --from-folder DIR."
 OFF = "off"

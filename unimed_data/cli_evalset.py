@@ -81,7 +81,11 @@ _Sets = Annotated[
 ]
 _FromFolder = Annotated[
     Path | None,
-    typer.Option("--from-folder", help="A folder-per-class tree: DIR/<class>/<images>.", show_default="none"),
+    typer.Option(
+        "--from-folder",
+        help="A folder-per-class tree; the class is each image's parent folder, as in a build.",
+        show_default="none",
+    ),
 ]
 _FromBuild = Annotated[
     Path | None,

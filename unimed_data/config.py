@@ -10,7 +10,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from unimed_data.imaging import ConvertOptions
-from unimed_data.stages.shard import ShardOptions
+from unimed_data.stages.shard_options import ShardOptions
 
 
 class ConfigError(ValueError):
@@ -60,8 +60,8 @@ class LLMConfig(_Strict):
     seed: int | None = 0
     max_tokens: int = Field(1024, ge=16)
     timeout: float = Field(60.0, gt=0)
-    max_attempts: int = Field(6, ge=1)
-    validation_attempts: int = Field(3, ge=1)
+    max_attempts: int = Field(6, ge=1)  # per request, for transport errors
+    validation_attempts: int = Field(3, ge=1)  # per unit, for invalid answers
     retry_base_seconds: float = Field(1.0, ge=0)
     retry_max_seconds: float = Field(60.0, ge=0)
     token_budget: int = Field(77, ge=8, description="77 for CLIP BPE, 256 for BiomedBERT")
@@ -72,6 +72,11 @@ class LLMConfig(_Strict):
     batch: bool = Field(False, description="use the Batch API (half price, asynchronous)")
     batch_poll_seconds: float = Field(30.0, gt=0)
     cache_dir: Path | None = Field(None, description="caption cache folder; default OUT/work/llm-cache")
+
+    @property
+    def prices(self) -> tuple[float, float]:
+        """USD per million (input, output) tokens."""
+        return self.price_input_per_1m, self.price_output_per_1m
 
 
 class CaptionConfig(_Strict):

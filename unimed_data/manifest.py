@@ -153,3 +153,16 @@ def find_manifest(name_or_path: str | os.PathLike) -> Path | Traversable:
     raise ManifestError(
         f"{name_or_path}: no such manifest file, and no bundled manifest of that name ({names})"
     )
+
+
+def folder_manifest(folder: Path, *, name: str, modality: str, license: str) -> Manifest:
+    """The manifest of a folder-per-class tree given on the command line (`build --from-folder`,
+    `evalset --from-folder`), so both read it the same way."""
+    data = {
+        "name": name,
+        "root": folder.name,
+        "modality": modality,
+        "license": license,
+        "layout": {"type": "folder"},
+    }
+    return validate_manifest(data, f"--from-folder {folder}")

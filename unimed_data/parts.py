@@ -7,9 +7,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from unimed_data.download.guide import expected_layout
-from unimed_data.ingest import dataset_root
 from unimed_data.layouts import annotation_files
 from unimed_data.layouts.unimed_retina import skipped_files
+from unimed_data.stages.ingest import dataset_root
 
 
 def missing_files(manifest, raw_root: Path) -> list[Path]:

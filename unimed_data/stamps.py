@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -44,3 +45,22 @@ def inputs_unchanged(stamp: Path, inputs: list[Path]) -> bool:
     if not stamp.exists() or not all(p.exists() for p in inputs):
         return False
     return json.loads(stamp.read_text()).get("inputs") == file_states(inputs)
+
+
+@dataclass(frozen=True)
+class Stamp:
+    """One stage's stamp for one digest of its inputs and options: what every stage does to skip
+    work already done, and to record work finished."""
+
+    path: Path
+    digest: str
+
+    @classmethod
+    def of(cls, path: Path, inputs: list[Path], options: dict[str, Any]) -> Stamp:
+        return cls(path, fingerprint(inputs, options))
+
+    def stored(self, outputs: list[Path]) -> dict[str, Any] | None:
+        return read_stamp(self.path, self.digest, outputs)
+
+    def write(self, summary: dict[str, Any], inputs: list[Path] = ()) -> None:
+        write_stamp(self.path, self.digest, summary, inputs)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from collections.abc import Sequence
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -19,14 +20,15 @@ from unimed_data import terminal
 from unimed_data.captions.accounting import Usage
 from unimed_data.schema import ERROR_SCHEMA, SPLITS, dataset_slug
 from unimed_data.tables import atomic_write_text, iter_rows, row_count, table_writer
-from unimed_data.workspace import STAGES, Workspace
+from unimed_data.workspace import Workspace
 
 
-def collect_errors(ws: Workspace, slugs: list[str]) -> int:
-    """Concatenate every stage's error table into OUT/errors.parquet; returns the row count."""
+def collect_errors(ws: Workspace, slugs: list[str], stages: Sequence[str]) -> int:
+    """Concatenate every stage's error table (`stages` in pipeline order) into OUT/errors.parquet;
+    returns the row count."""
     with table_writer(ws.all_errors, ERROR_SCHEMA) as out:
         for slug in slugs:
-            for stage in STAGES:
+            for stage in stages:
                 path = ws.errors(slug, stage)
                 if path.exists():
                     for row in iter_rows(path):
@@ -34,16 +36,15 @@ def collect_errors(ws: Workspace, slugs: list[str]) -> int:
     return out.count
 
 
-def compute_stats(
-    ws: Workspace, slugs: list[str], *, filtered: dict[str, int], config: dict, reference: dict | None = None
-) -> dict:
-    """The build's counts; with `reference` ({"name", "parts": {dataset name: {"expected",
-    "missing"}}}), also each part's samples against the reference corpus's count."""
+def _dataset_counts(
+    ws: Workspace, slugs: list[str], filtered: dict[str, int], stages: Sequence[str]
+) -> tuple[dict[str, dict], Counter]:
+    """Per-dataset inputs/records/filtered/errors from the tables, kept apart from split counting."""
     datasets: dict[str, dict] = {}
     errors_by_stage: Counter = Counter()
     for slug in slugs:
         errors = {}
-        for stage in STAGES:
+        for stage in stages:
             path = ws.errors(slug, stage)
             errors[stage] = row_count(path) if path.exists() else 0
             errors_by_stage[stage] += errors[stage]
@@ -58,6 +59,11 @@ def compute_stats(
             "samples": 0,
             "splits": {},
         }
+    return datasets, errors_by_stage
+
+
+def _split_counts(ws: Workspace, datasets: dict[str, dict]) -> tuple[dict[str, dict], Counter, Counter]:
+    """Per-split totals from the shard indexes, adding each dataset's samples into `datasets` in place."""
     splits: dict[str, dict] = {}
     modalities: Counter = Counter()
     sources: Counter = Counter()
@@ -80,17 +86,40 @@ def compute_stats(
             info["splits"][split] = info["splits"].get(split, 0) + n
             modalities[group["modality"]] += n
             sources[group["caption_source"]] += n
+    return splits, modalities, sources
+
+
+def _llm_usage(ws: Workspace, slugs: list[str]) -> Usage:
+    """The LLM captioning usage summed over every dataset that recorded one."""
+    llm = Usage()
+    for slug in slugs:
+        usage = ws.llm_usage(slug)
+        if usage.exists():
+            llm = llm.merged(json.loads(usage.read_text()))
+    return llm
+
+
+def compute_stats(
+    ws: Workspace,
+    slugs: list[str],
+    *,
+    stages: Sequence[str],
+    filtered: dict[str, int],
+    config: dict,
+    reference: dict | None = None,
+) -> dict:
+    """The build's counts (errors of `stages`, in pipeline order); with `reference` ({"name",
+    "parts": {dataset name: {"expected", "missing"}}}), also each part's samples against the
+    reference corpus's count."""
+    datasets, errors_by_stage = _dataset_counts(ws, slugs, filtered, stages)
+    splits, modalities, sources = _split_counts(ws, datasets)
     for info in datasets.values():
         info["balanced"] = info["inputs"] == info["samples"] + sum(info["errors"].values()) + info["filtered"]
     samples = sum(d["samples"] for d in datasets.values())
     errors_total = sum(errors_by_stage.values())
     inputs = sum(d["inputs"] for d in datasets.values())
     filtered_total = sum(d["filtered"] for d in datasets.values())
-    llm = Usage()
-    for slug in slugs:
-        usage = ws.llm_usage(slug)
-        if usage.exists():
-            llm = llm.merged(json.loads(usage.read_text()))
+    llm = _llm_usage(ws, slugs)
     stats = {
         "llm": llm.as_dict(),
         "totals": {
@@ -104,7 +133,7 @@ def compute_stats(
         "datasets": datasets,
         "modalities": dict(sorted(modalities.items())),
         "caption_sources": dict(sorted(sources.items())),
-        "errors_by_stage": {s: errors_by_stage[s] for s in STAGES if errors_by_stage[s]},
+        "errors_by_stage": {s: errors_by_stage[s] for s in stages if errors_by_stage[s]},
         "config": config,
     }
     if reference is not None:  # absent otherwise, so stats.json of other builds is unchanged

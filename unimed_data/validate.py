@@ -117,19 +117,12 @@ def _json_or_none(data: bytes | None):
         return None
 
 
-def validate_output(out: Path, *, workers: int = 1) -> list[str]:
-    """All problems found in the output folder `out`; empty when everything holds."""
-    ws = Workspace(out)
-    try:
-        stats = load_stats(out)
-    except (FileNotFoundError, ValueError) as exc:
-        return [str(exc)]
-    txt_format = stats.get("config", {}).get("txt_format", "plain")  # builds before it: plain
-    tags = stats.get("config", {}).get("txt_tags", {})
-    if txt_format not in TXT_FORMATS:
-        return [f"stats.json: config.txt_format is {txt_format!r}, not one of {', '.join(TXT_FORMATS)}"]
+def _check_split_folders(
+    ws: Workspace, stats: dict, txt_format: str, tags: dict
+) -> tuple[list[str], list[tuple[str, str, str, dict[str, str]]], dict[tuple[str, str], int]]:
+    """Each split's sizes.json/index problems and the shards left to check, before any is opened."""
     problems: list[str] = []
-    tasks: list[tuple[str, str, str]] = []
+    tasks: list[tuple[str, str, str, dict[str, str]]] = []
     sizes_by_shard: dict[tuple[str, str], int] = {}
     for split in SPLITS:
         folder = ws.split_dir(split)
@@ -155,6 +148,21 @@ def validate_output(out: Path, *, workers: int = 1) -> list[str]:
         index = folder / "index.parquet"
         if not index.exists() or pq.ParquetFile(index).metadata.num_rows != sum(sizes.values()):
             problems.append(f"{split}/index.parquet missing or its row count differs from sizes.json")
+    return problems, tasks, sizes_by_shard
+
+
+def validate_output(out: Path, *, workers: int = 1) -> list[str]:
+    """All problems found in the output folder `out`; empty when everything holds."""
+    ws = Workspace(out)
+    try:
+        stats = load_stats(out)
+    except (FileNotFoundError, ValueError) as exc:
+        return [str(exc)]
+    txt_format = stats.get("config", {}).get("txt_format", "plain")  # builds before it: plain
+    tags = stats.get("config", {}).get("txt_tags", {})
+    if txt_format not in TXT_FORMATS:
+        return [f"stats.json: config.txt_format is {txt_format!r}, not one of {', '.join(TXT_FORMATS)}"]
+    problems, tasks, sizes_by_shard = _check_split_folders(ws, stats, txt_format, tags)
 
     per_dataset: Counter = Counter()
     hashes: list[np.ndarray] = []

@@ -20,8 +20,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-STAGES = ("ingest", "convert", "caption", "shard")
-
 
 @dataclass(frozen=True)
 class DatasetPaths:

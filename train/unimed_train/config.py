@@ -11,9 +11,10 @@ from pathlib import Path
 import yaml
 
 from unimed_train.cli import Parser, UsageError
+from unimed_train.objectives import OBJECTIVES
+from unimed_train.precision import PRECISIONS
 
-LOSSES = ("clip", "siglip", "slip", "distill")
-PRECISIONS = ("fp32", "amp", "amp_bf16")
+LOSSES = tuple(OBJECTIVES)
 
 
 def opt(default, help: str, choices: tuple[str, ...] | None = None):
@@ -63,6 +64,10 @@ class TrainConfig:
     out: str = opt("runs/unimed", "run folder: checkpoints/, metrics.jsonl, tensorboard/")
     force: bool = opt(False, "write into a non-empty --out folder that is not a run (its files are kept)")
     resume: str | None = opt(None, "a checkpoint file, or latest for OUT/checkpoints/latest.pt")
+    legacy_resume: bool = opt(
+        False,
+        "resume a checkpoint of an older trainer (loads it with weights_only=False: trusted files only)",
+    )
     stop_after: int | None = opt(None, "stop (with a checkpoint) after this step, e.g. to split a job")
 
     @property

@@ -10,22 +10,23 @@ from __future__ import annotations
 import json
 import math
 import os
-import random
-import shutil
 import sys
 import time
-from contextlib import nullcontext
+from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.distributed as dist
 from torch import nn
 
 from unimed_data.outputs import OutputError, claim_output, settle_output
+from unimed_train import checkpoints
 from unimed_train.cli import UsageError, expected_failures
 from unimed_train.config import TrainConfig, parse_config
-from unimed_train.model import autocast_dtype
+from unimed_train.data import Loader, check_shards, make_loader
+from unimed_train.model import Built, build_model, param_groups
+from unimed_train.objectives import objective_class
+from unimed_train.precision import autocast
 from unimed_train.progress import Progress
 
 WRITES = ("checkpoints", "metrics.jsonl", "tensorboard")  # everything the trainer puts in --out
@@ -56,43 +57,78 @@ def lr_at(step: int, config: TrainConfig, total: int) -> float:
     return 0.5 * config.lr * (1 + math.cos(math.pi * min(1.0, progress)))
 
 
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
+@dataclass
+class Run:
+    """What the loop works with, built once (before any resume)."""
 
-
-def rng_state() -> dict:
-    return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
-
-
-def set_rng_state(state: dict) -> None:
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
-    torch.set_rng_state(state["torch"])
-
-
-def autocast(config: TrainConfig, device: torch.device):
-    dtype = autocast_dtype(config.precision)
-    if dtype is None:
-        return nullcontext()
-    if device.type == "cpu":
-        dtype = torch.bfloat16  # CPU autocast supports bf16 only
-    return torch.autocast(device_type=device.type, dtype=dtype)
+    built: Built
+    objective: nn.Module
+    step_module: nn.Module
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+    loader: Loader
 
 
 def train(config: TrainConfig) -> list[dict]:
     """Run training; returns the logged metric rows of this process (rank 0 writes them)."""
-    from unimed_train.data import check_shards, make_loader
-    from unimed_train.model import build_model, param_groups
-    from unimed_train.objective import Objective
-
     rank, world, device = init_distributed()
     out = Path(config.out)
     check_shards(config.train_data)
-    resume = _resume_path(config, out)
+    resume = checkpoints.resume_path(config.resume, out)
+    checkpoint = checkpoints.load(resume, legacy=config.legacy_resume) if resume is not None else None
     _claim(config, out, rank, world)
-    seed_everything(config.seed)  # the same initial weights on every rank
+    run = _build(config, rank, world, device)
+    loader, optimizer = run.loader, run.optimizer
+    per_epoch = max(1, loader.num_batches // config.accum_steps)
+    total = config.steps or config.epochs * per_epoch
+    step, position, rng = 0, {"epoch": 0, "batches_done": 0}, None
+    if checkpoint is not None:
+        step, position, rng = _restore(run, checkpoint, rank)
+    progress = Progress(total, step, config.log_every, enabled=rank == 0)
+    _announce(progress, config, out, run.built, loader, world, per_epoch, total, step, resume)
+    rows: list[dict] = []
+    metrics = _metrics_writer(out, rank)
+    loader.set_epoch(position["epoch"])
+    batches = iter(loader)
+    for _ in range(position["batches_done"]):  # replay the data position (the pipeline is deterministic)
+        next(batches)
+    progress.restart_clock()  # the replay is no training: ETAs count from here
+    if rng is not None:
+        checkpoints.set_rng_state(rng)
+    epochs = math.ceil(total / per_epoch)
+    run.objective.train()
+    started, seen = time.perf_counter(), 0
+    while step < total:
+        for group in optimizer.param_groups:
+            group["lr"] = lr_at(step, config, total)
+        parts, batches, samples = _accumulate(run, batches, config, device)
+        seen += samples * world
+        _optimizer_step(run, config)
+        step += 1
+        row = {"step": step, **parts, "lr": optimizer.param_groups[0]["lr"]}
+        row["samples_per_s"] = seen / max(1e-9, time.perf_counter() - started)
+        rows.append(row)
+        if rank == 0 and (step % config.log_every == 0 or step == total):
+            metrics(row)
+        progress.step(row, f"{loader.epoch + 1}/{epochs}")
+        stopping = config.stop_after is not None and step >= config.stop_after
+        if step % config.save_every == 0 or step == total or stopping:
+            checkpoints.save(out, rank, world, _contents(run, step, config))
+        if stopping:
+            break
+    progress.close()
+    progress.say(f"last checkpoint: {out / 'checkpoints' / 'latest.pt'} (step {step}/{total})")
+    if rank == 0:
+        settle_output(out)
+    if world > 1:
+        dist.barrier()
+    return rows
+
+
+def _build(config: TrainConfig, rank: int, world: int, device: torch.device) -> Run:
+    """The model and its objective (the same initial weights on every rank), the optimizer, the
+    loss scaler and the loader with the sample members the objective reads."""
+    checkpoints.seed_everything(config.seed)
     built = build_model(
         config.model,
         model_cfg=config.model_cfg,
@@ -105,20 +141,18 @@ def train(config: TrainConfig) -> list[dict]:
         grad_checkpointing=config.grad_checkpointing,
         teacher_dims=config.teacher_dims,
     )
-    model = built.model
     if config.lock_image:
-        model.lock_image_tower(unlocked_groups=0, freeze_bn_stats=True)
+        built.model.lock_image_tower(unlocked_groups=0, freeze_bn_stats=True)
     extras = nn.ModuleDict(built.extra_modules())
-    if world > 1 and "ssl_head" in extras:
-        extras["ssl_head"] = nn.SyncBatchNorm.convert_sync_batchnorm(extras["ssl_head"])
-    objective = Objective(config, model, extras, rank=rank, world_size=world).to(device)
+    objective = objective_class(config.loss)(config, built.model, extras, rank=rank, world_size=world)
+    objective.to(device)
     step_module = (
         nn.parallel.DistributedDataParallel(objective, find_unused_parameters=config.lock_image)
         if world > 1
         else objective
     )
     optimizer = torch.optim.AdamW(
-        param_groups(model, dict(extras), config.wd),
+        param_groups(built.model, dict(objective.extras), config.wd),
         lr=config.lr,
         betas=(config.beta1, config.beta2),
         eps=config.eps,
@@ -135,98 +169,71 @@ def train(config: TrainConfig) -> list[dict]:
         resampled=config.resampled,
         rank=rank,
         world_size=world,
-        views=_views(built) if config.loss == "slip" else None,
-        teacher_keys=tuple(config.teachers),
-        teacher_dims=config.teacher_dims,
+        **objective.loader_options(built, config),
     )
-    per_epoch = max(1, loader.num_batches // config.accum_steps)
-    total = config.steps or config.epochs * per_epoch
-
-    step, position = 0, {"epoch": 0, "batches_done": 0}
-    if resume is not None:
-        checkpoint = torch.load(resume, map_location="cpu", weights_only=False)
-        model.load_state_dict(checkpoint["state_dict"])
-        extras.load_state_dict(checkpoint["extras"])
-        optimizer.load_state_dict(checkpoint["optimizer"])
-        scaler.load_state_dict(checkpoint["scaler"])
-        step, position = checkpoint["step"], {k: checkpoint[k] for k in position}
-
-    progress = Progress(total, step, config.log_every, enabled=rank == 0)
-    _announce(progress, config, out, built, loader, world, per_epoch, total, step, resume)
-    rows: list[dict] = []
-    metrics = _metrics_writer(out, rank)
-    loader.set_epoch(position["epoch"])
-    batches = iter(loader)
-    for _ in range(position["batches_done"]):  # replay the data position (the pipeline is deterministic)
-        next(batches)
-    progress.restart_clock()  # the replay is no training: ETAs count from here
-    if resume is not None:
-        set_rng_state(checkpoint["rng"][rank] if rank < len(checkpoint["rng"]) else checkpoint["rng"][0])
-    epochs = math.ceil(total / per_epoch)
-    objective.train()
-    started, seen = time.perf_counter(), 0
-    while step < total:
-        for group in optimizer.param_groups:
-            group["lr"] = lr_at(step, config, total)
-        parts_sum: dict[str, float] = {}
-        for _ in range(config.accum_steps):
-            try:
-                batch = next(batches)
-            except StopIteration:
-                loader.set_epoch(loader.epoch + 1)
-                batches = iter(loader)
-                batch = next(batches)
-            batch = {
-                k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()
-            }
-            with autocast(config, device):
-                parts = step_module(batch)
-            scaler.scale(parts["loss"] / config.accum_steps).backward()
-            for name, value in parts.items():
-                parts_sum[name] = parts_sum.get(name, 0.0) + float(value.detach()) / config.accum_steps
-            seen += len(batch["key"]) * world
-        if config.grad_clip:
-            scaler.unscale_(optimizer)
-            torch.nn.utils.clip_grad_norm_(objective.parameters(), config.grad_clip)
-        scaler.step(optimizer)
-        scaler.update()
-        optimizer.zero_grad(set_to_none=True)
-        with torch.no_grad():
-            model.logit_scale.clamp_(0, math.log(100))
-        step += 1
-        row = {
-            "step": step,
-            **parts_sum,
-            "lr": optimizer.param_groups[0]["lr"],
-            "samples_per_s": seen / max(1e-9, time.perf_counter() - started),
-        }
-        rows.append(row)
-        if rank == 0 and (step % config.log_every == 0 or step == total):
-            metrics(row)
-        progress.step(row, f"{loader.epoch + 1}/{epochs}")
-        stopping = config.stop_after is not None and step >= config.stop_after
-        if step % config.save_every == 0 or step == total or stopping:
-            _save(out, rank, world, built, extras, optimizer, scaler, step, loader.state(), config)
-        if stopping:
-            break
-    progress.close()
-    progress.say(f"last checkpoint: {out / 'checkpoints' / 'latest.pt'} (step {step}/{total})")
-    if rank == 0:
-        settle_output(out)
-    if world > 1:
-        dist.barrier()
-    return rows
+    return Run(built, objective, step_module, optimizer, scaler, loader)
 
 
-def _views(built):
-    """SLIP's two augmented views, at the model's image size and normalisation."""
-    import open_clip
+def _accumulate(run: Run, batches, config: TrainConfig, device: torch.device):
+    """Forward and backward `accum_steps` batches (into the next epoch when this one ends); returns
+    the mean loss parts, the batch iterator and the samples this rank read."""
+    parts_sum: dict[str, float] = {}
+    samples = 0
+    for _ in range(config.accum_steps):
+        try:
+            batch = next(batches)
+        except StopIteration:
+            run.loader.set_epoch(run.loader.epoch + 1)
+            batches = iter(run.loader)
+            batch = next(batches)
+        batch = {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
+        with autocast(config.precision, device):
+            parts = run.step_module(batch)
+        run.scaler.scale(parts["loss"] / config.accum_steps).backward()
+        for name, value in parts.items():
+            parts_sum[name] = parts_sum.get(name, 0.0) + float(value.detach()) / config.accum_steps
+        samples += len(batch["key"])
+    return parts_sum, batches, samples
 
-    from unimed_train.objective import slip_views
 
-    cfg = open_clip.get_model_preprocess_cfg(built.model)
-    size = cfg["size"][0] if isinstance(cfg["size"], tuple | list) else cfg["size"]
-    return slip_views(size, cfg["mean"], cfg["std"])
+def _optimizer_step(run: Run, config: TrainConfig) -> None:
+    """Clip, step, reset the gradients, and keep the logit scale at most 100 (as CLIP does)."""
+    if config.grad_clip:
+        run.scaler.unscale_(run.optimizer)
+        torch.nn.utils.clip_grad_norm_(run.objective.parameters(), config.grad_clip)
+    run.scaler.step(run.optimizer)
+    run.scaler.update()
+    run.optimizer.zero_grad(set_to_none=True)
+    with torch.no_grad():
+        run.built.model.logit_scale.clamp_(0, math.log(100))
+
+
+def _contents(run: Run, step: int, config: TrainConfig) -> dict:
+    """An open_clip-compatible `state_dict` plus everything needed to resume exactly (but the RNG
+    states, which `checkpoints.save` gathers). `model_cfg` holds the resolved architecture (not the
+    path to its JSON), so the evaluator rebuilds the model from the checkpoint alone."""
+    return {
+        "state_dict": run.built.model.state_dict(),
+        "extras": run.objective.extras.state_dict(),
+        "optimizer": run.optimizer.state_dict(),
+        "scaler": run.scaler.state_dict(),
+        "step": step,
+        **run.loader.state(),  # {"epoch", "batches_done"}
+        "config": vars(config),
+        "model_cfg": run.built.model_cfg,
+    }
+
+
+def _restore(run: Run, checkpoint: dict, rank: int) -> tuple[int, dict, dict]:
+    """Load the weights, optimizer and scaler; return the step, data position and this rank's RNG
+    states (set after the data replay, as they were when saved)."""
+    run.built.model.load_state_dict(checkpoint["state_dict"])
+    run.objective.extras.load_state_dict(checkpoint["extras"])
+    run.optimizer.load_state_dict(checkpoint["optimizer"])
+    run.scaler.load_state_dict(checkpoint["scaler"])
+    position = {k: checkpoint[k] for k in ("epoch", "batches_done")}
+    states = checkpoint["rng"]
+    return checkpoint["step"], position, states[rank] if rank < len(states) else states[0]
 
 
 def _claim(config: TrainConfig, out: Path, rank: int, world: int) -> None:
@@ -254,22 +261,13 @@ def _refuse_restart(config: TrainConfig, out: Path) -> None:
     latest = out / "checkpoints" / "latest.pt"
     if config.resume is not None or not latest.is_file():
         return
-    step = torch.load(latest, map_location="cpu", weights_only=False, mmap=True)["step"]
+    try:
+        held = f"a run at step {checkpoints.load(latest, legacy=config.legacy_resume, mmap=True)['step']}"
+    except UsageError:
+        held = "a run of an older trainer"
     raise UsageError(
-        f"{out}: holds a run at step {step} ({latest}); pass --resume latest to continue it, "
-        "or choose a new --out"
+        f"{out}: holds {held} ({latest}); pass --resume latest to continue it, or choose a new --out"
     )
-
-
-def _resume_path(config: TrainConfig, out: Path) -> Path | None:
-    if config.resume is None:
-        return None
-    path = out / "checkpoints" / "latest.pt" if config.resume == "latest" else Path(config.resume)
-    if config.resume == "latest" and not path.is_file():
-        return None  # nothing to resume yet: a first run (so one job script serves every restart)
-    if not path.is_file():
-        raise UsageError(f"--resume {config.resume}: no checkpoint at {path}")
-    return path
 
 
 def _announce(progress, config, out, built, loader, world, per_epoch, total, step, resume) -> None:
@@ -315,40 +313,6 @@ def _metrics_writer(out: Path, rank: int):
             writer.flush()
 
     return log
-
-
-def _save(out, rank, world, built, extras, optimizer, scaler, step, position, config) -> None:
-    """An open_clip-compatible `state_dict` plus everything needed to resume exactly.
-
-    `model_cfg` holds the resolved architecture (not the path to its JSON), so the evaluator rebuilds
-    the model from the checkpoint alone, on another machine too."""
-    states = [None] * world
-    if world > 1:
-        dist.all_gather_object(states, rng_state())
-    else:
-        states = [rng_state()]
-    if rank != 0:
-        return
-    folder = out / "checkpoints"
-    folder.mkdir(parents=True, exist_ok=True)
-    checkpoint = {
-        "state_dict": built.model.state_dict(),
-        "extras": extras.state_dict(),
-        "optimizer": optimizer.state_dict(),
-        "scaler": scaler.state_dict(),
-        "step": step,
-        **position,  # the loader's {"epoch", "batches_done"}
-        "rng": states,
-        "config": vars(config),
-        "model_cfg": built.model_cfg,
-    }
-    target = folder / f"step_{step:07d}.pt"
-    tmp = folder / f".{target.name}.tmp"
-    torch.save(checkpoint, tmp)
-    os.replace(tmp, target)
-    tmp_latest = folder / ".latest.pt.tmp"
-    shutil.copyfile(target, tmp_latest)  # the same bytes, without pickling twice
-    os.replace(tmp_latest, folder / "latest.pt")
 
 
 def main(argv: list[str] | None = None) -> None:

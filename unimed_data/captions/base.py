@@ -41,6 +41,28 @@ class Captioner(Protocol):
         """Backend, model, prompts and parameters: the cache/stamp key of its captions."""
         ...
 
+    @property
+    def needs_all_units(self) -> bool:
+        """True when the backend must see every unit of the build before captioning (a `--limit`
+        pilot chooses its units over all datasets, up front)."""
+        ...
+
+    def choose_pilot(self, units: list[CaptionUnit]) -> None:
+        """Given every unit in build order, fix the ones a limited run captions."""
+        ...
+
+    def plan(self, units: list[CaptionUnit]) -> dict:
+        """`--dry-run`: what captioning these units would do (calls, cache hits, cost), no network."""
+        ...
+
     def caption(self, units: list[CaptionUnit]) -> dict[CaptionUnit, list[str] | CaptionFailure]:
         """Captions for each unit: several distinct strings, primary first."""
+        ...
+
+    def usage(self) -> dict | None:
+        """What the backend spent so far (calls, tokens, dollars), or None when it spends nothing."""
+        ...
+
+    def usage_line(self) -> str | None:
+        """`usage` as one line for the terminal after the caption stage, or None."""
         ...

@@ -13,27 +13,40 @@ import io
 import json
 import sys
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import openai
 
+from unimed_data.captions.accounting import Usage
 from unimed_data.captions.answers import InvalidAnswer
 from unimed_data.captions.base import CaptionUnit
 from unimed_data.captions.cache import CaptionCache, cache_key
 
 if TYPE_CHECKING:
-    from unimed_data.captions.openai_backend import OpenAICaptioner
+    from unimed_data.config import LLMConfig
 
 FINAL_STATES = {"completed", "failed", "expired", "cancelled"}
 MAX_REQUESTS_PER_BATCH = 50_000  # the Batch API's limit per input file
 
+Pending = dict[str, tuple[CaptionUnit, list[dict]]]
+"""Units to ask, by cache key, with their chat messages."""
 
-def run_batch(captioner: OpenAICaptioner, units: list[CaptionUnit], cache: CaptionCache) -> None:
-    pending = {key: (unit, messages) for unit, key, messages in captioner.pending(units, cache)}
-    if not pending:
-        return
+
+class BatchCaptioner(Protocol):
+    """What a batch needs of the captioner it answers for."""
+
+    settings: LLMConfig
+    usage: Usage
+
+    def request_body(self, messages: list[dict]) -> dict: ...
+
+    def validate(self, text: str, unit: CaptionUnit) -> list[str]: ...
+
+
+def run_batch(captioner: BatchCaptioner, pending: Pending, *, api_key: str, cache: CaptionCache) -> None:
+    """Answer `pending` through batch jobs (submitted, or found in flight) into the cache."""
     client = openai.OpenAI(
-        api_key=captioner.api_key(cache, units),
+        api_key=api_key,
         base_url=captioner.settings.base_url,
         timeout=captioner.settings.timeout,
         max_retries=captioner.settings.max_attempts,
@@ -63,7 +76,9 @@ def run_batch(captioner: OpenAICaptioner, units: list[CaptionUnit], cache: Capti
         client.close()
 
 
-def _submit(client, captioner, pending, cache: CaptionCache, request_set: str) -> str:
+def _submit(
+    client: openai.OpenAI, captioner: BatchCaptioner, pending: Pending, cache: CaptionCache, request_set: str
+) -> str:
     lines = [
         json.dumps(
             {
@@ -86,7 +101,7 @@ def _submit(client, captioner, pending, cache: CaptionCache, request_set: str) -
     return batch.id
 
 
-def _ingest(output: bytes, captioner, pending, cache: CaptionCache) -> None:
+def _ingest(output: bytes, captioner: BatchCaptioner, pending: Pending, cache: CaptionCache) -> None:
     for line in output.decode("utf-8").splitlines():
         if not line.strip():
             continue
@@ -99,7 +114,7 @@ def _ingest(output: bytes, captioner, pending, cache: CaptionCache) -> None:
         usage = body.get("usage") or {}
         prompt, completion = usage.get("prompt_tokens", 0), usage.get("completion_tokens", 0)
         captioner.usage.batch_requests += 1
-        captioner.usage.add_tokens(prompt, completion, prices=captioner.prices, batch=True)
+        captioner.usage.add_tokens(prompt, completion, prices=captioner.settings.prices, batch=True)
         unit = pending[key][0]
         try:
             text = body["choices"][0]["message"]["content"] or ""

@@ -70,6 +70,7 @@ def report_sentences(report: str) -> list[str]:
 
 class TemplateCaptioner:
     source = "template"
+    needs_all_units = False
 
     def __init__(self, *, per_record: int = 10, seed: int = 0, templates_dir: Path | None = None):
         if per_record < 1:
@@ -100,8 +101,20 @@ class TemplateCaptioner:
             "templates": texts.hexdigest(),
         }
 
+    def choose_pilot(self, units: list[CaptionUnit]) -> None:
+        """Templates cost nothing: every unit is captioned, there is no pilot."""
+
+    def plan(self, units: list[CaptionUnit]) -> dict:
+        return {"backend": "template", "units": len(set(units)), "calls": 0}
+
     def caption(self, units: list[CaptionUnit]) -> dict[CaptionUnit, list[str] | CaptionFailure]:
         return {unit: self._caption_one(unit) for unit in units}
+
+    def usage(self) -> None:
+        return None
+
+    def usage_line(self) -> None:
+        return None
 
     def _caption_one(self, unit: CaptionUnit) -> list[str] | CaptionFailure:
         candidates = report_sentences(unit.report) if unit.is_report else self._render(unit)

@@ -57,7 +57,7 @@ def download_dataset(manifest, raw_root: Path, *, mirror: str | None = None, fro
     `from_file` (an archive or file fetched by hand) replaces the download of one entry: the only
     entry, or the one whose file name (http `filename`/URL name, manual `expect` name) matches it.
     """
-    from unimed_data.ingest import dataset_root  # ingest -> manifest -> download.spec: import late
+    from unimed_data.stages.ingest import dataset_root  # ingest -> manifest -> download.spec: import late
 
     dataset_dir = dataset_root(manifest, Path(raw_root))  # the folder a build reads, whatever its case
     entries = list(manifest.download)

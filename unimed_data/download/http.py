@@ -208,28 +208,17 @@ def part_path(dest: Path) -> Path:
     return dest.with_name(dest.name + ".part")
 
 
-def download_file(
+def _fetch_part(
     url: str,
-    dest: Path,
+    part: Path,
+    shown: str,
     *,
-    sha256: str | None = None,
-    md5: str | None = None,
-    size: int | None = None,
-    auth: tuple[str, str] | None = None,
-    auth_hint: str | None = None,
-    retries: int | None = None,
-) -> bool:
-    """Fetch `url` onto `dest`, verified. Returns True if bytes were transferred, False if `dest`
-    was already complete (the server is then not contacted). A tqdm bar shows progress on a TTY."""
-    shown = redact_url(url)
-    if dest.exists() and not verify_file(dest, sha256=sha256, md5=md5, size=size):
-        log.info("%s: already present and verified", dest)
-        return False
-    if dest.exists():
-        log.warning("%s: present but does not verify; downloading it again", dest)
-        dest.unlink()
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    part = part_path(dest)
+    size: int | None,
+    auth: tuple[str, str] | None,
+    auth_hint: str | None,
+    retries: int | None,
+) -> None:
+    """Bring `part` to the full remote body, resuming and retrying, so download_file only verifies it."""
     retries = RETRIES if retries is None else retries
     failures = 0
     while True:
@@ -260,6 +249,31 @@ def download_file(
                 f"(partial file kept at {part}; rerun to resume)"
             )
         _sleep(max(failures - 1, 0), shown, reason)
+
+
+def download_file(
+    url: str,
+    dest: Path,
+    *,
+    sha256: str | None = None,
+    md5: str | None = None,
+    size: int | None = None,
+    auth: tuple[str, str] | None = None,
+    auth_hint: str | None = None,
+    retries: int | None = None,
+) -> bool:
+    """Fetch `url` onto `dest`, verified. Returns True if bytes were transferred, False if `dest`
+    was already complete (the server is then not contacted). A tqdm bar shows progress on a TTY."""
+    shown = redact_url(url)
+    if dest.exists() and not verify_file(dest, sha256=sha256, md5=md5, size=size):
+        log.info("%s: already present and verified", dest)
+        return False
+    if dest.exists():
+        log.warning("%s: present but does not verify; downloading it again", dest)
+        dest.unlink()
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    part = part_path(dest)
+    _fetch_part(url, part, shown, size=size, auth=auth, auth_hint=auth_hint, retries=retries)
     problems = verify_file(part, sha256=sha256, md5=md5, size=size)
     if problems:
         part.unlink(missing_ok=True)

@@ -8,6 +8,7 @@ run); every input ends as a sample or an errors.parquet row, so `inputs = sample
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,7 +18,7 @@ from unimed_data.evalset.samples import (
     Candidate,
     Collected,
     EvalSetError,
-    error_row,
+    Plan,
     plan_classification,
     plan_retrieval,
     target_members,
@@ -26,7 +27,7 @@ from unimed_data.evalset.templates import load_templates, prompt_ensemble
 from unimed_data.imaging import ConvertOptions
 from unimed_data.outputs import OutputError, claim_output, settle_output
 from unimed_data.parallel import ordered_map
-from unimed_data.schema import SPLITS
+from unimed_data.schema import SPLITS, error_row
 
 
 @dataclass(frozen=True)
@@ -58,11 +59,7 @@ def write_evalset(
     if shard_size < 1:
         raise EvalSetError(f"shard size must be at least 1, got {shard_size}")
     out = out.resolve()
-    _check_outside(out, collected.read_from)
-    try:
-        claim_output(out, "evalset", [*SPLITS, *METADATA_FILES], force=force)
-    except OutputError as exc:
-        raise EvalSetError(str(exc)) from exc
+    _claim(out, collected.read_from, force)
     plan = plan_retrieval(collected) if task == "retrieval" else plan_classification(collected)
     prompt_lines = load_templates(collected.modality, templates) if plan.task != "retrieval" else []
     errors = [*collected.errors, *plan.errors]
@@ -75,19 +72,8 @@ def write_evalset(
     options = options or ConvertOptions()
     counts = {}
     for split in (s for s in SPLITS if by_split.get(s)):
-        candidates = by_split[split]
-        tasks = (ImageTask(c.path, c.member, options) for c in candidates)
-        copying = all(c.member is not None for c in candidates)  # no decoding: no processes needed
-        results = ordered_map(
-            load_image,
-            tasks,
-            workers=1 if copying else workers,
-            desc=f"evalset {split}",
-            total=len(candidates),
-            on_crash=crashed,
-        )
         with SplitWriter(out / split, shard_size) as writer:
-            for candidate, (jpeg, reason) in zip(candidates, results, strict=True):
+            for candidate, jpeg, reason in _images(by_split[split], split, options, workers):
                 if jpeg is None:
                     errors.append(
                         error_row(candidate.dataset, "convert", candidate.key, candidate.path, reason)
@@ -98,17 +84,7 @@ def write_evalset(
                     )
         counts[split] = writer.count
     clear_other_splits(out, counts)
-    info = {
-        "name": collected.name,
-        "modality": collected.modality,
-        "task": plan.task,
-        "classes": plan.classes,
-        "splits": counts,
-        "source": collected.source,
-        "inputs": len(collected.candidates) + len(collected.errors),
-        "errors": len(errors),
-    }
-    info |= {field: value for field, value in collected.info.items() if field not in info}
+    info = _info(collected, plan, counts, errors)
     write_metadata(
         out,
         task=plan.task,
@@ -122,6 +98,24 @@ def write_evalset(
     return EvalSetSummary(out, info, errors)
 
 
+def _images(
+    candidates: list[Candidate], split: str, options: ConvertOptions, workers: int
+) -> Iterator[tuple[Candidate, bytes | None, str | None]]:
+    """Each candidate with its JPEG bytes, or None and the reason, in the candidates' order."""
+    tasks = (ImageTask(c.path, c.member, options) for c in candidates)
+    copying = all(c.member is not None for c in candidates)  # no decoding: no processes needed
+    results = ordered_map(
+        load_image,
+        tasks,
+        workers=1 if copying else workers,
+        desc=f"evalset {split}",
+        total=len(candidates),
+        on_crash=crashed,
+    )
+    for candidate, (jpeg, reason) in zip(candidates, results, strict=True):
+        yield candidate, jpeg, reason
+
+
 def _prompts(classes: list[str], templates: list[str], collected: Collected) -> dict[str, list[str]]:
     """prompts.json, keyed by class: the templates filled with each class's readable wording (a
     benchmark's terse class keys such as `ADI` make poor prompts), else with the class itself."""
@@ -131,10 +125,30 @@ def _prompts(classes: list[str], templates: list[str], collected: Collected) -> 
     return {name: filled[words] for name, words in zip(classes, wording, strict=True)}
 
 
-def _check_outside(out: Path, read_from: list[Path]) -> None:
-    """EVAL's files must not land among the inputs, which a rerun would then read back."""
+def _info(collected: Collected, plan: Plan, counts: dict[str, int], errors: list[dict]) -> dict:
+    """info.json: the standard fields, then the source's own (never replacing a standard one)."""
+    info = {
+        "name": collected.name,
+        "modality": collected.modality,
+        "task": plan.task,
+        "classes": plan.classes,
+        "splits": counts,
+        "source": collected.source,
+        "inputs": len(collected.candidates) + len(collected.errors),
+        "errors": len(errors),
+    }
+    return info | {field: value for field, value in collected.info.items() if field not in info}
+
+
+def _claim(out: Path, read_from: list[Path], force: bool) -> None:
+    """EVAL's files must not land among the inputs, which a rerun would then read back; the folder
+    is claimed (or refused) before anything is written."""
     for folder in read_from:
         folder = folder.resolve()
         for written in (out, *(out / split for split in SPLITS)):
             if written == folder or folder in written.parents:
                 raise EvalSetError(f"--out {out}: lies inside the input {folder}; choose a folder outside it")
+    try:
+        claim_output(out, "evalset", [*SPLITS, *METADATA_FILES], force=force)
+    except OutputError as exc:
+        raise EvalSetError(str(exc)) from exc

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from unimed_data.imaging import ConvertOptions, ImageError, convert_file
+from unimed_data.wds_tar import read_member
 
 
 @dataclass(frozen=True)
@@ -24,9 +25,7 @@ def load_image(task: ImageTask) -> tuple[bytes | None, str | None]:
     if task.member is not None:
         offset, size = task.member
         try:
-            with open(task.path, "rb") as shard:
-                shard.seek(offset)
-                data = shard.read(size)
+            data = read_member(task.path, offset, size)
         except OSError as exc:
             return None, f"cannot read the jpg member ({exc.strerror or exc})"
         return (data, None) if len(data) == size else (None, "jpg member cut short")

@@ -1,9 +1,8 @@
 """The CLIP_benchmark webdataset layout on disk: `<split>/<n>.tar` + `nshards.txt`, and the
 metadata files beside them (classnames, templates, dataset type, prompts, info, errors).
 
-Tars are written with the standard library (webdataset's writer imports torch), each to a temporary
-name and renamed, with fixed member metadata, so the same samples give the same bytes; a rewritten
-shard identical to the old one keeps the old file.
+Tars are written as the build writes them (`wds_tar`), each to a temporary name and renamed, so the
+same samples give the same bytes; a rewritten shard identical to the old one keeps the old file.
 """
 
 from __future__ import annotations
@@ -15,8 +14,8 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from unimed_data.schema import ERROR_SCHEMA, SPLITS
-from unimed_data.stages.shard import add_sample
 from unimed_data.tables import atomic_write_text, publish, temp_path, write_rows
+from unimed_data.wds_tar import add_sample
 
 CLASSIFICATION_FILES = ("classnames.txt", "zeroshot_classification_templates.txt", "prompts.json")
 METADATA_FILES = (

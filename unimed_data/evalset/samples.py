@@ -15,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
+from unimed_data.schema import error_row
+
 
 class EvalSetError(ValueError):
     """An evaluation set that cannot be built; the message names the path and the reason."""
@@ -55,11 +57,6 @@ class Collected:
     classes: list[str] | None = None
     readable: dict[str, str] = field(default_factory=dict)  # class -> wording the templates are filled with
     info: dict = field(default_factory=dict)  # further info.json fields (never replacing the standard ones)
-
-
-def error_row(dataset: str, stage: str, key: str | None, path: str | None, reason: str) -> dict:
-    """A row of errors.parquet (the project's ERROR_SCHEMA)."""
-    return {"dataset": dataset, "stage": stage, "key": key, "source_path": path, "reason": reason}
 
 
 @dataclass(frozen=True)

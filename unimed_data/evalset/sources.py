@@ -1,8 +1,8 @@
 """The three sources of an evaluation set, each turned into `Candidate`s with their EVAL split.
 
-- a folder-per-class tree (`DIR/<class>/...`, nested folders allowed; the class is the top folder);
-- a classification manifest, read by the ingest stage itself (same layouts, labels, split rules,
-  duplicate and bad-row checks), into a temporary folder;
+- a folder-per-class tree, or a classification manifest, read by the build's ingest stage itself
+  (same layouts, class and label names, split rules, duplicate and bad-row checks) into a
+  temporary folder;
 - the shards of one of our own builds, whose JPEGs are copied as they are.
 
 Sources only read annotations and tar headers; pixels are read when the set is written.
@@ -11,21 +11,26 @@ Sources only read annotations and tar headers; pixels are read when the set is w
 from __future__ import annotations
 
 import json
-import re
 import secrets
 import tarfile
 import tempfile
 from collections import defaultdict
 from pathlib import Path
 
-from unimed_data.evalset.samples import Candidate, Collected, EvalSetError, error_row
-from unimed_data.ingest import dataset_root, ingest_dataset
-from unimed_data.layouts import Item, LayoutError
-from unimed_data.layouts import folder as folder_layout
-from unimed_data.manifest import find_manifest, load_manifest
-from unimed_data.schema import make_key
+from unimed_data.evalset.samples import Candidate, Collected, EvalSetError
+from unimed_data.layouts import LayoutError
+from unimed_data.manifest import (
+    Manifest,
+    ManifestError,
+    find_manifest,
+    folder_manifest,
+    load_manifest,
+)
+from unimed_data.schema import error_row
 from unimed_data.splits import hash_unit, normalise_split
+from unimed_data.stages.ingest import dataset_root, ingest_dataset
 from unimed_data.tables import iter_rows
+from unimed_data.wds_tar import sample_members
 from unimed_data.workspace import Workspace
 
 UNKNOWN = "(unknown)"  # the dataset of a sample whose json cannot be read
@@ -43,12 +48,6 @@ MODALITY_CLASSES = {
     "endoscopy": "endoscopy",
     "other": "other medical",
 }
-_SEPARATORS = re.compile(r"[\s_-]+")
-
-
-def class_name(folder: str) -> str:
-    """A class folder's name as a class: `pleural_effusion` and `pleural-effusion` read `pleural effusion`."""
-    return _SEPARATORS.sub(" ", folder).strip()
 
 
 def from_folder(
@@ -60,34 +59,52 @@ def from_folder(
     holdout_val: float = 0.0,
     seed: int = 0,
 ) -> Collected:
-    """Every image of `folder/<class>/` in `test`, except per class the first `holdout_train` and
-    then `holdout_val` fraction in the order of a seeded hash of the relative path (train, val):
-    stratified and reproducible, and a file's split depends only on its path and its class's files."""
+    """Every image of the tree in `test`, read by the ingest stage as `build --from-folder` reads
+    it (so with the build's classes, `layouts.folder.folder_class`), except per class the first
+    `holdout_train` and then `holdout_val` fraction in the order of a seeded hash of the relative
+    path (train, val): stratified and reproducible, and a file's split depends only on its path and
+    its class's files."""
     if not folder.is_dir():
         raise EvalSetError(f"{folder}: not a folder")
     if holdout_train < 0 or holdout_val < 0 or holdout_train + holdout_val >= 1:
         raise EvalSetError("--holdout-train and --holdout-val must be >= 0 and leave some images for test")
     folder = folder.resolve()
-    name = name or folder.name
-    errors, by_class = [], defaultdict(list)
-    layout = folder_layout.FolderLayout(type="folder")
-    for entry in folder_layout.iter_items(layout, folder):
-        key = make_key(name, entry.item_id)
-        path = str(folder / entry.source_path) if entry.source_path else None
-        if isinstance(entry, Item):
-            by_class[class_name(entry.source_path.split("/")[0])].append((entry.source_path, key, path))
-        else:
-            errors.append(error_row(name, "ingest", key, path, entry.reason))
-    if not by_class:
+    manifest = _folder_manifest(folder, name or folder.name, modality)
+    records, errors = _ingest(manifest, folder.parent, seed)
+    if not records:
         raise EvalSetError(f"{folder}: no images in class folders (expected {folder}/<class>/<image>)")
+    by_class = defaultdict(list)
+    for record in records:
+        relpath = Path(record["source_path"]).relative_to(folder).as_posix()
+        by_class[record["labels"][0]].append((relpath, record["key"], record["source_path"]))
     candidates = []
     for label, items in by_class.items():
         items.sort(key=lambda item: (hash_unit(seed, item[0]), item[0]))
         n_train, n_val = round(len(items) * holdout_train), round(len(items) * holdout_val)
         for index, (_, key, path) in enumerate(items):
             split = "train" if index < n_train else "val" if index < n_train + n_val else "test"
-            candidates.append(Candidate(key, split, name, modality, path, labels=(label,)))
-    return Collected(name, modality, f"folder {folder}", candidates, errors, read_from=[folder])
+            candidates.append(Candidate(key, split, manifest.name, modality, path, labels=(label,)))
+    return Collected(manifest.name, modality, f"folder {folder}", candidates, errors, read_from=[folder])
+
+
+def _folder_manifest(folder: Path, name: str, modality: str) -> Manifest:
+    """The manifest `build --from-folder` reads a tree with; an evaluation set states no licence."""
+    try:
+        return folder_manifest(folder, name=name, modality=modality, license="not stated")
+    except ManifestError as exc:
+        raise EvalSetError(str(exc)) from None
+
+
+def _ingest(manifest: Manifest, raw_root: Path, seed: int) -> tuple[list[dict], list[dict]]:
+    """The dataset's records and ingest errors, as the build's ingest stage writes them, read back
+    from a temporary workspace (a fresh patient salt: no patient hash leaves it)."""
+    with tempfile.TemporaryDirectory(prefix="unimed-evalset-") as work:
+        ws = Workspace(Path(work))
+        try:
+            ingest_dataset(manifest, raw_root, ws.datasets, salt=secrets.token_hex(16), seed=seed)
+        except LayoutError as exc:
+            raise EvalSetError(f"{manifest.name}: {exc}") from None
+        return list(iter_rows(ws.records(manifest.slug))), list(iter_rows(ws.errors(manifest.slug, "ingest")))
 
 
 def from_manifest(
@@ -112,32 +129,25 @@ def from_manifest(
         raise EvalSetError(f"--split: {exc}") from None
     if with_train:
         wanted = {"train": "train", "val": "val", **wanted}
-    with tempfile.TemporaryDirectory(prefix="unimed-evalset-") as work:
-        ws = Workspace(Path(work))
-        try:
-            ingest_dataset(manifest, raw_root, ws.datasets, salt=secrets.token_hex(16), seed=seed)
-        except LayoutError as exc:
-            raise EvalSetError(f"{manifest.name}: {exc}") from None
-        errors = list(iter_rows(ws.errors(manifest.slug, "ingest")))
-        found, candidates = set(), []
-        for record in iter_rows(ws.records(manifest.slug)):
-            found.add(record["split"])
-            if record["split"] in wanted:
-                candidates.append(
-                    Candidate(
-                        record["key"],
-                        wanted[record["split"]],
-                        record["dataset"],
-                        record["modality"],
-                        record["source_path"],
-                        labels=tuple(record["labels"] or ()),
-                        uncertain=tuple(record["uncertain_labels"] or ()),
-                    )
-                )
+    records, errors = _ingest(manifest, raw_root, seed)
+    candidates = [
+        Candidate(
+            record["key"],
+            wanted[record["split"]],
+            record["dataset"],
+            record["modality"],
+            record["source_path"],
+            labels=tuple(record["labels"] or ()),
+            uncertain=tuple(record["uncertain_labels"] or ()),
+        )
+        for record in records
+        if record["split"] in wanted
+    ]
     if not any(c.split == "test" for c in candidates):
+        found = sorted({record["split"] for record in records})
         raise EvalSetError(
             f"{manifest.name}: no record in split(s) {', '.join(test_splits)} "
-            f"(its records are in: {', '.join(sorted(found)) or 'none'}); choose with --split"
+            f"(its records are in: {', '.join(found) or 'none'}); choose with --split"
         )
     return Collected(
         name or manifest.name,
@@ -186,22 +196,7 @@ def from_build(
                 if problem:
                     errors.append(error_row(dataset, "read", key, str(shard), problem))
                     continue
-                sample_modality = meta.get("modality") or "other"
-                by_modality = classes_from == "modality"
-                labels = (MODALITY_CLASSES.get(sample_modality, sample_modality),)
-                candidates.append(
-                    Candidate(
-                        key,
-                        target,
-                        dataset,
-                        sample_modality,
-                        str(shard),
-                        labels=labels if by_modality else tuple(meta.get("labels") or ()),
-                        uncertain=() if by_modality else tuple(meta.get("uncertain_labels") or ()),
-                        captions=tuple(meta.get("captions") or ()),
-                        member=jpg,
-                    )
-                )
+                candidates.append(_shard_candidate(key, target, shard, meta, jpg, classes_from))
     if missing := sorted(set(datasets) - seen_datasets):
         raise EvalSetError(
             f"{build}: no sample of dataset(s) {', '.join(missing)} in split(s) {', '.join(splits)} "
@@ -218,16 +213,33 @@ def from_build(
     )
 
 
+def _shard_candidate(
+    key: str, split: str, shard: Path, meta: dict, jpg: tuple[int, int], classes_from: str
+) -> Candidate:
+    """A build's sample, labelled by its labels or (`classes_from="modality"`) by its modality."""
+    modality = meta.get("modality") or "other"
+    by_modality = classes_from == "modality"
+    return Candidate(
+        key,
+        split,
+        meta.get("dataset") or UNKNOWN,
+        modality,
+        str(shard),
+        labels=(MODALITY_CLASSES.get(modality, modality),)
+        if by_modality
+        else tuple(meta.get("labels") or ()),
+        uncertain=() if by_modality else tuple(meta.get("uncertain_labels") or ()),
+        captions=tuple(meta.get("captions") or ()),
+        member=jpg,
+    )
+
+
 def _read_shard(shard: Path) -> list[tuple[str, dict | None, tuple[int, int] | None, str | None]]:
     """(key, json metadata, (offset, size) of the jpg member, problem) per sample, in tar order."""
     samples = []
     try:
         with tarfile.open(shard) as tar:
-            members: dict[str, dict[str, tarfile.TarInfo]] = defaultdict(dict)
-            for member in tar:
-                key, _, ext = member.name.partition(".")
-                members[key][ext] = member
-            for key, parts in members.items():
+            for key, parts in sample_members(tar).items():
                 samples.append((key, *_sample(tar, parts)))
     except (OSError, tarfile.TarError) as exc:
         raise EvalSetError(f"{shard}: unreadable shard ({exc})") from None

@@ -23,10 +23,10 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Protocol
 
-from unimed_data.evalset.samples import Candidate, Collected, EvalSetError, error_row
+from unimed_data.evalset.samples import Candidate, Collected, EvalSetError
 from unimed_data.layouts.item import relative_path
 from unimed_data.layouts.tabular import parse_str_list
-from unimed_data.schema import make_key
+from unimed_data.schema import error_row, make_key
 
 
 @dataclass(frozen=True)

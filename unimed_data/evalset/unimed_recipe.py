@@ -23,8 +23,8 @@ from unimed_data.evalset.samples import EvalSetError
 from unimed_data.evalset.unimed_readers import FROM_ANNOTATIONS, ColumnsCsv, read_set
 from unimed_data.evalset.unimed_sets import UniMedSet, protocol_info, select
 from unimed_data.imaging import ConvertOptions
-from unimed_data.ingest import find_folder
 from unimed_data.outputs import OutputError, claim_output, settle_output
+from unimed_data.stages.ingest import find_folder
 
 KIND = "evalsets"  # the marker kind of EVALS, which holds one evaluation set folder per set
 ANNOTATIONS_HOME = "https://github.com/mbzuai-oryx/UniMed-CLIP/tree/main/local_data"

@@ -1,4 +1,9 @@
-"""Folder-per-class trees (`<path>/<class>/<image>`): the class is the image's parent folder name.
+"""Folder-per-class trees (`<path>/.../<class>/<image>`), and the one rule by which a build and
+`evalset --from-folder` name classes from folders (`folder_class`).
+
+The class is the image's parent folder, so a tree grouped first by something else (RadImageNet's
+`<anatomy>/<label>/`, or `<ward>/<class>/`) gets its labels. The folder name is the raw label: the
+manifest words it (its `classes:` mapping, else `_` read as a space), as for every layout.
 
 Files are visited in sorted order so the records come out the same on every machine. Files without
 an extension are kept only when they carry the DICOM magic (`DICM` at byte 128), because many
@@ -30,6 +35,11 @@ class FolderLayout(BaseModel):
     @classmethod
     def _dotted_lower(cls, values: list[str]) -> list[str]:
         return ["." + value.lower().lstrip(".") for value in values]
+
+
+def folder_class(image: Path) -> str:
+    """The raw class of an image in a folder-per-class tree."""
+    return image.parent.name
 
 
 def is_dicom(path: Path) -> bool:
@@ -77,4 +87,4 @@ def iter_items(layout: FolderLayout, dataset_root: Path) -> Iterator[Item | Item
         if path.parent == top:
             yield ItemError(relpath, relpath, f"{relpath}: image is not inside a class folder")
         else:
-            yield Item(item_id=relpath, source_path=relpath, labels=[path.parent.name])
+            yield Item(item_id=relpath, source_path=relpath, labels=[folder_class(path)])

@@ -1,1 +1,2 @@
-"""Pipeline stages: each reads and writes tables under a `Workspace` and returns a summary."""
+"""The pipeline stages, one file each (ingest, convert, caption, shard); `base` holds the contract
+they share and `order` the order they run in."""

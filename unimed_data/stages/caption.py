@@ -7,14 +7,21 @@ Records that already carry captions (existing caption sets) keep them as they ar
 
 from __future__ import annotations
 
+import json
+import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from unimed_data.captions import Captioner, CaptionFailure, CaptionUnit
 from unimed_data.schema import ERROR_SCHEMA, RECORD_SCHEMA, error_row
-from unimed_data.stages.summary import StageSummary
-from unimed_data.stamps import fingerprint, read_stamp, write_stamp
-from unimed_data.tables import iter_rows, row_count, table_writer
+from unimed_data.stages.base import Stage, StageSummary
+from unimed_data.stamps import Stamp
+from unimed_data.tables import atomic_write_text, iter_rows, row_count, table_writer
 from unimed_data.workspace import Workspace
+
+if TYPE_CHECKING:
+    from unimed_data.pipeline import Dataset
+    from unimed_data.runner import StageContext
 
 
 def unit_of(row: dict) -> CaptionUnit:
@@ -36,9 +43,8 @@ def caption_units(table: Path) -> set[CaptionUnit]:
 
 def caption_dataset(ws: Workspace, slug: str, captioner: Captioner) -> StageSummary:
     converted, captioned, errors = ws.converted(slug), ws.captioned(slug), ws.errors(slug, "caption")
-    stamp = ws.stamp(slug, "caption")
-    digest = fingerprint([converted], captioner.identity)
-    stored = read_stamp(stamp, digest, [captioned, errors])
+    stamp = Stamp.of(ws.stamp(slug, "caption"), [converted], captioner.identity)
+    stored = stamp.stored([captioned, errors])
     if stored is not None and stored["errors"] == 0:
         return StageSummary.from_dict(stored)
     # Units that failed are asked again on every run (the endpoint may be back, the key fixed);
@@ -59,5 +65,60 @@ def caption_dataset(ws: Workspace, slug: str, captioner: Captioner) -> StageSumm
             else:
                 ok.write({**row, "captions": answer, "caption_source": captioner.source})
     summary = StageSummary("caption", slug, row_count(converted), ok.count, failed.count)
-    write_stamp(stamp, digest, summary.as_dict(), [converted])
+    stamp.write(summary.as_dict(), [converted])
     return summary
+
+
+def units_in_order(ws: Workspace, slugs: list[str]) -> list[CaptionUnit]:
+    """Caption units dataset by dataset in build order (each dataset's sorted), from the converted
+    tables where convert has run, else from the ingested records."""
+    units = []
+    for slug in slugs:
+        table = ws.converted(slug) if ws.converted(slug).exists() else ws.records(slug)
+        if table.exists():
+            units.extend(sorted(caption_units(table), key=repr))
+    return units
+
+
+def choose_pilot(ctx: StageContext) -> None:
+    """A `--limit` pilot picks its units over every dataset of the build, before the first."""
+    if ctx.captioner.needs_all_units:
+        ctx.captioner.choose_pilot(units_in_order(ctx.ws, [d.slug for d in ctx.datasets]))
+
+
+def run_caption(ctx: StageContext, dataset: Dataset) -> StageSummary:
+    """Caption a dataset; for a backend that spends, keep what it cost beside the dataset's tables."""
+    before = ctx.captioner.usage()
+    summary = caption_dataset(ctx.ws, dataset.slug, ctx.captioner)
+    if before is not None and not summary.skipped:
+        spent = {k: v - before[k] for k, v in ctx.captioner.usage().items()}
+        atomic_write_text(ctx.ws.llm_usage(dataset.slug), json.dumps(spent, indent=2, sort_keys=True))
+    return summary
+
+
+def say_usage(ctx: StageContext) -> None:
+    if line := ctx.captioner.usage_line():
+        print(line, file=sys.stderr)
+
+
+STAGE = Stage(
+    name="caption",
+    help="Give every record captions (template or LLM backend).",
+    reads=("converted",),
+    writes=("captioned",),
+    options=(
+        "seed",
+        "captioner",
+        "llm_base_url",
+        "llm_model",
+        "llm_concurrency",
+        "llm_api_key_env",
+        "cache",
+        "llm_batch",
+        "limit",
+        "dry_run",
+    ),
+    run=run_caption,
+    start=choose_pilot,
+    end=say_usage,
+)

@@ -18,16 +18,21 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from stat import S_ISREG
+from typing import TYPE_CHECKING
 
 from PIL import Image
 
+from unimed_data.executor import Executor, LocalExecutor
 from unimed_data.imaging import ConvertOptions, ImageError, TooSmallError, convert_file
-from unimed_data.parallel import ordered_map
 from unimed_data.schema import ERROR_SCHEMA, RECORD_SCHEMA, error_row
-from unimed_data.stages.summary import StageSummary
-from unimed_data.stamps import fingerprint, read_stamp, write_stamp
+from unimed_data.stages.base import Stage, StageSummary
+from unimed_data.stamps import Stamp
 from unimed_data.tables import atomic_write_text, iter_rows, row_count, table_writer, temp_path
 from unimed_data.workspace import Workspace
+
+if TYPE_CHECKING:
+    from unimed_data.pipeline import Dataset
+    from unimed_data.runner import StageContext
 
 
 @dataclass(frozen=True)
@@ -88,13 +93,15 @@ def crashed(task: ConvertTask) -> ConvertResult:
     return ConvertResult(error="the decoder crashed the worker process (segfault or out of memory)")
 
 
-def convert_dataset(ws: Workspace, slug: str, options: ConvertOptions, *, workers: int) -> StageSummary:
+def convert_dataset(
+    ws: Workspace, slug: str, options: ConvertOptions, *, workers: int = 1, executor: Executor | None = None
+) -> StageSummary:
+    """Convert the dataset's records on `executor` (by default `workers` local processes)."""
     records, converted, errors = ws.records(slug), ws.converted(slug), ws.errors(slug, "convert")
     filtered = ws.filtered(slug, "convert")
-    stamp = ws.stamp(slug, "convert")
     option_dict = dataclasses.asdict(options)
-    digest = fingerprint([records], option_dict)
-    stored = read_stamp(stamp, digest, [converted, errors, filtered])
+    stamp = Stamp.of(ws.stamp(slug, "convert"), [records], option_dict)
+    stored = stamp.stored([converted, errors, filtered])
     if stored is not None and stored["errors"] == 0:
         return StageSummary.from_dict(stored)
     # Failed items are retried on every run: a missing image may have arrived, a bad one been fixed.
@@ -120,8 +127,9 @@ def convert_dataset(ws: Workspace, slug: str, options: ConvertOptions, *, worker
         table_writer(errors, ERROR_SCHEMA) as failed,
         table_writer(filtered, ERROR_SCHEMA) as dropped,
     ):
-        for result in ordered_map(
-            convert_one, tasks(), workers=workers, desc=f"convert {slug}", total=total, on_crash=crashed
+        executor = executor or LocalExecutor(workers)
+        for result in executor.map(
+            convert_one, tasks(), desc=f"convert {slug}", total=total, on_crash=crashed
         ):
             row = in_flight.popleft()
             if result.error is not None:
@@ -143,7 +151,7 @@ def convert_dataset(ws: Workspace, slug: str, options: ConvertOptions, *, worker
                     }
                 )
     summary = StageSummary("convert", slug, total, ok.count, failed.count, dropped.count)
-    write_stamp(stamp, digest, summary.as_dict(), [records])
+    stamp.write(summary.as_dict(), [records])
     return summary
 
 
@@ -161,3 +169,17 @@ def _reset_images_if_options_changed(images: Path, options: dict) -> None:
     if images.exists():
         shutil.rmtree(images)
     atomic_write_text(marker, wanted)
+
+
+def run_convert(ctx: StageContext, dataset: Dataset) -> StageSummary:
+    return convert_dataset(ctx.ws, dataset.slug, ctx.config.convert.options(), executor=ctx.executor)
+
+
+STAGE = Stage(
+    name="convert",
+    help="Convert source images to capped JPEGs.",
+    reads=("records",),
+    writes=("converted",),
+    options=("workers", "max_side", "min_side", "jpeg_quality"),
+    run=run_convert,
+)

@@ -10,24 +10,32 @@ a finished shard is never rewritten, so an interrupted build resumes to byte-ide
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import math
+import sys
 import tarfile
 from collections import Counter
 from contextlib import ExitStack
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from unimed_data.parallel import ordered_map
+from unimed_data.executor import Executor, LocalExecutor
+from unimed_data.publish import publish
 from unimed_data.schema import SAMPLE_JSON_FIELDS, SPLITS
-from unimed_data.stamps import fingerprint, read_stamp, write_stamp
+from unimed_data.stages.base import Stage, StageSummary
+from unimed_data.stages.shard_options import ShardOptions
+from unimed_data.stamps import Stamp
 from unimed_data.tables import atomic_write_text, iter_rows, table_writer, temp_path
-from unimed_data.unimed_txt import TXT_FORMATS, txt_member
+from unimed_data.unimed_txt import txt_member
+from unimed_data.wds_tar import add_sample, sample_members
 from unimed_data.workspace import Workspace
+
+if TYPE_CHECKING:
+    from unimed_data.runner import StageContext
 
 SAMPLE_COLUMNS = ["key", "image_path", *SAMPLE_JSON_FIELDS]
 INDEX_SCHEMA = pa.schema(
@@ -45,25 +53,6 @@ COUNT_BATCH_ROWS = 1 << 16  # rows per batch when counting splits (one small col
 
 
 @dataclass(frozen=True)
-class ShardOptions:
-    shard_size: int = 1000
-    prefix: str = "unimed"
-    seed: int = 0
-    txt_format: str = "plain"  # plain: the primary caption; unimed: see unimed_txt.py
-    txt_tags: tuple[tuple[str, str], ...] = ()  # (dataset, its manifest's unimed_tag), for unimed
-
-    def __post_init__(self):
-        if self.shard_size < 1:
-            raise ValueError("shard_size must be at least 1")
-        if not self.prefix or any(c in self.prefix for c in "/.\\ "):
-            raise ValueError(
-                f"shard prefix {self.prefix!r} must be non-empty, without dots, slashes or spaces"
-            )
-        if self.txt_format not in TXT_FORMATS:
-            raise ValueError(f"txt_format {self.txt_format!r} must be one of {', '.join(TXT_FORMATS)}")
-
-
-@dataclass(frozen=True)
 class ShardTask:
     target: str
     slices: tuple[tuple[str, int, int], ...]  # (bucket file, start, stop) in sorted bucket order
@@ -75,25 +64,33 @@ def shuffle_order(seed: int, key: str) -> int:
     return int.from_bytes(hashlib.blake2b(f"{seed}:{key}".encode(), digest_size=8).digest(), "big")
 
 
-def shard_datasets(ws: Workspace, slugs: list[str], options: ShardOptions, *, workers: int) -> dict[str, int]:
-    """Write all shards; returns samples per split."""
+def shard_datasets(
+    ws: Workspace,
+    slugs: list[str],
+    options: ShardOptions,
+    *,
+    workers: int = 1,
+    executor: Executor | None = None,
+) -> dict[str, int]:
+    """Write all shards on `executor` (by default `workers` local processes); returns samples per split."""
     tables = [ws.captioned(slug) for slug in slugs]
-    stamp = ws.shuffle / "shard.json"
-    digest = fingerprint(tables, vars(options))
+    stamp = Stamp.of(ws.shuffle / "shard.json", tables, vars(options))
     plan = ws.shuffle / "plan.txt"
-    stored = read_stamp(stamp, digest, [plan])
+    stored = stamp.stored([plan])
     if (
         stored is not None
-        and plan.read_text() == digest
+        and plan.read_text() == stamp.digest
         and all((ws.split_dir(s) / "sizes.json").exists() for s, n in stored.items() if n)
     ):
         return stored
-    _drop_shards_of_other_plans(ws, digest)
+    _drop_shards_of_other_plans(ws, stamp.digest)
     buckets = _bucket(ws, tables, options)
     samples = {}
     for split in SPLITS:
-        samples[split] = _write_split(ws, split, buckets.get(split, []), options, workers)
-    write_stamp(stamp, digest, samples)
+        samples[split] = _write_split(
+            ws, split, buckets.get(split, []), options, executor or LocalExecutor(workers)
+        )
+    stamp.write(samples)
     return samples
 
 
@@ -185,7 +182,7 @@ def _plan_split(buckets: list[tuple[Path, int]], shard_size: int) -> list[tuple[
 
 
 def _write_split(
-    ws: Workspace, split: str, buckets: list[tuple[Path, int]], options: ShardOptions, workers: int
+    ws: Workspace, split: str, buckets: list[tuple[Path, int]], options: ShardOptions, executor: Executor
 ) -> int:
     folder = ws.split_dir(split)
     plan = _plan_split(buckets, options.shard_size)
@@ -200,7 +197,7 @@ def _write_split(
     with table_writer(folder / "index.parquet", INDEX_SCHEMA) as index:
         for task, rows in zip(
             tasks,
-            ordered_map(write_shard, tasks, workers=workers, desc=f"shard {split}", total=len(tasks)),
+            executor.map(write_shard, tasks, desc=f"shard {split}", total=len(tasks)),
             strict=True,
         ):
             sizes[Path(task.target).name] = len(rows)
@@ -236,20 +233,6 @@ def write_shard(task: ShardTask) -> list[dict]:
     return index
 
 
-def add_sample(tar: tarfile.TarFile, key: str, members: dict[str, bytes]) -> None:
-    """One WebDataset sample: a `<key>.<ext>` member per extension, in sorted order, each with fixed
-    metadata (mtime 0, read-only, fixed owner), so the same samples always give the same bytes.
-
-    Written with the standard library rather than webdataset's TarWriter, whose import pulls in
-    torch (seconds and ~500 MB per process) for what is plain tar writing."""
-    for ext in sorted(members):
-        data = members[ext]
-        info = tarfile.TarInfo(f"{key}.{ext}")
-        info.size, info.mtime, info.mode = len(data), 0, 0o444
-        info.uname = info.gname = "unimed"
-        tar.addfile(info, io.BytesIO(data))
-
-
 def to_sample(row: dict, txt_format: str, tags: dict[str, str]) -> dict:
     """A record as a WebDataset sample: jpg, txt (the primary caption, or UniMed's form of the
     captions), and everything else as json."""
@@ -283,14 +266,50 @@ def _load_slices(slices: tuple[tuple[str, int, int], ...]) -> list[dict]:
 
 def _index_existing(target: Path) -> list[dict]:
     """Index rows of a finished shard, read from its tar headers and json members."""
-    rows: dict[str, dict] = {}
+    rows = []
     with tarfile.open(target) as tar:
-        for member in tar:
-            key, _, ext = member.name.partition(".")
-            row = rows.setdefault(key, {"key": key, "shard": target.name, "offset": member.offset})
-            if ext == "json":
-                meta = json.loads(tar.extractfile(member).read())
-                row.update(
-                    dataset=meta["dataset"], modality=meta["modality"], caption_source=meta["caption_source"]
-                )
-    return list(rows.values())
+        for key, members in sample_members(tar).items():
+            meta = json.loads(tar.extractfile(members["json"]).read())
+            rows.append(
+                {
+                    "key": key,
+                    "shard": target.name,
+                    "offset": min(member.offset for member in members.values()),
+                    "dataset": meta["dataset"],
+                    "modality": meta["modality"],
+                    "caption_source": meta["caption_source"],
+                }
+            )
+    return rows
+
+
+def run_shard(ctx: StageContext, _: None) -> StageSummary:
+    """Shard the whole build, then write its errors, stats.json and card (kept on `ctx.stats`)."""
+    before = _published_files(ctx.ws)
+    slugs = [d.slug for d in ctx.datasets]
+    tags = {d.manifest.name: d.manifest.unimed_tag for d in ctx.datasets if d.manifest.unimed_tag}
+    options = replace(ctx.config.shard.options(ctx.config.seed), txt_tags=tuple(sorted(tags.items())))
+    samples = sum(shard_datasets(ctx.ws, slugs, options, executor=ctx.executor).values())
+    ctx.stats = publish(ctx, tags)
+    unchanged = _published_files(ctx.ws) == before
+    if unchanged:
+        print(f"nothing to do: {ctx.ws.out} was already up to date; no file was rewritten", file=sys.stderr)
+    return StageSummary("shard", "*", samples, samples, 0, skipped=unchanged)
+
+
+def _published_files(ws: Workspace) -> list[tuple[str, int, int]]:
+    """Name, size and modification time of every file a build publishes (not its work folder)."""
+    folders = [ws.out, *(ws.split_dir(s) for s in SPLITS)]
+    files = [p for folder in folders if folder.is_dir() for p in folder.iterdir() if p.is_file()]
+    return sorted((str(p), (st := p.stat()).st_size, st.st_mtime_ns) for p in files)
+
+
+STAGE = Stage(
+    name="shard",
+    help="Write WebDataset shards, sizes.json, index, stats and card.",
+    reads=("captioned",),
+    writes=("stats", "all_errors", "card"),
+    options=("workers", "seed", "shard_size", "txt_format", "max_error_rate"),
+    run=run_shard,
+    per_dataset=False,
+)

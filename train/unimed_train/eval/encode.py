@@ -22,7 +22,8 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from unimed_train.cli import UsageError
-from unimed_train.model import SCHEMA_PREFIXES, Built, LoadReport, autocast_dtype, build_model
+from unimed_train.model import SCHEMA_PREFIXES, Built, LoadReport, build_model
+from unimed_train.precision import autocast
 
 CHECKPOINT_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors", ".ckpt")
 
@@ -40,7 +41,8 @@ class ModelSpec:
 
 
 def _trainer_safe_globals():
-    """Our trainer checkpoints hold numpy RNG state; allow exactly those types under weights_only."""
+    """Checkpoints of earlier trainer versions hold numpy RNG state; allow exactly those types under
+    weights_only, so they still evaluate (current checkpoints need none of them)."""
     core = getattr(np, "_core", None) or np.core
     return torch.serialization.safe_globals(
         [core.multiarray._reconstruct, np.ndarray, np.dtype, type(np.dtype(np.uint32))]
@@ -121,13 +123,6 @@ def _loaded(model: str, pretrained: str | None, report: LoadReport | None) -> st
     return f"loaded {model}" if pretrained else f"model {model}: no weights given, randomly initialised"
 
 
-def _autocast(device: str, precision: str):
-    dtype = autocast_dtype(precision)
-    if dtype is None:
-        return contextlib.nullcontext()
-    return torch.autocast(torch.device(device).type, dtype=dtype)
-
-
 @torch.no_grad()
 def encode_images(
     built: Built, batches: Iterable[tuple[torch.Tensor, list]], device: str, precision: str, desc: str = ""
@@ -135,7 +130,7 @@ def encode_images(
     """(features (N, D), targets) over (images, targets) batches, in batch order."""
     feats, labels = [], []
     for images, batch_labels in tqdm(batches, desc=desc or "images", unit="batch", leave=False):
-        with _autocast(device, precision):
+        with autocast(precision, device):  # the trainer's rule
             out = built.model.encode_image(images.to(device))
         feats.append(F.normalize(out.float(), dim=-1).cpu())
         labels.extend(batch_labels)
@@ -152,7 +147,7 @@ def encode_texts(
     feats = []
     for start in range(0, len(texts), batch_size):
         tokens = built.tokenizer(texts[start : start + batch_size]).to(device)
-        with _autocast(device, precision):
+        with autocast(precision, device):  # the trainer's rule
             out = built.model.encode_text(tokens)
         feats.append(F.normalize(out.float(), dim=-1).cpu())
     return torch.cat(feats) if feats else torch.zeros(0, built.embed_dim)

@@ -232,38 +232,9 @@ def retrieval_metrics(
     image holding that string as its own, and an image every copy of its texts. Template captions
     repeat across images, and without this the identical copies would tie and count as misses.
     """
-    img = np.asarray(image_features, dtype=np.float32)
-    txt = np.asarray(text_features, dtype=np.float32)
-    t2i = np.asarray(text_to_image)
-    if img.ndim != 2 or txt.ndim != 2:
-        raise ValueError(f"features must be 2-D; got image {img.shape}, text {txt.shape}")
-    if img.shape[1] != txt.shape[1]:
-        raise ValueError(f"feature dims differ: image {img.shape}, text {txt.shape}")
+    img, txt, t2i, ks = _retrieval_inputs(image_features, text_features, text_to_image, ks)
     n_img, n_txt = img.shape[0], txt.shape[0]
-    if n_img == 0 or n_txt == 0:
-        raise ValueError(f"empty retrieval set: {n_img} images, {n_txt} texts")
-    if t2i.shape != (n_txt,):
-        raise ValueError(f"text_to_image must have shape ({n_txt},) (one image per text); got {t2i.shape}")
-    if not np.issubdtype(t2i.dtype, np.integer):
-        raise ValueError("text_to_image must hold integer image indices")
-    if t2i.min() < 0 or t2i.max() >= n_img:
-        raise ValueError(f"text_to_image indices must lie in [0, {n_img}); got {t2i.min()}..{t2i.max()}")
-    ks = [int(k) for k in ks]
-    if any(k < 1 for k in ks):
-        raise ValueError(f"ks must be >= 1; got {ks}")
-
-    groups = np.arange(n_txt) if text_groups is None else np.asarray(text_groups)
-    if groups.shape != (n_txt,):
-        raise ValueError(f"text_groups must have shape ({n_txt},); got {groups.shape}")
-    _, gid = np.unique(groups, return_inverse=True)
-    group_images: list[list[int]] = [[] for _ in range(int(gid.max()) + 1)]
-    group_texts: list[list[int]] = [[] for _ in range(len(group_images))]
-    for j, (g, i) in enumerate(zip(gid.tolist(), t2i.tolist(), strict=True)):
-        group_images[g].append(i)
-        group_texts[g].append(j)
-    image_texts: list[set[int]] = [set() for _ in range(n_img)]
-    for j, i in enumerate(t2i.tolist()):
-        image_texts[i].update(group_texts[gid[j]])
+    gid, group_images, image_texts = _positives(t2i, text_groups, n_img)
 
     # The rank of the best positive = the number of negatives scoring at least as high (ties lose).
     t_rank = np.empty(n_txt, dtype=np.int64)
@@ -290,6 +261,52 @@ def retrieval_metrics(
     out["n_images"] = int(n_img)
     out["n_texts"] = int(n_txt)
     return out
+
+
+def _retrieval_inputs(
+    image_features: np.ndarray, text_features: np.ndarray, text_to_image: np.ndarray, ks: Sequence[int]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[int]]:
+    """Features, text->image map and ks as arrays/ints, rejecting malformed input before any similarity."""
+    img = np.asarray(image_features, dtype=np.float32)
+    txt = np.asarray(text_features, dtype=np.float32)
+    t2i = np.asarray(text_to_image)
+    if img.ndim != 2 or txt.ndim != 2:
+        raise ValueError(f"features must be 2-D; got image {img.shape}, text {txt.shape}")
+    if img.shape[1] != txt.shape[1]:
+        raise ValueError(f"feature dims differ: image {img.shape}, text {txt.shape}")
+    n_img, n_txt = img.shape[0], txt.shape[0]
+    if n_img == 0 or n_txt == 0:
+        raise ValueError(f"empty retrieval set: {n_img} images, {n_txt} texts")
+    if t2i.shape != (n_txt,):
+        raise ValueError(f"text_to_image must have shape ({n_txt},) (one image per text); got {t2i.shape}")
+    if not np.issubdtype(t2i.dtype, np.integer):
+        raise ValueError("text_to_image must hold integer image indices")
+    if t2i.min() < 0 or t2i.max() >= n_img:
+        raise ValueError(f"text_to_image indices must lie in [0, {n_img}); got {t2i.min()}..{t2i.max()}")
+    ks = [int(k) for k in ks]
+    if any(k < 1 for k in ks):
+        raise ValueError(f"ks must be >= 1; got {ks}")
+    return img, txt, t2i, ks
+
+
+def _positives(
+    t2i: np.ndarray, text_groups: np.ndarray | None, n_img: int
+) -> tuple[np.ndarray, list[list[int]], list[set[int]]]:
+    """Each text's group id, each group's images, each image's texts: identical captions count as hits."""
+    n_txt = t2i.shape[0]
+    groups = np.arange(n_txt) if text_groups is None else np.asarray(text_groups)
+    if groups.shape != (n_txt,):
+        raise ValueError(f"text_groups must have shape ({n_txt},); got {groups.shape}")
+    _, gid = np.unique(groups, return_inverse=True)
+    group_images: list[list[int]] = [[] for _ in range(int(gid.max()) + 1)]
+    group_texts: list[list[int]] = [[] for _ in range(len(group_images))]
+    for j, (g, i) in enumerate(zip(gid.tolist(), t2i.tolist(), strict=True)):
+        group_images[g].append(i)
+        group_texts[g].append(j)
+    image_texts: list[set[int]] = [set() for _ in range(n_img)]
+    for j, i in enumerate(t2i.tolist()):
+        image_texts[i].update(group_texts[gid[j]])
+    return gid, group_images, image_texts
 
 
 def _negatives_above(sim: np.ndarray, pos: np.ndarray) -> np.ndarray:

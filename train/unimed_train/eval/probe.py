@@ -205,17 +205,9 @@ def linear_probe(
     if k_shot is not None and int(k_shot) < 1:
         raise ValueError(f"k_shot must be >= 1 or None; got {k_shot}")
 
-    if val_x is not None:
-        val_x = _features(val_x, "val_x", dim)
-        val_y = _labels(val_y, val_x.shape[0], "val_y", "val_x", multilabel)
-        tr_x, tr_y, val_source = train_x, train_y, "given"
-    else:
-        tr_idx, va_idx = _carve_val(train_y, seed, multilabel)
-        tr_x, tr_y, val_x, val_y = train_x[tr_idx], train_y[tr_idx], train_x[va_idx], train_y[va_idx]
-        val_source = "carved"
-    if k_shot is not None:
-        keep = few_shot_indices(tr_y, int(k_shot), seed)
-        tr_x, tr_y = tr_x[keep], tr_y[keep]
+    tr_x, tr_y, val_x, val_y, val_source = _probe_data(
+        train_x, train_y, val_x, val_y, k_shot, seed, multilabel
+    )
 
     if multilabel:
         n_classes = train_y.shape[1]
@@ -227,6 +219,32 @@ def linear_probe(
             raise ValueError(f"got {len(classnames)} classnames for {n_classes} label columns")
         return _probe_multilabel(tr_x, tr_y, val_x, val_y, test_x, test_y, cs, k_shot, val_source, classnames)
 
+    return _probe_multiclass(
+        train_y, tr_x, tr_y, val_x, val_y, test_x, test_y, cs, k_shot, val_source, classnames
+    )
+
+
+def _probe_data(train_x, train_y, val_x, val_y, k_shot: int | None, seed: int, multilabel: bool) -> tuple:
+    """(tr_x, tr_y, val_x, val_y, val_source): val given or carved from train before the k-shot draw."""
+    dim = train_x.shape[1]
+    if val_x is not None:
+        val_x = _features(val_x, "val_x", dim)
+        val_y = _labels(val_y, val_x.shape[0], "val_y", "val_x", multilabel)
+        tr_x, tr_y, val_source = train_x, train_y, "given"
+    else:
+        tr_idx, va_idx = _carve_val(train_y, seed, multilabel)
+        tr_x, tr_y, val_x, val_y = train_x[tr_idx], train_y[tr_idx], train_x[va_idx], train_y[va_idx]
+        val_source = "carved"
+    if k_shot is not None:
+        keep = few_shot_indices(tr_y, int(k_shot), seed)
+        tr_x, tr_y = tr_x[keep], tr_y[keep]
+    return tr_x, tr_y, val_x, val_y, val_source
+
+
+def _probe_multiclass(
+    train_y, tr_x, tr_y, val_x, val_y, test_x, test_y, cs, k_shot, val_source, classnames
+) -> dict:
+    """The multi-class probe: C chosen by validation accuracy, then refit and scored on test."""
     n_classes = len(classnames) if classnames is not None else int(train_y.max()) + 1
     for name, y in (("train_y", train_y), ("val_y", val_y), ("test_y", test_y)):
         if classnames is not None and y.max() >= n_classes:

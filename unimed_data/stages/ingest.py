@@ -17,8 +17,10 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from unimed_data import stamps
 from unimed_data.layouts import Filtered, ItemError, LayoutError, annotation_files, iter_items
@@ -26,10 +28,15 @@ from unimed_data.layouts.item import Item
 from unimed_data.manifest import Manifest
 from unimed_data.schema import ERROR_SCHEMA, MODALITIES, RECORD_SCHEMA, error_row, hash_patient, make_key
 from unimed_data.splits import assign_split
+from unimed_data.stages.base import DatasetLeftOut, Stage, StageSummary
 from unimed_data.tables import iter_rows, table_writer
 from unimed_data.workspace import DatasetPaths
 
-STAGE = "ingest"
+if TYPE_CHECKING:
+    from unimed_data.pipeline import Dataset
+    from unimed_data.runner import StageContext
+
+NAME = "ingest"
 FORMAT_VERSION = 1  # bump when the records this stage writes change for the same inputs
 
 
@@ -119,7 +126,7 @@ def _folder_modality(manifest: Manifest, source_path: str) -> str | None:
 def _error(manifest: Manifest, root: Path, item_id: str | None, source: str | None, reason: str) -> dict:
     return error_row(
         manifest.name,
-        STAGE,
+        NAME,
         make_key(manifest.name, item_id) if item_id is not None else None,
         os.fspath(root / source) if source is not None else None,
         reason,
@@ -165,9 +172,9 @@ def ingest_dataset(
     """Write the dataset's records and ingest errors, unless they are already up to date."""
     root = dataset_root(manifest, raw_root)
     paths = output_paths(manifest, work_dir)
-    records_path, errors_path, state_path = paths.records, paths.errors(STAGE), paths.stamp(STAGE)
-    current = fingerprint(manifest, root, salt=salt, seed=seed)
-    stored = stamps.read_stamp(state_path, current, [records_path, errors_path])
+    records_path, errors_path, state_path = paths.records, paths.errors(NAME), paths.stamp(NAME)
+    stamp = stamps.Stamp(state_path, fingerprint(manifest, root, salt=salt, seed=seed))
+    stored = stamp.stored([records_path, errors_path])
     if stored is not None:
         return IngestSummary(**{**stored, "skipped": True})
     state_path.unlink(missing_ok=True)
@@ -205,5 +212,33 @@ def ingest_dataset(
     if merges:
         _merge_into(records_path, merges, manifest)
     summary = IngestSummary(manifest.name, records.count, errors.count, filtered, merged)
-    stamps.write_stamp(state_path, current, dataclasses.asdict(summary))
+    stamp.write(dataclasses.asdict(summary))
     return summary
+
+
+def run_ingest(ctx: StageContext, dataset: Dataset) -> StageSummary:
+    """Ingest one dataset of the build. With `missing_parts: skip`, annotations that cannot be read
+    (a broken file, lists of different lengths) leave that dataset out, said once, not the build."""
+    try:
+        done = ingest_dataset(
+            dataset.manifest, dataset.root, ctx.ws.datasets, salt=ctx.salt, seed=ctx.config.seed
+        )
+    except LayoutError as exc:
+        if ctx.config.missing_parts == "fail":
+            raise
+        print(f"{dataset.manifest.name}: left out: {exc}", file=sys.stderr)
+        raise DatasetLeftOut(str(exc)) from None
+    rows = done.records + done.errors + done.filtered + done.merged
+    return StageSummary(
+        NAME, dataset.slug, rows, done.records, done.errors, done.filtered + done.merged, done.skipped
+    )
+
+
+STAGE = Stage(
+    name=NAME,
+    help="Read manifests into work/<dataset>/records.parquet.",
+    reads=(),
+    writes=("records",),
+    options=("seed",),
+    run=run_ingest,
+)

@@ -1,0 +1,55 @@
+"""A folder tree gets the same labels from `build --from-folder` and `evalset --from-folder`:
+both name classes by the `folder` layout's one rule (the image's parent folder, worded by the
+manifest: `_` reads as a space)."""
+
+from __future__ import annotations
+
+import json
+import tarfile
+from pathlib import Path
+
+from PIL import Image
+
+from tests.conftest import run_cli
+
+
+def sample_labels(out: Path) -> dict[str, list[str]]:
+    """Each sample's labels, by key, from the json members of every tar under `out`."""
+    labels = {}
+    for shard in out.glob("*/*.tar"):
+        with tarfile.open(shard) as tar:
+            for member in tar:
+                if member.name.endswith(".json"):
+                    labels[member.name.split(".")[0]] = json.loads(tar.extractfile(member).read())["labels"]
+    return labels
+
+
+def test_build_and_evalset_label_a_nested_tree_alike(tmp_path):
+    tree = tmp_path / "chest"
+    for index, relpath in enumerate(
+        [
+            "ward_a/pleural_effusion/1.png",
+            "ward_b/pleural-effusion/2.png",
+            "no_finding/3.png",
+            "no-finding/patient 7/4.png",
+            "no-finding/5.png",
+        ]
+    ):
+        (tree / relpath).parent.mkdir(parents=True, exist_ok=True)
+        Image.new("RGB", (48, 40), (40 * index, 90, 200)).save(tree / relpath)
+    built, evalset = tmp_path / "built", tmp_path / "eval"
+    args = ("--from-folder", tree, "--modality", "xray")
+    assert run_cli("build", *args, "--out", built).exit_code == 0
+    assert run_cli("evalset", *args, "--out", evalset).exit_code == 0
+
+    from_build, from_evalset = sample_labels(built), sample_labels(evalset)
+    assert from_build == from_evalset and len(from_evalset) == 5
+    assert sorted(map(tuple, from_evalset.values())) == [
+        ("no finding",),
+        ("no-finding",),
+        ("patient 7",),
+        ("pleural effusion",),
+        ("pleural-effusion",),
+    ]
+    classes = "no finding\nno-finding\npatient 7\npleural effusion\npleural-effusion\n"
+    assert (evalset / "classnames.txt").read_text() == classes

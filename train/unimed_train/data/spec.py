@@ -1,0 +1,87 @@
+"""Shard specs: `pattern[@weight]::...` into sources, their local files checked, their sizes read."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import braceexpand
+
+from unimed_train.cli import UsageError
+
+
+@dataclass(frozen=True)
+class Source:
+    """One ``::``-separated part of a spec: its pattern, weight and expanded shard urls."""
+
+    pattern: str
+    weight: float
+    urls: tuple[str, ...]
+
+
+def parse_spec(spec: str) -> list[Source]:
+    """Split ``pat1[@w1]::pat2[@w2]...`` into sources with brace-expanded shard lists."""
+    if not spec or not spec.strip():
+        raise UsageError("empty shard spec")
+    sources = []
+    for part in spec.split("::"):
+        part = part.strip()
+        if not part:
+            raise UsageError(f"empty source in shard spec {spec!r}")
+        pattern, weight = part, 1.0
+        if "@" in part:
+            head, _, tail = part.rpartition("@")
+            try:
+                weight = float(tail)
+            except ValueError:
+                weight = None  # an '@' that belongs to the path (e.g. user@host)
+            if weight is not None:
+                pattern = head
+            else:
+                weight = 1.0
+        if not weight > 0 or math.isinf(weight):
+            raise UsageError(f"source weight must be a positive number: {part!r}")
+        urls = tuple(braceexpand.braceexpand(pattern))
+        if not urls:
+            raise UsageError(f"pattern names no shards: {pattern!r}")
+        sources.append(Source(pattern=pattern, weight=weight, urls=urls))
+    return sources
+
+
+def check_shards(spec: str) -> list[Source]:
+    """`parse_spec`, then a UsageError listing the local shards that do not exist (before webdataset
+    fails on the first one deep in a worker). URLs and pipes (`scheme:...`) are left to webdataset."""
+    sources = parse_spec(spec)
+    missing = [u for s in sources for u in s.urls if not _is_remote(u) and not os.path.isfile(u)]
+    if missing:
+        shown = ", ".join(missing[:3]) + (", ..." if len(missing) > 3 else "")
+        total = sum(len(s.urls) for s in sources)
+        raise UsageError(f"{len(missing)} of the {total} shards of {spec} do not exist: {shown}")
+    return sources
+
+
+def _is_remote(url: str) -> bool:
+    """`s3://...`, `https://...`, `pipe:...`: a scheme of 2+ letters (one letter is a Windows drive)."""
+    scheme, sep, _ = url.partition(":")
+    return bool(sep) and len(scheme) > 1 and "/" not in scheme
+
+
+def dataset_size(sources: Sequence[Source]) -> int | None:
+    """Total samples from each source's ``sizes.json``; None if any source has none."""
+    total = 0
+    for src in sources:
+        folder = os.path.dirname(src.urls[0])
+        path = os.path.join(folder, "sizes.json")
+        if not os.path.isfile(path):
+            return None
+        with open(path) as f:
+            sizes = json.load(f)
+        for url in src.urls:
+            name = os.path.basename(url)
+            if name not in sizes:
+                raise UsageError(f"{path}: no entry for shard {name!r}")
+            total += int(sizes[name])
+    return total
