@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import re
 import secrets
+import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -142,9 +143,13 @@ def plan_captions(config: BuildConfig, out: Path, datasets: list[Dataset]) -> di
     ws = Workspace(out.resolve())
     with tempfile.TemporaryDirectory(prefix="unimed-dry-run-") as scratch:
         cache = (config.captions.llm.cache_dir or ws.work / "llm-cache") / "captions.sqlite"
-        if not cache.exists():  # nothing cached yet: look into an empty scratch cache instead
-            config = config.model_copy(deep=True)
-            config.captions.llm.cache_dir = Path(scratch) / "llm-cache"
+        config = config.model_copy(deep=True)
+        config.captions.llm.cache_dir = Path(scratch) / "llm-cache"
+        if cache.exists():  # a copy: even reading SQLite's WAL database touches files beside it
+            config.captions.llm.cache_dir.mkdir()
+            for part in (cache, cache.with_name(f"{cache.name}-wal")):
+                if part.exists():
+                    shutil.copy2(part, config.captions.llm.cache_dir / part.name)
         captioner = prepare(config, ws, datasets)
         scratch_ws = Workspace(Path(scratch))
         salt = secrets.token_hex(32)  # caption units hold no patient id

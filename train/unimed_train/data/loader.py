@@ -202,7 +202,8 @@ def _workers(shards: int, world_size: int, workers: int) -> int:
     if shards < world_size * n_workers:
         fitting = shards // world_size
         log.warning(
-            "%d shards for %d ranks x %d workers: using %d workers per rank",
+            "%d shards for %d ranks x %d workers: using %d workers per rank "
+            "(more shards: rebuild with a smaller --shard-size; or train with --resampled)",
             shards, world_size, n_workers, fitting,
         )  # fmt: skip
         return fitting
