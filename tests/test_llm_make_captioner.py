@@ -19,7 +19,7 @@ def test_template_backend_spends_nothing_and_plans_no_call(tmp_path: Path):
     assert captioner.identity == TemplateCaptioner(per_record=3, seed=7).identity
     assert not captioner.needs_all_units and captioner.choose_pilot(UNITS) is None
     assert captioner.plan([*UNITS, UNITS[0]]) == {"backend": "template", "units": 2, "calls": 0}
-    assert captioner.usage() is None and captioner.usage_line() is None
+    assert captioner.spent() is None and captioner.usage_line() is None
 
 
 def test_openai_backend_needs_a_model():
@@ -35,7 +35,7 @@ def test_openai_backend_takes_the_config_as_its_settings(tmp_path: Path):
     assert isinstance(captioner, OpenAICaptioner) and captioner.settings is llm
     assert captioner.source == "llm:m" and captioner.cache_path == tmp_path / "c.sqlite"
     assert captioner.hints == hints and captioner.needs_all_units
-    assert captioner.usage() == captioner.usage.as_dict() and captioner.usage()["calls"] == 0
+    assert captioner.spent() == captioner.usage.as_dict() and captioner.spent()["calls"] == 0
     assert captioner.usage_line().startswith("LLM: 0 calls")
 
     captioner.choose_pilot(UNITS)

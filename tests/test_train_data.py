@@ -16,6 +16,8 @@ pytest.importorskip("open_clip")
 
 import torch
 from unimed_train.data import caption_index, make_loader, parse_spec
+from unimed_train.objectives.distill import TeacherFeatures
+from unimed_train.objectives.slip import SlipViews
 
 from tests.wds_samples import npy_bytes, write_tar
 
@@ -241,7 +243,8 @@ def test_weighted_resampling(corpus):
 
 def test_teacher_features_and_mask(corpus):
     spec = corpus["a"] + "::" + corpus["b"]
-    loader = _loader(spec, teacher_keys=("biomedclip",), batch_size=6)
+    urls = [u for s in parse_spec(spec) for u in s.urls]
+    loader = _loader(spec, members=[TeacherFeatures(("biomedclip",), None, urls)], batch_size=6)
     n_with = 0
     for batch in loader:
         assert batch["teacher_img"].shape == (6, TEACHER_DIM)
@@ -259,7 +262,7 @@ def test_teacher_features_and_mask(corpus):
                 assert not batch["teacher_img"][j].any() and not batch["teacher_txt"][j].any()
     assert n_with == 20
     # a source without any teacher member still gives [B, D] zeros
-    only_b = _loader(corpus["b"], teacher_keys=("biomedclip",), teacher_dims={"biomedclip": TEACHER_DIM})
+    only_b = _loader(corpus["b"], members=[TeacherFeatures(("biomedclip",), {"biomedclip": TEACHER_DIM}, ())])
     batch = next(iter(only_b))
     assert batch["teacher_img"].shape == (4, TEACHER_DIM) and not batch["has_teacher"].any()
 
@@ -278,7 +281,7 @@ def test_batch_shapes_with_open_clip(corpus):
         batch_size=4,
         workers=0,
         seed=0,
-        views=lambda im: (views(im), views(im)),
+        members=[SlipViews(lambda im: (views(im), views(im)))],
     )
     batch = next(iter(loader))
     assert batch["image"].shape == (4, 3, 32, 32) and batch["image"].dtype == torch.float32

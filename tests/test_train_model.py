@@ -2,6 +2,7 @@
 
 import json
 import os
+from types import SimpleNamespace
 
 import pytest
 
@@ -14,12 +15,12 @@ pytest.importorskip("open_clip")
 from torch import nn  # noqa: E402
 from unimed_train.model import (  # noqa: E402
     LoadReport,
-    autocast_dtype,
     build_model,
     load_checkpoint_nonstrict,
     param_groups,
 )
 from unimed_train.objectives.distill import build_teacher_proj  # noqa: E402
+from unimed_train.precision import autocast_dtype  # noqa: E402
 
 EMBED = 32
 
@@ -161,7 +162,7 @@ def test_checkpoint_into_hf_text_tower(tiny, tmp_path):
 
 
 def test_slip_head():
-    built = build_model(tiny_cfg(), loss="slip", ssl_mlp_dim=128)
+    built = build_model(tiny_cfg(), loss="slip", config=SimpleNamespace(ssl_mlp_dim=128))
     head = built.ssl_head
     bns = [m for m in head.modules() if isinstance(m, nn.BatchNorm1d)]
     assert len(bns) == 2
@@ -182,7 +183,9 @@ def test_slip_head_default_width():
 
 
 def test_distill_teacher_proj():
-    built = build_model(tiny_cfg(), loss="distill", teacher_dims={"biomedclip": 768, "same": EMBED})
+    built = build_model(
+        tiny_cfg(), loss="distill", config=SimpleNamespace(teacher_dims={"biomedclip": 768, "same": EMBED})
+    )
     proj = built.teacher_proj
     assert isinstance(proj, nn.ModuleDict)
     assert isinstance(proj["biomedclip"], nn.Linear)
@@ -196,7 +199,7 @@ def test_distill_teacher_proj():
 
 
 def test_param_groups():
-    built = build_model(tiny_cfg(), loss="distill", teacher_dims={"t": 768})
+    built = build_model(tiny_cfg(), loss="distill", config=SimpleNamespace(teacher_dims={"t": 768}))
     built.ssl_head = nn.Sequential(nn.Linear(EMBED, 8), nn.BatchNorm1d(8))
     groups = param_groups(built.model, built.extra_modules(), weight_decay=0.1)
     no_decay, decay = groups

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections import Counter
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -17,30 +17,8 @@ from unimed_data.layouts import LayoutError
 from unimed_data.manifest import ManifestError
 from unimed_data.schema import MODALITIES
 
-_SINGLE = ("folder", "manifest", "build")
-_EVAL_ONLY = {
-    "--holdout-train": ("holdout_train", 0.0, ("folder",)),
-    "--holdout-val": ("holdout_val", 0.0, ("folder",)),
-    "--root": ("root", None, ("manifest", "recipe")),
-    "--annotations": ("annotations", None, ("recipe",)),
-    "--sets": ("sets", None, ("recipe",)),
-    "--name": ("name", None, _SINGLE),
-    "--modality": ("modality", None, _SINGLE),
-    "--templates": ("templates", None, _SINGLE),
-    "--with-train": ("with_train", False, ("manifest",)),
-    "--split": ("split", "test", ("manifest", "build")),
-    "--train-split": ("train_split", None, ("build",)),
-    "--dataset": ("dataset", None, ("build",)),
-    "--task": ("task", "classification", ("build",)),
-}
-_SOURCE_NAMES = {
-    "folder": "--from-folder",
-    "manifest": "MANIFEST",
-    "build": "--from-build",
-    "recipe": "--recipe",
-}
-RECIPES = ("unimed",)
-
+if TYPE_CHECKING:
+    from unimed_data.evalset.plan import EvalSetRequest
 
 # The options, one alias each, so that `evalset`'s signature stays a list of names and defaults.
 _Manifest = Annotated[
@@ -167,54 +145,58 @@ def evalset(
 ) -> None:
     """Write an evaluation set (CLIP_benchmark webdataset layout) from a class-folder tree, a
     classification manifest or a build's held-out split; or a benchmark's sets with --recipe."""
-    given = dict(locals())
-    source = _source(given)
-    options = ConvertOptions(max_side=max_side, jpeg_quality=jpeg_quality)
-    if source == "recipe":
-        _recipe(given, options)
-    else:
-        _single(source, given, options)
-
-
-def _source(given: dict) -> str:
-    """The one source given (folder, manifest, build or recipe), once the options fit it."""
-    present = {
-        "manifest": given["manifest"],
-        "folder": given["from_folder"],
-        "build": given["from_build"],
-        "recipe": given["recipe"],
-    }
-    if sum(value is not None for value in present.values()) != 1:
-        fail(
-            "give exactly one of: a MANIFEST (with --root), --from-folder DIR, --from-build OUT, "
-            "or --recipe unimed (with --root)"
-        )
-    source = next(kind for kind, value in present.items() if value is not None)
-    for flag, (parameter, default, sources) in _EVAL_ONLY.items():
-        if source not in sources and given[parameter] not in (None, default):
-            fail(f"{flag} applies to {_listed([_SOURCE_NAMES[s] for s in sources])} only")
-    if given["modality"] is not None and given["modality"] not in MODALITIES:
-        fail(f"--modality {given['modality']}: use one of {', '.join(MODALITIES)}")
-    return source
-
-
-def _single(source: str, given: dict, options: ConvertOptions) -> None:
-    """One evaluation set from a folder tree, a manifest or a build."""
-    from unimed_data.evalset import EvalSetError, write_evalset
+    from unimed_data.evalset.plan import EvalSetRequest
     from unimed_data.parallel import default_workers
 
+    request = EvalSetRequest(
+        manifest=manifest,
+        out=out,
+        root=root,
+        recipe=recipe,
+        annotations=annotations,
+        sets=sets,
+        from_folder=from_folder,
+        from_build=from_build,
+        modality=modality,
+        name=name,
+        holdout_train=holdout_train,
+        holdout_val=holdout_val,
+        with_train=with_train,
+        split=split,
+        train_split=train_split,
+        dataset=dataset,
+        task=task,
+        templates=templates,
+        seed=seed,
+    )
+    options = ConvertOptions(max_side=max_side, jpeg_quality=jpeg_quality)
+    workers = workers or default_workers()
+    _run(request, {"shard_size": shard_size, "options": options, "workers": workers, "force": force})
+
+
+def _run(request: EvalSetRequest, writing: dict) -> None:
+    """The one set of a folder tree, manifest or build, or a recipe's sets, once the options fit."""
+    from unimed_data.evalset import EvalSetError
+    from unimed_data.evalset.plan import source_of
+
     try:
-        collected, task, templates = _collect(source, given)
-        summary = write_evalset(
-            collected,
-            given["out"],
-            task=task,
-            templates=templates,
-            shard_size=given["shard_size"],
-            options=options,
-            workers=given["workers"] or default_workers(),
-            force=given["force"],
-        )
+        source = source_of(request)
+    except EvalSetError as exc:
+        fail(str(exc))
+    if source == "recipe":
+        _recipe(request, writing)
+    else:
+        _single(source, request, writing)
+
+
+def _single(source: str, request: EvalSetRequest, writing: dict) -> None:
+    """One evaluation set from a folder tree, a manifest or a build."""
+    from unimed_data.evalset import EvalSetError, write_evalset
+    from unimed_data.evalset.plan import collect
+
+    try:
+        collected, task, templates = collect(request, source)
+        summary = write_evalset(collected, request.out, task=task, templates=templates, **writing)
     except (EvalSetError, ManifestError, LayoutError) as exc:
         fail(str(exc))
     except OSError as exc:
@@ -222,90 +204,29 @@ def _single(source: str, given: dict, options: ConvertOptions) -> None:
     _report(summary)
 
 
-def _collect(source: str, given: dict):
-    """The candidates of the one source given, and the task and templates they are written with
-    (`--task modality` is a classification over modality names, with the bundled modality prompts)."""
-    from unimed_data.evalset import sources as eval_sources
-    from unimed_data.evalset.templates import bundled_templates_file
-
-    task, templates, modality = given["task"], given["templates"], given["modality"]
-    splits = _split_list(given["split"])
-    if source == "folder":
-        if modality is None:
-            fail(f"--from-folder needs --modality, one of: {', '.join(MODALITIES)}")
-        collected = eval_sources.from_folder(
-            given["from_folder"],
-            modality=modality,
-            name=given["name"],
-            holdout_train=given["holdout_train"],
-            holdout_val=given["holdout_val"],
-            seed=given["seed"],
-        )
-    elif source == "manifest":
-        if given["root"] is None:
-            fail(f"{given['manifest']}: a manifest needs --root RAW (the folder holding RAW/<name>/)")
-        collected = eval_sources.from_manifest(
-            given["manifest"],
-            given["root"],
-            test_splits=splits,
-            with_train=given["with_train"],
-            seed=given["seed"],
-            name=given["name"],
-            modality=modality,
-        )
-    else:
-        collected = eval_sources.from_build(
-            given["from_build"],
-            splits=splits,
-            train_splits=_split_list(given["train_split"] or ""),
-            datasets=tuple(given["dataset"] or ()),
-            name=given["name"] or given["out"].name,
-            modality=modality,
-            classes_from="modality" if task == "modality" else "labels",
-        )
-        if task == "modality":
-            task, templates = "classification", templates or bundled_templates_file("modality")
-    return collected, task, templates
-
-
-def _split_list(text: str) -> tuple[str, ...]:
-    return tuple(s.strip() for s in text.split(",") if s.strip())
-
-
-def _listed(names: list[str]) -> str:
-    return " and ".join(names) if len(names) < 3 else f"{', '.join(names[:-1])} and {names[-1]}"
-
-
-def _recipe(given: dict, options: ConvertOptions) -> None:
+def _recipe(request: EvalSetRequest, writing: dict) -> None:
     """Every set of the recipe that the archive holds, one line per set as it ends, then the table
     and the count of sets; exit 1 when a set failed or none was written (skipped sets are not
     failures: their folder or CSV is absent, which a line says)."""
-    from unimed_data.evalset import EvalSetError
-    from unimed_data.evalset.unimed_recipe import write_unimed_sets
-    from unimed_data.parallel import default_workers
+    from unimed_data.evalset import EvalSetError, write_unimed_sets
+    from unimed_data.evalset.plan import recipe_set_names
 
-    if given["recipe"] not in RECIPES:
-        fail(f"--recipe {given['recipe']}: use one of {', '.join(RECIPES)}")
-    if given["root"] is None:
-        fail("--recipe unimed needs --root EXTRACTED (the folder the evaluation archive was extracted to)")
     try:
+        names = recipe_set_names(request)
         outcomes = write_unimed_sets(
-            given["root"],
-            given["out"],
-            annotations=given["annotations"],
-            names=list(_split_list(given["sets"] or "")),
-            shard_size=given["shard_size"],
-            options=options,
-            workers=given["workers"] or default_workers(),
-            force=given["force"],
+            request.root,
+            request.out,
+            annotations=request.annotations,
+            names=names,
             progress=_say_outcome,
+            **writing,
         )
     except EvalSetError as exc:
         fail(str(exc))
     except OSError as exc:
         fail(os_problem(exc))
     _outcome_table(outcomes)
-    _recipe_end(outcomes, given["out"])
+    _recipe_end(outcomes, request.out)
 
 
 def _recipe_end(outcomes: list, out: Path) -> None:

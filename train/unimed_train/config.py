@@ -11,7 +11,7 @@ from pathlib import Path
 import yaml
 
 from unimed_train.cli import Parser, UsageError
-from unimed_train.objectives import OBJECTIVES
+from unimed_train.objectives import OBJECTIVES, objective_class
 from unimed_train.precision import PRECISIONS
 
 LOSSES = tuple(OBJECTIVES)
@@ -85,8 +85,7 @@ class TrainConfig:
                 raise UsageError(
                     f"--{_flag(f.name)} must be one of {', '.join(choices)}, not {getattr(self, f.name)!r}"
                 )
-        if self.loss == "distill" and not self.teachers:
-            raise UsageError("--loss distill needs --teachers NAME[,NAME...]")
+        objective_class(self.loss).check_config(self)
         if self.accum_steps < 1 or self.batch_size < 1:
             raise UsageError("--batch-size and --accum-steps must be at least 1")
         check_model_files(self.model_cfg, self.text_encoder)

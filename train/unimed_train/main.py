@@ -139,7 +139,7 @@ def _build(config: TrainConfig, rank: int, world: int, device: torch.device) -> 
         device=device,
         precision=config.precision,
         grad_checkpointing=config.grad_checkpointing,
-        teacher_dims=config.teacher_dims,
+        config=config,
     )
     if config.lock_image:
         built.model.lock_image_tower(unlocked_groups=0, freeze_bn_stats=True)
@@ -169,7 +169,7 @@ def _build(config: TrainConfig, rank: int, world: int, device: torch.device) -> 
         resampled=config.resampled,
         rank=rank,
         world_size=world,
-        **objective.loader_options(built, config),
+        members=objective.loader_members(built, config),
     )
     return Run(built, objective, step_module, optimizer, scaler, loader)
 

@@ -1,8 +1,8 @@
 """Numeric precision in one place: the modes the trainer and evaluator offer, and their autocast.
 
-`fp32`, `amp` and `amp_bf16` keep the weights in fp32 and differ only in autocast. open_clip's
-low-precision weight modes (`fp16`, `bf16`, `pure_fp16`, `pure_bf16`) are accepted by `build_model`
-and passed through to it.
+`fp32`, `amp` and `amp_bf16` keep the weights in fp32 and differ only in autocast; `build_model` also
+takes open_clip's spelling `amp_bfloat16` for `amp_bf16`. open_clip's low-precision weight modes
+(`fp16`, `bf16`, `pure_fp16`, `pure_bf16`) are accepted by `build_model` and passed through to it.
 """
 
 from __future__ import annotations
@@ -14,7 +14,9 @@ if TYPE_CHECKING:
     import torch
 
 PRECISIONS = ("fp32", "amp", "amp_bf16")
+PRECISION_ALIASES = {"amp_bfloat16": "amp_bf16"}
 WEIGHT_PRECISIONS = ("fp16", "bf16", "pure_fp16", "pure_bf16")
+MODEL_PRECISIONS = (*PRECISIONS, *PRECISION_ALIASES, *WEIGHT_PRECISIONS)
 
 
 def autocast_dtype(precision: str, device_type: str = "cuda") -> torch.dtype | None:
@@ -24,9 +26,10 @@ def autocast_dtype(precision: str, device_type: str = "cuda") -> torch.dtype | N
     would go without the loss scaler, which the trainer runs on CUDA only."""
     import torch  # here, so that the option lists above load without torch (e.g. for --help)
 
+    precision = PRECISION_ALIASES.get(precision, precision)
     if precision == "amp":
         return torch.float16 if device_type != "cpu" else torch.bfloat16
-    if precision in ("amp_bf16", "amp_bfloat16"):
+    if precision == "amp_bf16":
         return torch.bfloat16
     return None
 

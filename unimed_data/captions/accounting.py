@@ -37,11 +37,6 @@ class Usage:
         data["cost_usd"] = round(data["cost_usd"], 6)
         return data
 
-    def __call__(self) -> dict:
-        """`captioner.usage()` (the `Captioner` protocol) is `as_dict`, while `captioner.usage.calls`
-        still reads one counter."""
-        return self.as_dict()
-
     def line(self) -> str:
         return (
             f"LLM: {self.calls} calls, {self.batch_requests} batch requests, {self.cache_hits} cache hits, "

@@ -59,10 +59,10 @@ class Captioner(Protocol):
         """Captions for each unit: several distinct strings, primary first."""
         ...
 
-    def usage(self) -> dict | None:
+    def spent(self) -> dict | None:
         """What the backend spent so far (calls, tokens, dollars), or None when it spends nothing."""
         ...
 
     def usage_line(self) -> str | None:
-        """`usage` as one line for the terminal after the caption stage, or None."""
+        """`spent` as one line for the terminal after the caption stage, or None."""
         ...

@@ -71,6 +71,9 @@ class OpenAICaptioner:
     def needs_all_units(self) -> bool:
         return self.limit is not None
 
+    def spent(self) -> dict:
+        return self.usage.as_dict()
+
     def usage_line(self) -> str:
         return self.usage.line()
 

@@ -110,7 +110,7 @@ class TemplateCaptioner:
     def caption(self, units: list[CaptionUnit]) -> dict[CaptionUnit, list[str] | CaptionFailure]:
         return {unit: self._caption_one(unit) for unit in units}
 
-    def usage(self) -> None:
+    def spent(self) -> None:
         return None
 
     def usage_line(self) -> None:

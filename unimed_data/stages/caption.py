@@ -88,10 +88,10 @@ def choose_pilot(ctx: StageContext) -> None:
 
 def run_caption(ctx: StageContext, dataset: Dataset) -> StageSummary:
     """Caption a dataset; for a backend that spends, keep what it cost beside the dataset's tables."""
-    before = ctx.captioner.usage()
+    before = ctx.captioner.spent()
     summary = caption_dataset(ctx.ws, dataset.slug, ctx.captioner)
     if before is not None and not summary.skipped:
-        spent = {k: v - before[k] for k, v in ctx.captioner.usage().items()}
+        spent = {k: v - before[k] for k, v in ctx.captioner.spent().items()}
         atomic_write_text(ctx.ws.llm_usage(dataset.slug), json.dumps(spent, indent=2, sort_keys=True))
     return summary
 

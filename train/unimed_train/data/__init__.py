@@ -18,9 +18,9 @@ Without resampling every shard of every source is read once per pass. Sample cou
 Samples and batches (`samples`)
 -------------------------------
 Batches are dicts: ``image`` ``[B, 3, H, W]``, ``text`` ``[B, ctx]``, ``key`` ``list[str]``, plus
-the members the objective asks for: SLIP's ``view1``/``view2`` (`objectives.slip`), distillation's
-``teacher_img``/``teacher_txt``/``has_teacher``/``teacher`` (`objectives.distill`, one shape for
-any number of teachers).
+what the objective's members (``members=``, from `Objective.loader_members`) add: SLIP's
+``view1``/``view2`` (`objectives.slip`), distillation's ``teacher_img``/``teacher_txt``/
+``has_teacher``/``teacher`` (`objectives.distill`, one shape for any number of teachers).
 
 Epochs, ranks and workers (`sharding`)
 --------------------------------------

@@ -85,16 +85,14 @@ def make_loader(
     resampled: bool = False,
     rank: int = 0,
     world_size: int = 1,
-    views: Callable | None = None,
-    teacher_keys: Sequence[str] = (),
-    teacher_dims: dict[str, int] | None = None,
+    members: Sequence = (),
     shuffle_buffer: int = DEFAULT_SHUFFLE_BUFFER,
     epoch: int = 0,
 ) -> Loader:
     """Training loader over WebDataset shards; see the package docs for spec syntax and batches.
 
-    ``views``: SLIP's ``views(pil_image) -> (Tensor, Tensor)``; ``teacher_keys``/``teacher_dims``:
-    distillation teachers and their feature width (else probed from the shards).
+    ``members``: the objective's sample members (`Objective.loader_members`), each with
+    ``decode(sample, image, caption, n_captions) -> dict`` and ``collate(samples) -> dict``.
     ``shuffle_buffer``: sample shuffle buffer per worker (<= 1 disables it).
     """
     if batch_size < 1:
@@ -107,7 +105,6 @@ def make_loader(
     shards = sum(len(s.urls) for s in sources)
     workers = _workers(shards, world_size, workers) if not resampled else workers
     num_batches = _num_batches(num_samples, batch_size * world_size, resampled)
-    members = _members(views, teacher_keys, teacher_dims, [u for s in sources for u in s.urls])
     shared_epoch = SharedEpoch(epoch)
     pipeline = _pipeline(
         sources,
@@ -135,7 +132,7 @@ def _pipeline(
     *,
     preprocess: Callable,
     tokenizer: Callable,
-    members: list,
+    members: Sequence,
     batch_size: int,
     seed: int,
     shared_epoch: SharedEpoch,
@@ -208,15 +205,3 @@ def _workers(shards: int, world_size: int, workers: int) -> int:
         )  # fmt: skip
         return fitting
     return workers
-
-
-def _members(views, teacher_keys, teacher_dims, urls: list[str]) -> list:
-    """The objectives' sample members the batches carry: SLIP's views, distillation's teachers."""
-    from unimed_train.objectives.distill import TeacherFeatures
-    from unimed_train.objectives.slip import SlipViews
-
-    members = [SlipViews(views)] if views is not None else []
-    teacher_keys = (teacher_keys,) if isinstance(teacher_keys, str) else tuple(teacher_keys)
-    if teacher_keys:
-        members.append(TeacherFeatures(teacher_keys, teacher_dims, urls))
-    return members

@@ -10,10 +10,11 @@ objective's extra modules.
   tower with open_clip's ``HFTextEncoder`` (``text_cfg.hf_model_name``); the tokenizer is then an
   ``open_clip.tokenizer.HFTokenizer`` on the same name/path. Nothing is fetched for a local folder.
 * ``pretrained`` is an open_clip tag (e.g. ``openai``), an ``hf-hub:``/``local-dir:`` source, or a
-  checkpoint FILE, loaded non-strictly (`model.checkpoint`); so are tags when the architecture was
+  checkpoint FILE, loaded non-strictly (`model.pretrained`); so are tags when the architecture was
   changed (e.g. a new text tower).
 * ``loss`` names the objective (`unimed_train.objectives`): its model options (SigLIP's logit bias) and
-  extra modules (SLIP's ``ssl_head``, distillation's ``teacher_proj``) come from there.
+  extra modules (SLIP's ``ssl_head``, distillation's ``teacher_proj``, built from ``config``) come from
+  there.
 
 Precision: see `unimed_train.precision`; open_clip's low-precision weight modes are passed through.
 """
@@ -35,9 +36,9 @@ import torch
 from torch import nn
 
 from unimed_train.cli import UsageError
-from unimed_train.model.checkpoint import LoadReport, load_checkpoint_nonstrict
+from unimed_train.model.pretrained import LoadReport, load_checkpoint_nonstrict
 from unimed_train.objectives import objective_class
-from unimed_train.precision import PRECISIONS, WEIGHT_PRECISIONS
+from unimed_train.precision import MODEL_PRECISIONS
 
 SCHEMA_PREFIXES = ("hf-hub:", "local-dir:")
 DEFAULT_CONTEXT_LENGTH = 77
@@ -163,22 +164,22 @@ def build_model(
     device: str | torch.device = "cpu",
     precision: str = "fp32",
     grad_checkpointing: bool = False,
-    teacher_dims: dict[str, int] | None = None,
+    config=None,
     model_cfg: dict | str | os.PathLike | None = None,
-    ssl_mlp_dim: int = 4096,
     weights_only: bool = True,
     cache_dir: str | None = None,
 ) -> Built:
     """Build the CLIP model, its transforms and tokenizer, plus the loss's extra modules (see module doc).
 
     ``context_length`` (default: the config's, 77 for built-ins and HF towers) sets the tokenizer length
-    and the text tower's positional table. ``teacher_dims`` maps teacher names to feature dims (distill).
+    and the text tower's positional table. ``config`` holds the options the objective builds its extra
+    modules from (the TrainConfig when training; see `Objective.extra_modules`).
     """
     import open_clip
 
     objective = objective_class(loss)
-    if precision not in (*PRECISIONS, "amp_bfloat16", *WEIGHT_PRECISIONS):
-        raise ValueError(f"precision {precision!r} not in {(*PRECISIONS, *WEIGHT_PRECISIONS)}")
+    if precision not in MODEL_PRECISIONS:
+        raise ValueError(f"precision {precision!r} not in {MODEL_PRECISIONS}")
     source = _source(model_name, pretrained, text_encoder, model_cfg, context_length, cache_dir)
     tag_pp = source.tag_pp or {}
     with _no_random_init_notice():
@@ -207,7 +208,7 @@ def build_model(
         model, preprocess_train, preprocess_val, tokenizer, embed_dim, ctx, source.cfg, load_report=report
     )
     head_dtype = {"pure_fp16": torch.float16, "pure_bf16": torch.bfloat16}.get(precision, torch.float32)
-    extras = objective.extra_modules(embed_dim, ssl_mlp_dim=ssl_mlp_dim, teacher_dims=teacher_dims)
+    extras = objective.extra_modules(config, embed_dim)
     for name, module in extras.items():
         setattr(built, name, module.to(device=device, dtype=head_dtype))
     return built

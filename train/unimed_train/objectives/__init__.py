@@ -1,8 +1,8 @@
 """The training objectives, one module each, by `--loss` name.
 
-An objective module holds everything its loss needs beyond the CLIP model: its extra modules (built
-by `build_model`), the sample members it asks the loader for, and the loss itself. Adding one is a
-new module here and a line in `OBJECTIVES`.
+An objective module holds everything its loss needs beyond the CLIP model: its check of the config,
+its extra modules (built by `build_model` from the config), the sample members it gives the loader,
+and the loss itself. Adding one is a new module here and a line in `OBJECTIVES`.
 """
 
 from __future__ import annotations

@@ -10,8 +10,9 @@ from torch import nn
 
 
 class Objective(nn.Module):
-    """One training objective. Subclasses set `make_loss` and may add extra modules (`extra_modules`,
-    built with the model), model options (`model_kwargs`) and loader options (`loader_options`)."""
+    """One training objective. Subclasses set `make_loss` and may add a config check (`check_config`),
+    extra modules (`extra_modules`, built with the model), model options (`model_kwargs`) and sample
+    members (`loader_members`)."""
 
     model_kwargs: ClassVar[dict[str, Any]] = {}
 
@@ -22,13 +23,18 @@ class Objective(nn.Module):
         self.loss = self.make_loss(config, rank, world_size)
 
     @classmethod
-    def extra_modules(cls, embed_dim: int, **options) -> dict[str, nn.Module]:
-        """The trainable modules beside the model (for the optimizer, DDP and checkpoints)."""
+    def check_config(cls, config) -> None:
+        """Raise UsageError for training options this objective cannot work with."""
+
+    @classmethod
+    def extra_modules(cls, config, embed_dim: int) -> dict[str, nn.Module]:
+        """The trainable modules beside the model (for the optimizer, DDP and checkpoints), from the
+        options in `config` (None: the objective's defaults)."""
         return {}
 
-    def loader_options(self, built, config) -> dict[str, Any]:
-        """Extra `make_loader` arguments: the sample members this objective reads."""
-        return {}
+    def loader_members(self, built, config) -> list:
+        """The `make_loader` members (`decode`, `collate`) giving the batch entries this objective reads."""
+        return []
 
     def make_loss(self, config, rank: int, world_size: int) -> nn.Module:
         raise NotImplementedError

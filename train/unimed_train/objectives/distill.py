@@ -32,13 +32,21 @@ class Distill(Objective):
         self.teachers = list(config.teachers)
 
     @classmethod
-    def extra_modules(cls, embed_dim: int, *, teacher_dims=None, **options) -> dict[str, nn.Module]:
+    def check_config(cls, config) -> None:
+        if not config.teachers:
+            raise UsageError("--loss distill needs --teachers NAME[,NAME...]")
+
+    @classmethod
+    def extra_modules(cls, config, embed_dim: int) -> dict[str, nn.Module]:
+        """`teacher_proj`, from `config.teacher_dims` (teacher name -> feature width)."""
+        teacher_dims = getattr(config, "teacher_dims", None)
         if not teacher_dims:
             raise ValueError("loss='distill' needs teacher_dims, e.g. {'teacher': 768}")
         return {"teacher_proj": build_teacher_proj(teacher_dims, embed_dim)}
 
-    def loader_options(self, built, config) -> dict:
-        return {"teacher_keys": tuple(config.teachers), "teacher_dims": config.teacher_dims}
+    def loader_members(self, built, config) -> list:
+        """Every teacher's width is in the config: no shards to probe for one."""
+        return [TeacherFeatures(tuple(config.teachers), config.teacher_dims, ())]
 
     def make_loss(self, config, rank: int, world_size: int) -> DistillLoss:
         return DistillLoss(w_fd=config.w_fd, w_cross=config.w_cross, rank=rank, world_size=world_size)

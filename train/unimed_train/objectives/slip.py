@@ -18,16 +18,17 @@ class Slip(Objective):
         super().__init__(config, model, extras, rank=rank, world_size=world_size)
 
     @classmethod
-    def extra_modules(cls, embed_dim: int, *, ssl_mlp_dim: int = 4096, **options) -> dict[str, nn.Module]:
-        return {"ssl_head": build_ssl_head(embed_dim, ssl_mlp_dim)}
+    def extra_modules(cls, config, embed_dim: int) -> dict[str, nn.Module]:
+        """`ssl_head`, `config.ssl_mlp_dim` wide where the config has one (TrainConfig has not: 4096)."""
+        return {"ssl_head": build_ssl_head(embed_dim, getattr(config, "ssl_mlp_dim", 4096))}
 
-    def loader_options(self, built, config) -> dict:
+    def loader_members(self, built, config) -> list:
         """The two augmented views, at the model's image size and normalisation."""
         import open_clip
 
         cfg = open_clip.get_model_preprocess_cfg(built.model)
         size = cfg["size"][0] if isinstance(cfg["size"], tuple | list) else cfg["size"]
-        return {"views": slip_views(size, cfg["mean"], cfg["std"])}
+        return [SlipViews(slip_views(size, cfg["mean"], cfg["std"]))]
 
     def make_loss(self, config, rank: int, world_size: int) -> SlipLoss:
         return SlipLoss(config.ssl_scale, rank=rank, world_size=world_size)
