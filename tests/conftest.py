@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 
 from unimed_data.cli import app
 from unimed_data.download import http as dl
+from unimed_data.manifest import Manifest
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
@@ -24,6 +25,13 @@ def write_list_csv(path: Path, header: list[str], rows: list[list[object]]) -> N
         writer = csv.writer(handle, lineterminator="\n")
         writer.writerow(header)
         writer.writerows([str(cell) if isinstance(cell, list) else cell for cell in row] for row in rows)
+
+
+def layout_manifest(name: str, modality: str, **layout) -> Manifest:
+    """A minimal manifest around one layout, for layout tests."""
+    return Manifest.model_validate(
+        {"name": name, "modality": modality, "license": "research", "layout": layout}
+    )
 
 
 def run_cli(*args: str):

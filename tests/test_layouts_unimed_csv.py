@@ -7,7 +7,7 @@ import pytest
 from pyarrow import parquet as pq
 from pydantic import ValidationError
 
-from tests.conftest import write_list_csv
+from tests.conftest import layout_manifest, write_list_csv
 from unimed_data.layouts import Item, ItemError, LayoutError, annotation_files, iter_items
 from unimed_data.manifest import Manifest
 from unimed_data.stages.ingest import ingest_dataset
@@ -17,14 +17,7 @@ MIMIC_HEADER = ["path", "label", "caption", "report"]
 
 
 def manifest(**layout) -> Manifest:
-    return Manifest.model_validate(
-        {
-            "name": "chexpert",
-            "modality": "xray",
-            "license": "research",
-            "layout": {"type": "unimed_csv", **layout},
-        }
-    )
+    return layout_manifest("chexpert", "xray", type="unimed_csv", **layout)
 
 
 def items(entries) -> list[Item]:

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
+from tests.conftest import layout_manifest
 from unimed_data.layouts import Item, ItemError, LayoutError, annotation_files, iter_items
 from unimed_data.manifest import Manifest
 
@@ -27,14 +28,7 @@ def write(root: Path, annotations: list, refined: list) -> None:
 
 
 def manifest(**layout) -> Manifest:
-    return Manifest.model_validate(
-        {
-            "name": "openi",
-            "modality": "xray",
-            "license": "research",
-            "layout": {"type": "unimed_openi", **layout},
-        }
-    )
+    return layout_manifest("openi", "xray", type="unimed_openi", **layout)
 
 
 @pytest.mark.parametrize(

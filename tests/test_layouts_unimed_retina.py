@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from tests.conftest import write_list_csv
+from tests.conftest import layout_manifest, write_list_csv
 from unimed_data.layouts import Filtered, Item, ItemError, LayoutError, annotation_files, iter_items
 from unimed_data.layouts.unimed_retina import BANNED_BY_UNIMED, SKIPPED_BY_UNIMED, skipped_files
 from unimed_data.manifest import Manifest
@@ -65,14 +65,7 @@ def root(tmp_path) -> Path:
 
 
 def manifest(**layout) -> Manifest:
-    return Manifest.model_validate(
-        {
-            "name": "retina",
-            "modality": "fundus",
-            "license": "research",
-            "layout": {"type": "unimed_retina", **layout},
-        }
-    )
+    return layout_manifest("retina", "fundus", type="unimed_retina", **layout)
 
 
 def kinds(entries) -> tuple[list[Item], list[str], list[Filtered]]:

@@ -71,9 +71,7 @@ def build_captioner(config: BuildConfig, ws: Workspace, datasets: list[Dataset])
         )
         for d in datasets
     }
-    return make_captioner(
-        config.captions, seed=config.seed, cache_path=ws.work / "llm-cache" / "captions.sqlite", hints=hints
-    )
+    return make_captioner(config.captions, seed=config.seed, cache_path=ws.caption_cache, hints=hints)
 
 
 def _check_output_outside_sources(ws: Workspace, datasets: list[Dataset]) -> None:

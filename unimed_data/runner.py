@@ -12,7 +12,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from unimed_data.captions import Captioner
+from unimed_data.captions import Captioner, cache_file
 from unimed_data.config import BuildConfig
 from unimed_data.executor import Executor, LocalExecutor
 from unimed_data.parallel import default_workers
@@ -142,7 +142,7 @@ def plan_captions(config: BuildConfig, out: Path, datasets: list[Dataset]) -> di
     """
     ws = Workspace(out.resolve())
     with tempfile.TemporaryDirectory(prefix="unimed-dry-run-") as scratch:
-        cache = (config.captions.llm.cache_dir or ws.work / "llm-cache") / "captions.sqlite"
+        cache = cache_file(config.captions, ws.caption_cache)
         config = config.model_copy(deep=True)
         config.captions.llm.cache_dir = Path(scratch) / "llm-cache"
         if cache.exists():  # a copy: even reading SQLite's WAL database touches files beside it

@@ -70,6 +70,11 @@ class Workspace:
         return self.out / "work"
 
     @property
+    def caption_cache(self) -> Path:
+        """The LLM caption cache, unless `captions.llm.cache_dir` moves it (see `captions.cache_file`)."""
+        return self.work / "llm-cache" / "captions.sqlite"
+
+    @property
     def datasets(self) -> Path:
         """Per-dataset folders live apart from the build's own files (salt, shuffle, demo input)."""
         return self.work / "datasets"

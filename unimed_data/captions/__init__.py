@@ -56,9 +56,15 @@ def make_captioner(
         raise ValueError("the openai caption backend needs a model: captions.llm.model or --llm-model")
     return OpenAICaptioner(
         llm,
-        cache_path=llm.cache_dir / "captions.sqlite" if llm.cache_dir is not None else cache_path,
+        cache_path=cache_file(captions, cache_path),
         per_record=captions.per_record,
         templates_dir=captions.templates_dir,
         hints=hints,
         limit=captions.limit,
     )
+
+
+def cache_file(captions: CaptionConfig, default: Path | None) -> Path | None:
+    """The caption cache file: in `captions.llm.cache_dir` when the config names one, else `default`."""
+    cache_dir = captions.llm.cache_dir
+    return cache_dir / "captions.sqlite" if cache_dir is not None else default

@@ -122,7 +122,7 @@ def parse_row(
 ) -> Item | ItemError:
     try:
         raw = image_path(cells[0])
-        item_id, relpath = resolver.identity(raw), resolver.resolve(raw)
+        item_id, relpath = resolver.locate(raw)
     except ValueError as exc:
         return ItemError(None, None, f"{where}: column 1 (image path): {exc}")
     parsed: list[list[str]] = []

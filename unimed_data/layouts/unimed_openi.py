@@ -89,7 +89,7 @@ def iter_items(layout: UnimedOpenILayout, dataset_root: Path) -> Iterator[Item |
         where = f"{layout.annotations}: entry {index}"
         try:
             image_id, original = _original(entry)
-            item_id, relpath = resolver.identity(f"{image_id}.png"), resolver.resolve(f"{image_id}.png")
+            item_id, relpath = resolver.locate(f"{image_id}.png")
         except ValueError as exc:
             yield ItemError(None, None, f"{where}: {exc}")
             continue

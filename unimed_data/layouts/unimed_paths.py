@@ -70,7 +70,10 @@ class PathResolver:
 
     def candidates(self, raw: str) -> list[str]:
         """The forms of `raw` to try, in order and without repeats; ValueError if it leaves the root."""
-        path = relative_path(raw.strip())  # normalised, so the forms below are plain joins
+        return self._forms(self.identity(raw))
+
+    def _forms(self, path: str) -> list[str]:
+        """The forms of a normalised path, so the forms below are plain joins."""
         forms = []
         first, _, rest = path.partition("/")
         if rest and first.casefold() == self._root_name:
@@ -89,9 +92,14 @@ class PathResolver:
 
     def resolve(self, raw: str) -> str:
         """The first candidate that exists as a file, else the first candidate."""
-        forms = self.candidates(raw)
+        return self.locate(raw)[1]
+
+    def locate(self, raw: str) -> tuple[str, str]:
+        """The item's id and where its image is, normalising `raw` once (a hot path: one call per row)."""
+        path = self.identity(raw)
+        forms = self._forms(path)
         for form in forms:
             folder = form.rpartition("/")[0]
             if self._folder_exists(folder) and os.path.isfile(os.path.join(self._root, form)):
-                return form
-        return forms[0]
+                return path, form
+        return path, forms[0]

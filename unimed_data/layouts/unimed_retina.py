@@ -188,7 +188,7 @@ def _parse(
     image_column, _, read_row = _PARTS[layout.part]
     try:
         raw = optional_cell(row, image_column) or ""
-        item_id, relpath = resolver.identity(raw), resolver.resolve(raw)
+        item_id, relpath = resolver.locate(raw)
     except ValueError as exc:
         return ItemError(None, None, f"{where}: column {image_column!r}: {exc}")
     try:
