@@ -8,6 +8,7 @@ import json
 import tarfile
 from pathlib import Path
 
+import pyarrow.parquet as pq
 from PIL import Image
 
 from tests.conftest import run_cli
@@ -53,3 +54,23 @@ def test_build_and_evalset_label_a_nested_tree_alike(tmp_path):
     ]
     classes = "no finding\nno-finding\npatient 7\npleural effusion\npleural-effusion\n"
     assert (evalset / "classnames.txt").read_text() == classes
+
+
+def test_build_and_evalset_give_a_bad_image_the_same_reason(tmp_path):
+    tree = tmp_path / "chest"
+    (tree / "normal").mkdir(parents=True)
+    (tree / "effusion").mkdir()
+    Image.new("RGB", (48, 40), (10, 90, 200)).save(tree / "normal" / "1.png")
+    Image.new("RGB", (48, 40), (90, 10, 200)).save(tree / "effusion" / "2.png")
+    (tree / "normal" / "3.png").write_bytes(b"not an image")
+    built, evalset = tmp_path / "built", tmp_path / "eval"
+    args = ("--from-folder", tree, "--modality", "xray")
+    assert run_cli("build", *args, "--out", built).exit_code == 0
+    assert run_cli("evalset", *args, "--out", evalset).exit_code == 0
+
+    build_errors = pq.read_table(built / "errors.parquet").to_pylist()
+    evalset_errors = pq.read_table(evalset / "errors.parquet").to_pylist()
+    assert [(r["stage"], r["reason"]) for r in build_errors] == [
+        (r["stage"], r["reason"]) for r in evalset_errors
+    ]
+    assert len(evalset_errors) == 1 and evalset_errors[0]["source_path"].endswith("3.png")

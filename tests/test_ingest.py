@@ -307,15 +307,6 @@ def test_a_folder_in_the_path_can_give_each_item_its_modality(tmp_path):
     assert by_folder == {"CT": "ct", "MR": "mri", "other": "other"}
 
 
-def test_a_dataset_folder_is_found_whatever_the_case_of_its_name(tmp_path):
-    from unimed_data.stages.ingest import dataset_root
-
-    (tmp_path / "OpenI" / "image").mkdir(parents=True)
-    manifest = bundled("unimed-openi")
-    assert manifest.root == "openI"
-    assert dataset_root(manifest, tmp_path) == (tmp_path / "OpenI").absolute()
-
-
 def test_an_image_listed_with_several_captions_is_one_record_holding_them_all(tmp_path):
     root = tmp_path / "raw" / "quilt-1m"
     root.mkdir(parents=True)

@@ -70,8 +70,9 @@ def main() -> None:
 
 def _run(stages: tuple[str, ...], given: dict) -> None:
     """Plan and run `stages` with the options a command was `given`, then say what they did."""
+    from unimed_data.dry_run import plan_captions
     from unimed_data.plan import SourceOptions, plan_build
-    from unimed_data.runner import plan_captions, run_stages
+    from unimed_data.runner import run_stages
 
     given = SourceOptions(**given)
     out = given.out

@@ -38,9 +38,9 @@ def download(
     A source that cannot be fetched automatically gets its homepage, access terms and the layout
     its files must have, and exit status 1 until they are in place.
     """
+    from unimed_data.dataset_folders import dataset_root
     from unimed_data.download import DownloadError, ManualDownloadRequired, download_dataset
     from unimed_data.manifest import find_manifest, load_manifest
-    from unimed_data.stages.ingest import dataset_root
 
     failed = 0
     for name in names:

@@ -6,10 +6,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from unimed_data.dataset_folders import dataset_root
 from unimed_data.download.guide import expected_layout
 from unimed_data.layouts import annotation_files
 from unimed_data.layouts.unimed_retina import skipped_files
-from unimed_data.stages.ingest import dataset_root
 
 
 def missing_files(manifest, raw_root: Path) -> list[Path]:

@@ -10,10 +10,10 @@ from pathlib import Path
 from unimed_data.captions import Captioner, DatasetHints, make_captioner
 from unimed_data.captions.answers import leak_ids
 from unimed_data.config import BuildConfig
+from unimed_data.dataset_folders import dataset_root
 from unimed_data.manifest import Manifest, find_manifest, load_manifest
 from unimed_data.outputs import claim_output
 from unimed_data.schema import SPLITS, dataset_slug
-from unimed_data.stages.ingest import dataset_root
 from unimed_data.workspace import Workspace
 
 

@@ -7,20 +7,17 @@ from __future__ import annotations
 import os
 import re
 import secrets
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from unimed_data.captions import Captioner, cache_file
+from unimed_data.captions import Captioner
 from unimed_data.config import BuildConfig
 from unimed_data.executor import Executor, LocalExecutor
 from unimed_data.parallel import default_workers
 from unimed_data.pipeline import Dataset, prepare
 from unimed_data.schema import SPLITS
 from unimed_data.stages.base import DatasetLeftOut, Stage
-from unimed_data.stages.caption import units_in_order
-from unimed_data.stages.order import STAGE_NAMES, STAGES, stage_named, upstream, writer_of
+from unimed_data.stages.order import STAGE_NAMES, STAGES, upstream, writer_of
 from unimed_data.stamps import inputs_unchanged
 from unimed_data.tables import atomic_write_text
 from unimed_data.workspace import Workspace
@@ -131,38 +128,6 @@ def patient_salt(config: BuildConfig, ws: Workspace) -> str:
         atomic_write_text(path, secrets.token_hex(32))
         path.chmod(0o600)
     return path.read_text()
-
-
-def plan_captions(config: BuildConfig, out: Path, datasets: list[Dataset]) -> dict:
-    """`--dry-run`: the caption units, calls and tokens a run would need; nothing is written to OUT.
-
-    Units come from OUT's converted tables where convert has run, else from the records of an
-    ingest into a temporary folder (an upper bound: records that fail conversion are never
-    captioned). Nothing goes to the network.
-    """
-    ws = Workspace(out.resolve())
-    with tempfile.TemporaryDirectory(prefix="unimed-dry-run-") as scratch:
-        cache = cache_file(config.captions, ws.caption_cache)
-        config = config.model_copy(deep=True)
-        config.captions.llm.cache_dir = Path(scratch) / "llm-cache"
-        if cache.exists():  # a copy: even reading SQLite's WAL database touches files beside it
-            config.captions.llm.cache_dir.mkdir()
-            for part in (cache, cache.with_name(f"{cache.name}-wal")):
-                if part.exists():
-                    shutil.copy2(part, config.captions.llm.cache_dir / part.name)
-        captioner = prepare(config, ws, datasets)
-        scratch_ws = Workspace(Path(scratch))
-        salt = secrets.token_hex(32)  # caption units hold no patient id
-        ctx = StageContext(
-            config, scratch_ws, list(datasets), [], captioner, LocalExecutor(1), given_salt=salt
-        )
-        run_stage(ctx, stage_named("ingest"))
-        units = []
-        for dataset in ctx.datasets:
-            source = ws if ws.converted(dataset.slug).exists() else scratch_ws
-            units.extend(units_in_order(source, [dataset.slug]))
-        captioner.choose_pilot(units)
-        return captioner.plan(units)
 
 
 _TEMP_NAME = re.compile(r"^\..+\.\d+\.tmp$")  # tables.temp_path: .<name>.<pid>.tmp

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from unimed_data.dataset_folders import dataset_root
 from unimed_data.download.extract import ExtractError, extract_archive
 from unimed_data.download.fetchers import (
     ManualDownloadRequired,
@@ -57,8 +58,6 @@ def download_dataset(manifest, raw_root: Path, *, mirror: str | None = None, fro
     `from_file` (an archive or file fetched by hand) replaces the download of one entry: the only
     entry, or the one whose file name (http `filename`/URL name, manual `expect` name) matches it.
     """
-    from unimed_data.stages.ingest import dataset_root  # ingest -> manifest -> download.spec: import late
-
     dataset_dir = dataset_root(manifest, Path(raw_root))  # the folder a build reads, whatever its case
     entries = list(manifest.download)
     if not entries:

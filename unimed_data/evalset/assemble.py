@@ -24,9 +24,9 @@ from unimed_data.evalset.samples import (
     target_members,
 )
 from unimed_data.evalset.templates import load_templates, prompt_ensemble
+from unimed_data.executor import LocalExecutor
 from unimed_data.imaging import ConvertOptions
 from unimed_data.outputs import OutputError, claim_output, settle_output
-from unimed_data.parallel import ordered_map
 from unimed_data.schema import SPLITS, error_row
 
 
@@ -104,10 +104,9 @@ def _images(
     """Each candidate with its JPEG bytes, or None and the reason, in the candidates' order."""
     tasks = (ImageTask(c.path, c.member, options) for c in candidates)
     copying = all(c.member is not None for c in candidates)  # no decoding: no processes needed
-    results = ordered_map(
+    results = LocalExecutor(1 if copying else workers).map(
         load_image,
         tasks,
-        workers=1 if copying else workers,
         desc=f"evalset {split}",
         total=len(candidates),
         on_crash=crashed,

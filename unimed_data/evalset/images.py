@@ -1,4 +1,5 @@
-"""A candidate's JPEG bytes: converted by the pipeline's own converter, or copied from a shard.
+"""A candidate's JPEG bytes: converted as the build's convert stage converts a source (same
+reasons for a bad file), or copied from a shard.
 
 Runs in worker processes (`parallel.ordered_map`), so a failure comes back as a reason instead of
 an exception, and a decoder that kills its process costs only its own file.
@@ -9,7 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from unimed_data.imaging import ConvertOptions, ImageError, convert_file
+from unimed_data.imaging import ConvertOptions
+from unimed_data.stages.convert import CRASHED, ConvertResult, encode_source
 from unimed_data.wds_tar import read_member
 
 
@@ -29,11 +31,11 @@ def load_image(task: ImageTask) -> tuple[bytes | None, str | None]:
         except OSError as exc:
             return None, f"cannot read the jpg member ({exc.strerror or exc})"
         return (data, None) if len(data) == size else (None, "jpg member cut short")
-    try:
-        return convert_file(Path(task.path), task.options).jpeg, None
-    except ImageError as exc:
-        return None, str(exc)
+    encoded = encode_source(Path(task.path), task.options)
+    if isinstance(encoded, ConvertResult):  # an evaluation set keeps every input: a dropped one is an error
+        return None, encoded.error or encoded.filtered
+    return encoded.jpeg, None
 
 
 def crashed(task: ImageTask) -> tuple[None, str]:
-    return None, "the image decoder crashed its worker process"
+    return None, CRASHED

@@ -17,6 +17,7 @@ import tempfile
 from collections import defaultdict
 from pathlib import Path
 
+from unimed_data.dataset_folders import dataset_root
 from unimed_data.evalset.samples import Candidate, Collected, EvalSetError
 from unimed_data.layouts import LayoutError
 from unimed_data.manifest import (
@@ -28,7 +29,7 @@ from unimed_data.manifest import (
 )
 from unimed_data.schema import error_row
 from unimed_data.splits import hash_unit, normalise_split
-from unimed_data.stages.ingest import dataset_root, ingest_dataset
+from unimed_data.stages.ingest import ingest_dataset
 from unimed_data.tables import iter_rows
 from unimed_data.wds_tar import sample_members
 from unimed_data.workspace import Workspace

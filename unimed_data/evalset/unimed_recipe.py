@@ -3,7 +3,7 @@ archive, each written by `write_evalset` into `EVALS/<set name>/`.
 
 The archive's nesting is not fixed (it may sit inside a folder of its own, and UniMed's catalog puts
 PCAM under an extra folder), so a set's folder is looked up in EXTRACTED and then in each of its
-top-level folders, names compared without regard to case (`ingest.find_folder`). Four annotation
+top-level folders, names compared without regard to case (`dataset_folders.find_folder`). Four annotation
 CSVs are not in the archive (chexpert-5x200, REFUGE, FIVES, ODIR200x3): they come from
 UniMed-CLIP's `local_data/`, given as `--annotations DIR` and never bundled here (CC BY-NC). A set
 whose folder or CSV is absent is skipped with the reason; one whose files cannot be read fails
@@ -18,13 +18,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from unimed_data.dataset_folders import find_folder
 from unimed_data.evalset.assemble import EvalSetSummary, write_evalset
 from unimed_data.evalset.samples import EvalSetError
 from unimed_data.evalset.unimed_readers import FROM_ANNOTATIONS, ColumnsCsv, read_set
 from unimed_data.evalset.unimed_sets import UniMedSet, protocol_info, select
 from unimed_data.imaging import ConvertOptions
 from unimed_data.outputs import OutputError, claim_output, settle_output
-from unimed_data.stages.ingest import find_folder
 
 KIND = "evalsets"  # the marker kind of EVALS, which holds one evaluation set folder per set
 ANNOTATIONS_HOME = "https://github.com/mbzuai-oryx/UniMed-CLIP/tree/main/local_data"

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 from PIL import Image
 
 from unimed_data.executor import Executor, LocalExecutor
-from unimed_data.imaging import ConvertOptions, ImageError, TooSmallError, convert_file
+from unimed_data.imaging import ConvertOptions, EncodedImage, ImageError, TooSmallError, convert_file
 from unimed_data.schema import ERROR_SCHEMA, RECORD_SCHEMA, error_row
 from unimed_data.stages.base import Stage, StageSummary
 from unimed_data.stamps import Stamp
@@ -52,13 +52,10 @@ class ConvertTask:
     known: ConvertResult | None = None  # this image's result in the previous, identical run
 
 
-def convert_one(task: ConvertTask) -> ConvertResult:
-    """Convert one file, or describe why it cannot be; never raises for bad input.
-
-    A finished JPEG carries its source's modification time, so it is reused only while the source
-    is unchanged: a rerun after a kill skips finished images, a replaced source is converted again.
-    """
-    source, target = Path(task.source), Path(task.target)
+def encode_source(source: Path, options: ConvertOptions) -> EncodedImage | ConvertResult:
+    """The source's JPEG, or a result saying why there is none (an error, or the rule that drops
+    it). The build and `evalset` both read images through here, so a bad file gets the same reason
+    in both."""
     try:
         stat = source.stat()
     except FileNotFoundError:
@@ -67,30 +64,49 @@ def convert_one(task: ConvertTask) -> ConvertResult:
         return ConvertResult(error=f"cannot read file: {exc.strerror or exc}")
     if not S_ISREG(stat.st_mode):
         return ConvertResult(error="not a regular file")
-    if target.exists() and target.stat().st_mtime_ns == stat.st_mtime_ns:
-        if task.known is not None:
-            return task.known
-        data = target.read_bytes()
-        with Image.open(io.BytesIO(data)) as image:
-            return ConvertResult(*image.size, hashlib.sha256(data).hexdigest())
     try:
-        encoded = convert_file(source, task.options)
+        return convert_file(source, options)
     except TooSmallError as exc:
         return ConvertResult(filtered=str(exc))
     except ImageError as exc:
         return ConvertResult(error=str(exc))
     except OSError as exc:
         return ConvertResult(error=f"cannot read file: {exc.strerror or exc}")
+
+
+def convert_one(task: ConvertTask) -> ConvertResult:
+    """Convert one file, or describe why it cannot be; never raises for bad input.
+
+    A finished JPEG carries its source's modification time, so it is reused only while the source
+    is unchanged: a rerun after a kill skips finished images, a replaced source is converted again.
+    """
+    source, target = Path(task.source), Path(task.target)
+    try:
+        mtime_ns = source.stat().st_mtime_ns
+    except OSError:
+        mtime_ns = None  # encode_source says why
+    if mtime_ns is not None and target.exists() and target.stat().st_mtime_ns == mtime_ns:
+        if task.known is not None:
+            return task.known
+        data = target.read_bytes()
+        with Image.open(io.BytesIO(data)) as image:
+            return ConvertResult(*image.size, hashlib.sha256(data).hexdigest())
+    encoded = encode_source(source, task.options)
+    if isinstance(encoded, ConvertResult):
+        return encoded
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = temp_path(target)
     tmp.write_bytes(encoded.jpeg)
-    os.utime(tmp, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    os.utime(tmp, ns=(mtime_ns, mtime_ns))
     os.replace(tmp, target)
     return ConvertResult(encoded.width, encoded.height, hashlib.sha256(encoded.jpeg).hexdigest())
 
 
+CRASHED = "the decoder crashed the worker process (segfault or out of memory)"
+
+
 def crashed(task: ConvertTask) -> ConvertResult:
-    return ConvertResult(error="the decoder crashed the worker process (segfault or out of memory)")
+    return ConvertResult(error=CRASHED)
 
 
 def convert_dataset(

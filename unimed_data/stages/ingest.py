@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from unimed_data import stamps
+from unimed_data.dataset_folders import dataset_root
 from unimed_data.layouts import Filtered, ItemError, LayoutError, annotation_files, iter_items
 from unimed_data.layouts.item import Item
 from unimed_data.manifest import Manifest
@@ -48,22 +49,6 @@ class IngestSummary:
     filtered: int  # rows excluded by the manifest (e.g. the view filter); neither records nor errors
     merged: int = 0  # rows naming an image already read: their captions joined that image's record
     skipped: bool = False  # True when the outputs were already up to date
-
-
-def dataset_root(manifest: Manifest, raw_root: Path) -> Path:
-    """The dataset's folder under the raw root. Each folder name that is not there as written is
-    matched without regard to case (`openI`, `OpenI` and `openi` are one source's spellings)."""
-    return find_folder(raw_root, manifest.root or manifest.name).absolute()
-
-
-def find_folder(base: Path, relative: str) -> Path:
-    folder = base
-    for name in Path(relative).parts:
-        if not (folder / name).exists() and folder.is_dir():
-            matches = [entry for entry in folder.iterdir() if entry.name.lower() == name.lower()]
-            name = matches[0].name if len(matches) == 1 else name
-        folder = folder / name
-    return folder
 
 
 def output_paths(manifest: Manifest, work_dir: Path) -> DatasetPaths:
