@@ -66,12 +66,15 @@ def render_card(stats: dict, sources: list[SourceInfo], shard_prefix: str) -> st
     if citations:
         lines += ["", "## Citations", ""]
         lines += [f"- {src.name}: {src.citation.strip()}" for src in citations]
+    lines += _dedupe_section(stats)
     lines += [
         "",
         "## Accounting",
         "",
         f"Inputs {totals['inputs']} = samples {totals['samples']} + errors {totals['errors']}"
-        f" + filtered {totals['filtered']} ({'balanced' if totals['balanced'] else 'NOT balanced'}). "
+        f" + filtered {totals['filtered']} + duplicates {totals.get('duplicates', 0)}"
+        f" + contaminated {totals.get('contaminated', 0)}"
+        f" ({'balanced' if totals['balanced'] else 'NOT balanced'}). "
         "Errors by stage: "
         + (", ".join(f"{k} {v}" for k, v in stats["errors_by_stage"].items()) or "none")
         + ". Each error is a row of `errors.parquet` with its source path and reason; filtered items"
@@ -89,6 +92,36 @@ def render_card(stats: dict, sources: list[SourceInfo], shard_prefix: str) -> st
         "",
     ]
     return "\n".join(lines)
+
+
+def _dedupe_section(stats: dict) -> list[str]:
+    """Duplicates and contamination removed per source, and the evaluation sets the corpus was
+    checked against (a paper can cite this section)."""
+    rows = [
+        f"| {slug} | {info.get('duplicates', 0)} | {info.get('captions_merged', 0)} | {info.get('contaminated', 0)} |"
+        for slug, info in sorted(stats["datasets"].items())
+    ]
+    lines = [
+        "",
+        "## Duplicates and benchmark contamination",
+        "",
+        "| source | duplicates removed | captions merged | evaluation images removed |",
+        "| --- | --- | --- | --- |",
+        *rows,
+        "",
+    ]
+    protected = stats.get("protected") or {}
+    if not protected:
+        return [*lines, "No evaluation set was protected (`--protect`): contamination was not checked."]
+    lines.append(
+        "Clean against these evaluation sets (every pretraining image that matched one of their images by "
+        "file path, pixels or perceptual hash was removed; `contamination.parquet` lists them):"
+    )
+    lines.append("")
+    for name, info in sorted(protected.items()):
+        unread = f", {info['unreadable']} unreadable (checked by path only)" if info["unreadable"] else ""
+        lines.append(f"- {name}: {info['images']} images{unread}")
+    return lines
 
 
 def _split_rows(stats: dict, shard_prefix: str) -> list[str]:

@@ -173,6 +173,8 @@ def build(
     min_side: opt.MinSideOpt = None,
     jpeg_quality: opt.QualityOpt = None,
     max_error_rate: opt.MaxErrorRateOpt = None,
+    protect: opt.ProtectOpt = None,
+    dedupe: opt.DedupeOpt = None,
     captioner: opt.CaptionerOpt = None,
     llm_base_url: opt.BaseUrlOpt = None,
     llm_model: opt.ModelOpt = None,
@@ -183,7 +185,7 @@ def build(
     limit: opt.LimitOpt = None,
     dry_run: opt.DryRunOpt = False,
 ) -> None:
-    """Run every stage: ingest, convert, caption, shard. Give exactly one of CONFIG, --recipe, --demo or --from-folder."""
+    """Run every stage: ingest, convert, caption, dedupe, shard. Give exactly one of CONFIG, --recipe, --demo or --from-folder."""
     _run(STAGE_NAMES, locals())
 
 

@@ -151,6 +151,23 @@ MaxErrorRateOpt = Annotated[
         show_default=from_config(BuildConfig.model_fields["max_error_rate"].default),
     ),
 ]
+ProtectOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--protect",
+        help="Keep an evaluation set's images out of the corpus (repeatable; added to the config's "
+        "dedupe.protect): an evalset folder, NAME_OR_MANIFEST=RAW_ROOT, or all-present.",
+        show_default="none",
+    ),
+]
+DedupeOpt = Annotated[
+    bool | None,
+    typer.Option(
+        "--dedupe/--no-dedupe",
+        help="Remove duplicate and protected images (--no-dedupe keeps every image).",
+        show_default=from_config("on"),
+    ),
+]
 _LLM = "Captions"
 _LLM_DEFAULTS = LLMConfig()
 CaptionerOpt = Annotated[

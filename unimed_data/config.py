@@ -99,6 +99,24 @@ class ShardConfig(_Strict):
         )
 
 
+class DedupeConfig(_Strict):
+    enabled: bool = Field(True, description="remove duplicates and benchmark images (off: keep everything)")
+    radius: int = Field(
+        8, ge=0, le=16, description="largest perceptual-hash distance of a near match, in bits"
+    )
+    max_thumb_difference: float = Field(
+        0.45, ge=0, description="largest thumbnail difference that confirms a near match"
+    )
+    priority: list[str] = Field(
+        [], description="dataset names, most preferred first: which member of a duplicate group is kept"
+    )
+    protect: list[str] = Field(
+        [],
+        description="evaluation sets kept out of the corpus: an evalset folder, NAME_OR_MANIFEST=RAW_ROOT, "
+        "or all-present",
+    )
+
+
 class BuildConfig(_Strict):
     datasets: list[DatasetEntry] = Field(min_length=1)
     root: Path | None = Field(None, description="raw data root of every dataset that names none")
@@ -125,6 +143,7 @@ class BuildConfig(_Strict):
     )
     convert: ConvertConfig = ConvertConfig()
     captions: CaptionConfig = CaptionConfig()
+    dedupe: DedupeConfig = DedupeConfig()
     shard: ShardConfig = ShardConfig()
 
     @model_validator(mode="after")
@@ -174,8 +193,20 @@ def load_config(path: Path, *, root: Path | None = None) -> BuildConfig:
         candidate = base / entry.manifest
         if candidate.suffix in (".yaml", ".yml"):
             entry.manifest = str(candidate.resolve())
+    config.dedupe.protect = [resolve_protect(spec, base) for spec in config.dedupe.protect]
     if config.captions.templates_dir is not None:
         config.captions.templates_dir = (base / config.captions.templates_dir).resolve()
     if config.captions.llm.cache_dir is not None:
         config.captions.llm.cache_dir = (base / config.captions.llm.cache_dir).resolve()
     return config
+
+
+def resolve_protect(spec: str, base: Path) -> str:
+    """A `protect` entry with its path taken from `base` (the config's folder, or the working folder
+    for `--protect`): an evalset folder, or the raw root after `=`; `all-present` as it is."""
+    if spec == "all-present":
+        return spec
+    name, sep, root = spec.partition("=")
+    if sep:
+        return f"{name}={(base / root).resolve()}"
+    return str((base / spec).resolve())

@@ -11,7 +11,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from unimed_data import terminal
-from unimed_data.config import BuildConfig, ConvertConfig, DatasetEntry, load_config, recipe_path
+from unimed_data.config import (
+    BuildConfig,
+    ConvertConfig,
+    DatasetEntry,
+    load_config,
+    recipe_path,
+    resolve_protect,
+)
 from unimed_data.demo import DEMO_MIN_SIDE, stage_demo
 from unimed_data.manifest import folder_manifest
 from unimed_data.parts import left_unread, missing_files, what_to_get
@@ -46,6 +53,8 @@ class SourceOptions:
     min_side: int | None = None
     jpeg_quality: int | None = None
     max_error_rate: float | None = None
+    protect: list[str] | None = None
+    dedupe: bool | None = None
     captioner: str | None = None
     llm_base_url: str | None = None
     llm_model: str | None = None
@@ -125,6 +134,7 @@ def _override(config: BuildConfig, given: SourceOptions) -> None:
         (config, "workers", given.workers),
         (config, "seed", given.seed),
         (config, "max_error_rate", given.max_error_rate),
+        (config.dedupe, "enabled", given.dedupe),
         (config.shard, "shard_size", given.shard_size),
         (config.shard, "txt_format", given.txt_format),
         (config.convert, "max_side", given.max_side),
@@ -141,6 +151,8 @@ def _override(config: BuildConfig, given: SourceOptions) -> None:
     ):
         if value is not None:
             setattr(target, attribute, value)
+    protect = [resolve_protect(spec, Path.cwd()) for spec in given.protect or ()]
+    config.dedupe.protect = [*config.dedupe.protect, *(s for s in protect if s not in config.dedupe.protect)]
     if captions.backend not in ("template", "openai"):
         raise PlanError(f"--captioner {captions.backend}: use template or openai")
     if config.shard.txt_format not in ("plain", "unimed"):

@@ -82,7 +82,7 @@ def run_stage(ctx: StageContext, stage: Stage) -> None:
     if stage.start is not None:
         stage.start(ctx)
     for dataset in ctx.datasets:
-        _require_input(ctx.ws, stage, dataset.slug)
+        _require_input(ctx, stage, dataset.slug)
         if stage.per_dataset:
             try:
                 stage.run(ctx, dataset)
@@ -97,10 +97,11 @@ def run_stage(ctx: StageContext, stage: Stage) -> None:
         stage.run(ctx, None)
 
 
-def _require_input(ws: Workspace, stage: Stage, slug: str) -> None:
+def _require_input(ctx: StageContext, stage: Stage, slug: str) -> None:
     """A stage run alone must not read tables missing or left stale by an upstream rerun."""
     if not stage.reads:
         return
+    ws = ctx.ws
     table = stage.reads[0]
     path = getattr(ws, table)(slug)
     if not path.exists():
@@ -111,10 +112,14 @@ def _require_input(ws: Workspace, stage: Stage, slug: str) -> None:
     for earlier in upstream(stage):
         if not earlier.reads:
             continue
-        source = getattr(ws, earlier.reads[0])(slug)
-        if not inputs_unchanged(ws.stamp(slug, earlier.name), [source]):
+        source = getattr(ws, earlier.reads[0])
+        if earlier.per_dataset:
+            stamp, sources = ws.stamp(slug, earlier.name), [source(slug)]
+        else:  # a whole-build stage (dedupe) read every dataset's table
+            stamp, sources = ws.build_stamp(earlier.name), [source(d.slug) for d in ctx.datasets]
+        if not inputs_unchanged(stamp, sources):
             raise StageOrderError(
-                f"{getattr(ws, earlier.writes[0])(slug)} is out of date: {source.name} changed since "
+                f"{getattr(ws, earlier.writes[0])(slug)} is out of date: {source(slug).name} changed since "
                 f"`{earlier.name}` ran; run `{earlier.name}` first"
             )
 

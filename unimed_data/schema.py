@@ -47,6 +47,10 @@ RECORD_SCHEMA = pa.schema(
         pa.field("width", pa.int32()),
         pa.field("height", pa.int32()),
         pa.field("sha256", pa.string()),
+        # The converted image's fingerprint (imaging/fingerprint.py), for the dedupe stage.
+        pa.field("pixels_sha256", pa.string()),
+        pa.field("phash", pa.int64()),
+        pa.field("thumb", pa.binary()),
     ]
 )
 

@@ -42,6 +42,7 @@ def _dataset_counts(
     """Per-dataset inputs/records/filtered/errors from the tables, kept apart from split counting."""
     datasets: dict[str, dict] = {}
     errors_by_stage: Counter = Counter()
+    deduped = _dedupe_summary(ws).get("datasets", {})
     for slug in slugs:
         errors = {}
         for stage in stages:
@@ -51,15 +52,25 @@ def _dataset_counts(
         records = row_count(ws.records(slug))
         dropped = ws.filtered(slug, "convert")
         by_rule = row_count(dropped) if dropped.exists() else 0
+        removed = deduped.get(slug, {})
         datasets[slug] = {
             "inputs": records + errors["ingest"] + filtered.get(slug, 0),
             "records": records,
             "filtered": filtered.get(slug, 0) + by_rule,
+            "duplicates": removed.get("duplicates", 0),
+            "contaminated": removed.get("contaminated", 0),
+            "captions_merged": removed.get("captions_merged", 0),
             "errors": {k: v for k, v in errors.items() if v},
             "samples": 0,
             "splits": {},
         }
     return datasets, errors_by_stage
+
+
+def _dedupe_summary(ws: Workspace) -> dict:
+    """What the dedupe stage recorded: per dataset what it removed, and the protected sets."""
+    stamp = ws.build_stamp("dedupe")
+    return json.loads(stamp.read_text())["summary"] if stamp.exists() else {}
 
 
 def _split_counts(ws: Workspace, datasets: dict[str, dict]) -> tuple[dict[str, dict], Counter, Counter]:
@@ -114,11 +125,14 @@ def compute_stats(
     datasets, errors_by_stage = _dataset_counts(ws, slugs, filtered, stages)
     splits, modalities, sources = _split_counts(ws, datasets)
     for info in datasets.values():
-        info["balanced"] = info["inputs"] == info["samples"] + sum(info["errors"].values()) + info["filtered"]
+        removed = info["filtered"] + info["duplicates"] + info["contaminated"]
+        info["balanced"] = info["inputs"] == info["samples"] + sum(info["errors"].values()) + removed
     samples = sum(d["samples"] for d in datasets.values())
     errors_total = sum(errors_by_stage.values())
     inputs = sum(d["inputs"] for d in datasets.values())
     filtered_total = sum(d["filtered"] for d in datasets.values())
+    duplicates = sum(d["duplicates"] for d in datasets.values())
+    contaminated = sum(d["contaminated"] for d in datasets.values())
     llm = _llm_usage(ws, slugs)
     stats = {
         "llm": llm.as_dict(),
@@ -127,8 +141,11 @@ def compute_stats(
             "samples": samples,
             "errors": errors_total,
             "filtered": filtered_total,
-            "balanced": inputs == samples + errors_total + filtered_total,
+            "duplicates": duplicates,
+            "contaminated": contaminated,
+            "balanced": inputs == samples + errors_total + filtered_total + duplicates + contaminated,
         },
+        "protected": _dedupe_summary(ws).get("protected", {}),
         "splits": splits,
         "datasets": datasets,
         "modalities": dict(sorted(modalities.items())),
@@ -245,7 +262,8 @@ def render_stats(stats: dict, console: Console | None = None) -> None:
     balance = "adds up" if totals["balanced"] else "DOES NOT ADD UP"
     console.print(
         f"Inputs {totals['inputs']} = samples {totals['samples']} + errors {totals['errors']} "
-        f"+ filtered {totals['filtered']} ({balance})"
+        f"+ filtered {totals['filtered']} + duplicates {totals.get('duplicates', 0)} "
+        f"+ contaminated {totals.get('contaminated', 0)} ({balance})"
     )
 
 

@@ -5,6 +5,7 @@ OUT/
   work/datasets/<dataset>/images/<xx>/<key>.jpg  convert (xx: last two key characters, small folders)
   work/datasets/<dataset>/converted.parquet      convert
   work/datasets/<dataset>/captioned.parquet      caption
+  work/datasets/<dataset>/deduped.parquet        dedupe (work/dedupe.json: its stamp and counts)
   work/datasets/<dataset>/errors-<stage>.parquet
   work/datasets/<dataset>/filtered-<stage>.parquet  items a rule dropped (convert: too small), with the reason
   work/datasets/<dataset>/<stage>.json           stage stamps (see stamps.py)
@@ -13,6 +14,7 @@ OUT/
   work/salt                                      patient-id salt when none is given
   <split>/<prefix>-000000.tar, sizes.json, index.parquet
   stats.json, errors.parquet, README.md
+  duplicates.parquet, contamination.parquet      dedupe: what it removed, and why
 """
 
 from __future__ import annotations
@@ -42,6 +44,10 @@ class DatasetPaths:
     @property
     def captioned(self) -> Path:
         return self.dir / "captioned.parquet"
+
+    @property
+    def deduped(self) -> Path:
+        return self.dir / "deduped.parquet"
 
     def errors(self, stage: str) -> Path:
         return self.dir / f"errors-{stage}.parquet"
@@ -94,6 +100,17 @@ class Workspace:
     def captioned(self, slug: str) -> Path:
         return self.dataset(slug).captioned
 
+    def deduped(self, slug: str) -> Path:
+        return self.dataset(slug).deduped
+
+    @property
+    def duplicates(self) -> Path:
+        return self.out / "duplicates.parquet"
+
+    @property
+    def contamination(self) -> Path:
+        return self.out / "contamination.parquet"
+
     def errors(self, slug: str, stage: str) -> Path:
         return self.dataset(slug).errors(stage)
 
@@ -102,6 +119,10 @@ class Workspace:
 
     def stamp(self, slug: str, stage: str) -> Path:
         return self.dataset(slug).stamp(stage)
+
+    def build_stamp(self, stage: str) -> Path:
+        """The stamp of a stage that runs once on the whole build (dedupe)."""
+        return self.work / f"{stage}.json"
 
     def llm_usage(self, slug: str) -> Path:
         return self.dataset(slug).llm_usage

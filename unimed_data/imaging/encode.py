@@ -10,6 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
+from .fingerprint import Fingerprint, fingerprint
 from .options import ConvertOptions
 
 # Percentiles of the fallback window: clips the few outliers (metal, burned-in text, dead pixels)
@@ -21,11 +22,13 @@ PERCENTILE_SAMPLES = 1 << 20
 
 @dataclass(frozen=True)
 class EncodedImage:
-    """An encoded output image and its size in pixels."""
+    """An encoded output image, its size in pixels, and the fingerprint of its pixels (taken here,
+    while they are decoded, for the dedupe stage)."""
 
     jpeg: bytes
     width: int
     height: int
+    fingerprint: Fingerprint
 
 
 def subsample(arr: np.ndarray) -> np.ndarray:
@@ -78,4 +81,4 @@ def encode_jpeg(image: Image.Image, options: ConvertOptions) -> EncodedImage:
     out.info = {}  # Pillow re-emits some info entries (e.g. a JPEG comment) when saving
     buffer = io.BytesIO()
     out.save(buffer, "JPEG", quality=options.jpeg_quality, optimize=True)
-    return EncodedImage(buffer.getvalue(), *out.size)
+    return EncodedImage(buffer.getvalue(), *out.size, fingerprint(out))

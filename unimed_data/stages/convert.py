@@ -1,7 +1,8 @@
 """Convert stage: every record's source file becomes a capped JPEG, in parallel, resumably.
 
-Each image is written atomically under its key, so a killed run leaves only complete images;
-a rerun re-reads those instead of decoding again. The table is streamed in batches and the pool
+Each image is written atomically under its key, so a killed run leaves only complete images; a
+rerun keeps those whose result the last finished table holds, and converts the rest. Each result
+carries the image's fingerprint for the dedupe stage. The table is streamed in batches and the pool
 is fed in windows, so memory does not grow with the dataset.
 """
 
@@ -9,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import io
 import json
 import os
 import shutil
@@ -19,8 +19,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from stat import S_ISREG
 from typing import TYPE_CHECKING
-
-from PIL import Image
 
 from unimed_data.executor import Executor, LocalExecutor
 from unimed_data.imaging import ConvertOptions, EncodedImage, ImageError, TooSmallError, convert_file
@@ -42,6 +40,9 @@ class ConvertResult:
     sha256: str | None = None
     error: str | None = None
     filtered: str | None = None  # the reason a rule dropped the image (too small)
+    pixels_sha256: str | None = None
+    phash: int | None = None
+    thumb: bytes | None = None
 
 
 @dataclass(frozen=True)
@@ -78,19 +79,17 @@ def convert_one(task: ConvertTask) -> ConvertResult:
     """Convert one file, or describe why it cannot be; never raises for bad input.
 
     A finished JPEG carries its source's modification time, so it is reused only while the source
-    is unchanged: a rerun after a kill skips finished images, a replaced source is converted again.
+    is unchanged and the previous table holds its result; a replaced source is converted again.
     """
     source, target = Path(task.source), Path(task.target)
     try:
         mtime_ns = source.stat().st_mtime_ns
     except OSError:
         mtime_ns = None  # encode_source says why
-    if mtime_ns is not None and target.exists() and target.stat().st_mtime_ns == mtime_ns:
-        if task.known is not None:
-            return task.known
-        data = target.read_bytes()
-        with Image.open(io.BytesIO(data)) as image:
-            return ConvertResult(*image.size, hashlib.sha256(data).hexdigest())
+    if task.known is not None and target.exists() and target.stat().st_mtime_ns == mtime_ns:
+        return task.known
+    # Without the previous run's result (a run killed before its table was written) the source is
+    # converted again: the fingerprint is taken from decoded source pixels, never from our JPEG.
     encoded = encode_source(source, task.options)
     if isinstance(encoded, ConvertResult):
         return encoded
@@ -99,7 +98,15 @@ def convert_one(task: ConvertTask) -> ConvertResult:
     tmp.write_bytes(encoded.jpeg)
     os.utime(tmp, ns=(mtime_ns, mtime_ns))
     os.replace(tmp, target)
-    return ConvertResult(encoded.width, encoded.height, hashlib.sha256(encoded.jpeg).hexdigest())
+    mark = encoded.fingerprint
+    return ConvertResult(
+        encoded.width,
+        encoded.height,
+        hashlib.sha256(encoded.jpeg).hexdigest(),
+        pixels_sha256=mark.pixels,
+        phash=mark.phash,
+        thumb=mark.thumb,
+    )
 
 
 CRASHED = "the decoder crashed the worker process (segfault or out of memory)"
@@ -164,6 +171,9 @@ def convert_dataset(
                         "width": result.width,
                         "height": result.height,
                         "sha256": result.sha256,
+                        "pixels_sha256": result.pixels_sha256,
+                        "phash": result.phash,
+                        "thumb": result.thumb,
                     }
                 )
     summary = StageSummary("convert", slug, total, ok.count, failed.count, dropped.count)
@@ -172,8 +182,9 @@ def convert_dataset(
 
 
 def _previous_results(converted: Path) -> Iterator[tuple[str, ConvertResult]]:
-    for row in iter_rows(converted, ["key", "width", "height", "sha256"]):
-        yield row["key"], ConvertResult(row["width"], row["height"], row["sha256"])
+    columns = ["key", "width", "height", "sha256", "pixels_sha256", "phash", "thumb"]
+    for row in iter_rows(converted, columns):
+        yield row["key"], ConvertResult(**{k: v for k, v in row.items() if k != "key"})
 
 
 def _reset_images_if_options_changed(images: Path, options: dict) -> None:

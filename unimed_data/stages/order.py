@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from unimed_data.stages import caption, convert, ingest, shard
+from unimed_data.stages import caption, convert, dedupe, ingest, shard
 from unimed_data.stages.base import Stage
 
-STAGES: tuple[Stage, ...] = (ingest.STAGE, convert.STAGE, caption.STAGE, shard.STAGE)
+STAGES: tuple[Stage, ...] = (ingest.STAGE, convert.STAGE, caption.STAGE, dedupe.STAGE, shard.STAGE)
 STAGE_NAMES = tuple(stage.name for stage in STAGES)
 
 

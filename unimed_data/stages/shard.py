@@ -1,4 +1,4 @@
-"""Shard stage: captioned records of all datasets -> seeded-shuffled WebDataset tars per split.
+"""Shard stage: deduped records of all datasets -> seeded-shuffled WebDataset tars per split.
 
 The shuffle is an external sort on a seeded hash of each key, so the order depends only on the
 seed and the keys (not on input order, worker count or memory): rows are streamed into hash-range
@@ -73,7 +73,7 @@ def shard_datasets(
     executor: Executor | None = None,
 ) -> dict[str, int]:
     """Write all shards on `executor` (by default `workers` local processes); returns samples per split."""
-    tables = [ws.captioned(slug) for slug in slugs]
+    tables = [ws.deduped(slug) for slug in slugs]
     stamp = Stamp.of(ws.shuffle / "shard.json", tables, vars(options))
     plan = ws.shuffle / "plan.txt"
     stored = stamp.stored([plan])
@@ -307,7 +307,7 @@ def _published_files(ws: Workspace) -> list[tuple[str, int, int]]:
 STAGE = Stage(
     name="shard",
     help="Write WebDataset shards, sizes.json, index, stats and card.",
-    reads=("captioned",),
+    reads=("deduped",),
     writes=("stats", "all_errors", "card"),
     options=("workers", "seed", "shard_size", "txt_format", "max_error_rate"),
     run=run_shard,

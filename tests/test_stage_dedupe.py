@@ -1,0 +1,179 @@
+"""The dedupe stage: one sample per image across sources, and no protected evaluation image in
+the corpus; every removed item is listed, counts add up, and reruns change nothing."""
+
+from __future__ import annotations
+
+import json
+import tarfile
+from pathlib import Path
+
+import pyarrow.parquet as pq
+from PIL import Image, ImageDraw
+
+from tests.conftest import run_cli
+
+
+def picture(seed: int, size=(160, 128)) -> Image.Image:
+    """A distinct grey image: shapes placed by `seed`."""
+    image = Image.new("L", size, 20)
+    draw = ImageDraw.Draw(image)
+    for i in range(6):
+        x, y = (seed * 37 + i * 53) % size[0], (seed * 61 + i * 29) % size[1]
+        draw.ellipse((x - 20, y - 15, x + 20, y + 15), fill=(seed * 40 + i * 30) % 200 + 50)
+    return image
+
+
+def captions_source(root: Path, name: str, images: dict[str, tuple[Image.Image, str]], tmp_path: Path) -> Path:
+    """A `captions` manifest (pairs.csv: image, caption) with its files under root/name/."""
+    folder = root / name
+    folder.mkdir(parents=True)
+    lines = ["image,caption"]
+    for file, (image, caption) in images.items():
+        image.save(folder / file)
+        lines.append(f"{file},{caption}")
+    (folder / "pairs.csv").write_text("\n".join(lines) + "\n")
+    manifest = tmp_path / f"{name}.yaml"
+    manifest.write_text(
+        f"name: {name}\nmodality: xray\nlicense: CC0\nsplit: {{by: fixed, split: train}}\n"
+        "layout: {type: captions, table: pairs.csv, image_column: image, caption_column: caption}\n"
+    )
+    return manifest
+
+
+def config(tmp_path: Path, root: Path, manifests: list[Path], extra: str = "") -> Path:
+    path = tmp_path / "build.yaml"
+    entries = ", ".join(f"{{manifest: {m}, root: '{root}'}}" for m in manifests)
+    path.write_text(f"datasets: [{entries}]\n{extra}")
+    return path
+
+
+def shard_captions(out: Path) -> dict[str, list[str]]:
+    found = {}
+    for shard in sorted(out.glob("*/*.tar")):
+        with tarfile.open(shard) as tar:
+            for member in tar:
+                if member.name.endswith(".json"):
+                    found[member.name.split(".")[0]] = json.loads(tar.extractfile(member).read())["captions"]
+    return found
+
+
+def test_one_image_in_two_sources_is_one_sample_with_both_captions(tmp_path):
+    root = tmp_path / "raw"
+    same = picture(1, (320, 256))
+    first = captions_source(
+        root, "atlas", {"a.png": (same, "a heart of normal size"), "b.png": (picture(2), "clear lungs")}, tmp_path
+    )
+    second = captions_source(
+        root, "figures", {"f.jpg": (same.resize((160, 128)), "chest radiograph, PA view")}, tmp_path
+    )
+    out = tmp_path / "out"
+    result = run_cli("build", config(tmp_path, root, [first, second]), "--out", out)
+    assert result.exit_code == 0, result.output
+    captions = sorted(shard_captions(out).values())
+    assert captions == [["a heart of normal size", "chest radiograph, PA view"], ["clear lungs"]]
+    [row] = pq.read_table(out / "duplicates.parquet").to_pylist()
+    assert (row["dataset"], row["kept_dataset"], row["kind"]) == ("figures", "atlas", "near")
+    stats = json.loads((out / "stats.json").read_text())
+    assert stats["totals"]["duplicates"] == 1 and stats["totals"]["balanced"]
+    assert stats["datasets"]["atlas"]["captions_merged"] == 1
+    assert "| figures | 1 | 0 | 0 |" in (out / "README.md").read_text()
+
+
+def test_the_priority_list_chooses_which_copy_stays(tmp_path):
+    root = tmp_path / "raw"
+    same = picture(3)
+    first = captions_source(root, "atlas", {"a.png": (same, "one")}, tmp_path)
+    second = captions_source(root, "figures", {"f.png": (same, "two")}, tmp_path)
+    out = tmp_path / "out"
+    build = config(tmp_path, root, [first, second], "dedupe: {priority: [figures]}\n")
+    assert run_cli("build", build, "--out", out).exit_code == 0
+    [row] = pq.read_table(out / "duplicates.parquet").to_pylist()
+    assert (row["dataset"], row["kept_dataset"], row["kind"], row["distance"]) == ("atlas", "figures", "exact", 0)
+
+
+def test_distinct_images_are_all_kept_and_no_dedupe_keeps_copies(tmp_path):
+    root = tmp_path / "raw"
+    images = {f"{i}.png": (picture(i), f"image {i}") for i in range(8)}
+    images["copy.png"] = (picture(0), "image 0 again")
+    manifest = captions_source(root, "atlas", images, tmp_path)
+    out = tmp_path / "out"
+    assert run_cli("build", config(tmp_path, root, [manifest]), "--out", out).exit_code == 0
+    assert len(shard_captions(out)) == 8
+    kept = tmp_path / "kept"
+    assert run_cli("build", config(tmp_path, root, [manifest]), "--out", kept, "--no-dedupe").exit_code == 0
+    assert len(shard_captions(kept)) == 9 and pq.read_table(kept / "duplicates.parquet").num_rows == 0
+
+
+def test_images_named_by_an_evaluation_csv_are_removed_and_listed(tmp_path):
+    root = tmp_path / "raw"
+    paths = [f"CheXpert-v1.0-small/train/patient{i:05d}/study1/view1_frontal.jpg" for i in range(6)]
+    pool = captions_source(
+        root, "chexpert", {path: (picture(10 + i).convert("RGB"), f"radiograph {i}") for i, path in enumerate(paths)}, tmp_path
+    )
+    evals = root / "chexpert-5x200"
+    evals.mkdir()
+    # A 5x200-style CSV naming two images of the training folder, read from another copy of the tree.
+    (evals / "chexpert_5x200.csv").write_text(f"Path,label\n{paths[1]},Edema\n{paths[4]},Cardiomegaly\n")
+    for i in (1, 4):
+        (evals / paths[i]).parent.mkdir(parents=True)
+        (root / "chexpert" / paths[i]).link_to(evals / paths[i])
+    manifest = tmp_path / "chexpert-5x200.yaml"
+    manifest.write_text(
+        "name: chexpert-5x200\nmodality: xray\nlicense: research\nrole: eval\nsplit: {by: fixed, split: test}\n"
+        "layout: {type: csv_label, csv: chexpert_5x200.csv, image_column: Path, label_column: label}\n"
+    )
+    out = tmp_path / "out"
+    result = run_cli("build", config(tmp_path, root, [pool]), "--out", out, "--protect", f"{manifest}={root}")
+    assert result.exit_code == 0, result.output
+    rows = pq.read_table(out / "contamination.parquet").to_pylist()
+    assert [(Path(r["source_path"]).relative_to(root / "chexpert").as_posix(), r["eval_set"], r["kind"]) for r in rows] == [
+        (paths[1], "chexpert-5x200", "path"),
+        (paths[4], "chexpert-5x200", "path"),
+    ] or sorted(r["source_path"] for r in rows) == sorted(str(root / "chexpert" / paths[i]) for i in (1, 4))
+    assert len(shard_captions(out)) == 4
+    stats = json.loads((out / "stats.json").read_text())
+    assert stats["totals"]["contaminated"] == 2 and stats["totals"]["balanced"]
+    assert stats["protected"] == {"chexpert-5x200": {"images": 2, "unreadable": 0}}
+    assert "- chexpert-5x200: 2 images" in (out / "README.md").read_text()
+
+
+def test_images_of_an_evalset_folder_are_removed_even_reencoded_and_resized(tmp_path):
+    tree = tmp_path / "bench" / "effusion"
+    tree.mkdir(parents=True)
+    for i in (20, 21):
+        picture(i, (320, 256)).save(tree / f"{i}.png")
+    evalset = tmp_path / "eval"
+    assert run_cli("evalset", "--from-folder", tmp_path / "bench", "--modality", "xray", "--out", evalset).exit_code == 0
+    root = tmp_path / "raw"
+    images = {f"{i}.png": (picture(i), f"image {i}") for i in (30, 31, 32)}
+    images["leak.jpg"] = (picture(21, (256, 205)), "a leaked test image")
+    pool = captions_source(root, "pool", images, tmp_path)
+    out = tmp_path / "out"
+    result = run_cli("build", config(tmp_path, root, [pool]), "--out", out, "--protect", evalset)
+    assert result.exit_code == 0, result.output
+    [row] = pq.read_table(out / "contamination.parquet").to_pylist()
+    assert (Path(row["source_path"]).name, row["eval_set"], row["kind"]) == ("leak.jpg", "eval", "near")
+    assert len(shard_captions(out)) == 3
+
+
+def test_a_rerun_changes_nothing_and_two_builds_are_byte_identical(tmp_path):
+    root = tmp_path / "raw"
+    images = {f"{i}.png": (picture(i % 5), f"image {i}") for i in range(10)}
+    manifest = captions_source(root, "atlas", images, tmp_path)
+    digests = []
+    for name in ("one", "two"):
+        out = tmp_path / name
+        assert run_cli("build", config(tmp_path, root, [manifest]), "--out", out, "--workers", "1").exit_code == 0
+        digests.append({p.relative_to(out).as_posix(): p.read_bytes() for p in sorted(out.glob("*/*.tar"))})
+        digests[-1]["duplicates"] = (out / "duplicates.parquet").read_bytes()
+    assert digests[0] == digests[1] and pq.read_table(tmp_path / "one" / "duplicates.parquet").num_rows == 5
+    result = run_cli("build", config(tmp_path, root, [manifest]), "--out", tmp_path / "one", "--workers", "1")
+    assert "nothing to do" in result.output
+
+
+def test_a_protect_spec_that_names_nothing_is_one_error_line(tmp_path):
+    root = tmp_path / "raw"
+    manifest = captions_source(root, "atlas", {"a.png": (picture(1), "x")}, tmp_path)
+    result = run_cli("build", config(tmp_path, root, [manifest]), "--out", tmp_path / "out", "--protect", tmp_path / "raw")
+    assert result.exit_code != 0
+    assert "not an evalset folder" in result.output

@@ -1,0 +1,77 @@
+"""What the dedupe stage compares, taken from the image the converter already holds decoded.
+
+- `pixels`: a digest of the output pixels (size, then grey or RGB bytes), so one image saved in
+  another format or with other metadata matches exactly; an RGB image whose channels are equal
+  counts as grey.
+- `phash`: imagehash's 64-bit perceptual hash (DCT of a 32x32 grey copy), which re-encoding,
+  resizing, small crops and brightness/contrast changes move by a few bits only.
+- `thumb`: a 32x32 grey copy, the cheap pixel check that confirms a near match, so two look-alike
+  images of different patients (close hashes) are not taken for one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+import imagehash
+import numpy as np
+from PIL import Image
+
+THUMB_SIDE = 32
+
+
+@dataclass(frozen=True)
+class Fingerprint:
+    pixels: str  # sha256 hex of the normalised pixels
+    phash: int  # 64 bits, as a signed int64 (parquet has no uint64 that every reader takes)
+    thumb: bytes  # THUMB_SIDE x THUMB_SIDE grey pixels
+
+
+def fingerprint(image: Image.Image) -> Fingerprint:
+    """The fingerprint of an "L" or "RGB" image."""
+    grey = _as_grey_if_equal(image)
+    digest = hashlib.sha256(f"{grey.mode} {grey.width}x{grey.height}\n".encode())
+    digest.update(grey.tobytes())
+    bits = imagehash.phash(grey).hash.flatten()
+    value = int.from_bytes(np.packbits(bits).tobytes(), "big")
+    thumb = grey.convert("L").resize((THUMB_SIDE, THUMB_SIDE), Image.Resampling.BOX)
+    return Fingerprint(digest.hexdigest(), to_signed(value), thumb.tobytes())
+
+
+def to_signed(value: int) -> int:
+    return value - (1 << 64) if value >= 1 << 63 else value
+
+
+def _as_grey_if_equal(image: Image.Image) -> Image.Image:
+    if image.mode == "L":
+        return image
+    image = image.convert("RGB")
+    arr = np.asarray(image)
+    if np.array_equal(arr[..., 0], arr[..., 1]) and np.array_equal(arr[..., 0], arr[..., 2]):
+        return Image.fromarray(arr[..., 0])
+    return image
+
+
+def thumbs_agree(a: bytes, b: bytes, *, max_difference: float) -> bool:
+    """Whether two thumbnails show one image: the mean absolute difference of their standardised
+    pixels (brightness and contrast taken out), at the best of a few small shifts (a crop of a few
+    per cent moves the content by a pixel or two), is at most `max_difference`."""
+    return thumb_difference(a, b) <= max_difference
+
+
+def thumb_difference(a: bytes, b: bytes) -> float:
+    x, y = _standardised(a), _standardised(b)
+    best = float("inf")
+    for dy in (-1, 0, 1):
+        for dx in (-1, 0, 1):
+            xs = x[max(0, dy) : THUMB_SIDE + min(0, dy), max(0, dx) : THUMB_SIDE + min(0, dx)]
+            ys = y[max(0, -dy) : THUMB_SIDE + min(0, -dy), max(0, -dx) : THUMB_SIDE + min(0, -dx)]
+            best = min(best, float(np.abs(xs - ys).mean()))
+    return best
+
+
+def _standardised(thumb: bytes) -> np.ndarray:
+    arr = np.frombuffer(thumb, dtype=np.uint8).astype(np.float32).reshape(THUMB_SIDE, THUMB_SIDE)
+    spread = arr.std()
+    return (arr - arr.mean()) / spread if spread > 0 else arr - arr.mean()

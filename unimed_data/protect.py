@@ -1,0 +1,233 @@
+"""The evaluation images a build keeps out of its corpus (`--protect`, config `dedupe.protect`).
+
+A spec names one of:
+- an evalset folder in the CLIP_benchmark layout (`SET/test/*.tar`, ours or anyone's), or a folder
+  of such sets (what `evalset --recipe unimed` writes); their `test` and `val` images are protected;
+- `NAME_OR_MANIFEST=RAW_ROOT`: a manifest read by the ingest stage from RAW_ROOT; its `test` and
+  `val` records are protected, by file path even where the image cannot be read;
+- `all-present`: every bundled evaluation manifest (`role: eval`) whose folder is under the build's
+  raw root.
+
+Each protected image is fingerprinted as the build fingerprints its own (same size cap), plus the
+perceptual hash and thumbnail of a few crops of it, so a pretraining copy cropped by a few per cent
+still meets one of them within the near-match radius.
+"""
+
+from __future__ import annotations
+
+import io
+import secrets
+import tarfile
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from PIL import Image
+
+from unimed_data.dataset_folders import dataset_root
+from unimed_data.executor import Executor
+from unimed_data.imaging import ConvertOptions
+from unimed_data.imaging.encode import fit_size
+from unimed_data.imaging.fingerprint import fingerprint
+from unimed_data.layouts import LayoutError, annotation_files
+from unimed_data.manifest import ManifestError, bundled_manifest_paths, find_manifest, load_manifest
+from unimed_data.stages.convert import ConvertResult, encode_source
+from unimed_data.stages.ingest import ingest_dataset
+from unimed_data.tables import iter_rows
+from unimed_data.wds_tar import read_member, sample_members
+from unimed_data.workspace import Workspace
+
+PROTECTED_SPLITS = ("test", "val")
+PATH_TAIL = 3  # path parts compared for a path match
+IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp")
+CROPS = (0.05, 0.025)  # total crop per side pair; each at 9 placements (corners, edges, centre)
+
+
+class ProtectError(ValueError):
+    """A protect spec that names nothing usable; the message is the one error line."""
+
+
+@dataclass(frozen=True)
+class ProtectTask:
+    """One protected image to fingerprint: a file, or a member (offset, size) of a tar."""
+
+    eval_set: str
+    eval_key: str
+    path: str
+    member: tuple[int, int] | None
+    options: ConvertOptions
+
+
+@dataclass(frozen=True)
+class Protected:
+    eval_set: str
+    eval_key: str
+    path: str  # the file (or tar) it was read from
+    path_tail: str | None  # the file's last folders and name (None for a tar member), see `path_tail`
+    pixels: str | None  # None: the image could not be read (still protected by its path)
+    variants: tuple[tuple[int, bytes], ...]  # (phash, thumb) of the image and its crops
+
+
+@dataclass(frozen=True)
+class Source:
+    """One spec, read: its tasks and the files whose state says whether it changed."""
+
+    name: str
+    tasks: list[ProtectTask]
+    inputs: list[Path]
+
+
+def read_specs(
+    specs: list[str], raw_root: Path | None, options: ConvertOptions, scratch: Path
+) -> list[Source]:
+    sources: list[Source] = []
+    for spec in specs:
+        if spec == "all-present":
+            sources.extend(_all_present(raw_root, options, scratch))
+        elif "=" in spec:
+            name, _, root = spec.partition("=")
+            sources.append(_manifest_source(name, Path(root), options, scratch))
+        else:
+            sources.extend(_evalset_sources(Path(spec), options))
+    return sources
+
+
+def _all_present(raw_root: Path | None, options: ConvertOptions, scratch: Path) -> list[Source]:
+    if raw_root is None:
+        raise ProtectError(
+            "--protect all-present needs the build's raw root (`root:` in the config, or --root)"
+        )
+    manifests = sorted((load_manifest(path) for path in bundled_manifest_paths()), key=lambda m: m.name)
+    return [
+        _manifest_source(manifest.name, raw_root, options, scratch)
+        for manifest in manifests
+        if manifest.role == "eval" and dataset_root(manifest, raw_root).is_dir()
+    ]
+
+
+def _manifest_source(name: str, raw_root: Path, options: ConvertOptions, scratch: Path) -> Source:
+    """The manifest's test and val records, read by the ingest stage (its layout and split rule)."""
+    try:
+        manifest = load_manifest(find_manifest(name))
+    except ManifestError as exc:
+        raise ProtectError(f"--protect {name}={raw_root}: {exc}") from None
+    work = Path(tempfile.mkdtemp(prefix="protect-", dir=scratch))
+    try:
+        ingest_dataset(manifest, raw_root, Workspace(work).datasets, salt=secrets.token_hex(16), seed=0)
+    except LayoutError as exc:
+        raise ProtectError(f"--protect {name}={raw_root}: {exc}") from None
+    columns = ["key", "source_path", "split"]
+    tasks = [
+        ProtectTask(manifest.name, row["key"], row["source_path"], None, options)
+        for row in iter_rows(Workspace(work).records(manifest.slug), columns)
+        if row["split"] in PROTECTED_SPLITS
+    ]
+    root = dataset_root(manifest, raw_root)
+    inputs = [path for path in annotation_files(manifest, root) if path.exists()]
+    return Source(
+        manifest.name, tasks, inputs + [Path(task.path) for task in tasks if Path(task.path).exists()]
+    )
+
+
+def _evalset_sources(folder: Path, options: ConvertOptions) -> list[Source]:
+    """One set (a folder with test/*.tar), or every set in a folder of sets."""
+    if _is_evalset(folder):
+        return [_evalset_source(folder, options)]
+    sets = sorted(child for child in folder.iterdir() if _is_evalset(child)) if folder.is_dir() else []
+    if not sets:
+        raise ProtectError(
+            f"--protect {folder}: not an evalset folder (no test/*.tar in it or in its sub-folders), "
+            "not NAME=RAW_ROOT and not all-present"
+        )
+    return [_evalset_source(path, options) for path in sets]
+
+
+def _is_evalset(folder: Path) -> bool:
+    return any(
+        (folder / split).is_dir() and any((folder / split).glob("*.tar")) for split in PROTECTED_SPLITS
+    )
+
+
+def _evalset_source(folder: Path, options: ConvertOptions) -> Source:
+    tasks, inputs = [], []
+    for split in PROTECTED_SPLITS:
+        for shard in sorted((folder / split).glob("*.tar")):
+            inputs.append(shard)
+            with tarfile.open(shard) as tar:
+                for key, members in sample_members(tar).items():
+                    ext = next((e for e in IMAGE_EXTENSIONS if e in members), None)
+                    if ext is not None:
+                        info = members[ext]
+                        member = (info.offset_data, info.size)
+                        tasks.append(ProtectTask(folder.name, f"{split}/{key}", str(shard), member, options))
+    return Source(folder.name, tasks, inputs)
+
+
+def fingerprint_all(sources: list[Source], executor: Executor) -> Iterator[Protected]:
+    tasks = [task for source in sources for task in source.tasks]
+    return executor.map(fingerprint_task, tasks, desc="protect", total=len(tasks), on_crash=_unread)
+
+
+def fingerprint_task(task: ProtectTask) -> Protected:
+    """The image's pixel digest, and the hash and thumbnail of it and of its crops."""
+    image, pixels = _capped(task)
+    if image is None:
+        return _unread(task)
+    variants = [image, *(crop for amount in CROPS for crop in _crops(image, amount))]
+    marks = [fingerprint(variant) for variant in variants]
+    return Protected(
+        task.eval_set,
+        task.eval_key,
+        task.path,
+        _tail(task),
+        pixels or marks[0].pixels,
+        tuple((mark.phash, mark.thumb) for mark in marks),
+    )
+
+
+def _unread(task: ProtectTask) -> Protected:
+    return Protected(task.eval_set, task.eval_key, task.path, _tail(task), None, ())
+
+
+def _tail(task: ProtectTask) -> str | None:
+    return path_tail(task.path) if task.member is None else None
+
+
+def path_tail(path: str) -> str:
+    """A file's last two folders and its name, without regard to case: the same file named from
+    two raw roots (`RAW/chexpert/CheXpert-v1.0-small/train/patient1/study1/view1.jpg` in a
+    pretraining table, `.../train/patient1/study1/view1.jpg` in an evaluation CSV) has one tail."""
+    return "/".join(Path(path).parts[-PATH_TAIL:]).casefold()
+
+
+def _capped(task: ProtectTask) -> tuple[Image.Image | None, str | None]:
+    """The image as the build would hold it (capped, 8-bit), and its exact digest where the
+    build's own converter made it."""
+    if task.member is None:
+        encoded = encode_source(Path(task.path), task.options)
+        if isinstance(encoded, ConvertResult):
+            return None, None
+        with Image.open(io.BytesIO(encoded.jpeg)) as image:
+            return image.convert(
+                image.mode if image.mode in ("L", "RGB") else "RGB"
+            ), encoded.fingerprint.pixels
+    try:
+        data = read_member(task.path, *task.member)
+        with Image.open(io.BytesIO(data)) as image:
+            image = image.convert("L" if image.mode in ("L", "I", "I;16") else "RGB")
+    except (OSError, ValueError, Image.DecompressionBombError):
+        return None, None
+    size = fit_size(*image.size, task.options.max_side)
+    return (image.resize(size, Image.Resampling.LANCZOS) if size != image.size else image), None
+
+
+def _crops(image: Image.Image, amount: float) -> Iterator[Image.Image]:
+    width, height = image.size
+    cut_w, cut_h = amount * width, amount * height
+    for fx in (0.0, 0.5, 1.0):
+        for fy in (0.0, 0.5, 1.0):
+            left, top = round(fx * cut_w), round(fy * cut_h)
+            right, bottom = width - round(cut_w - fx * cut_w), height - round(cut_h - fy * cut_h)
+            if right - left >= 8 and bottom - top >= 8:
+                yield image.crop((left, top, right, bottom))

@@ -1,0 +1,296 @@
+"""Dedupe stage: no image twice, and no protected evaluation image, in the corpus.
+
+Runs once on the whole build, between caption and shard: captioned tables in, `deduped` tables out,
+plus `OUT/duplicates.parquet` (each dropped copy and the sample it joined) and
+`OUT/contamination.parquet` (each item removed for meeting a protected evaluation image). Every
+input row is a sample, a duplicate or a contamination row, so counts still add up.
+
+Kept member of a group: the dataset listed first in `dedupe.priority` (unlisted ones after, in
+build order), then the smallest key. The dropped members' differing captions join the kept one.
+"""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+from collections import defaultdict
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from unimed_data import dedupe_match as match
+from unimed_data.protect import Protected, fingerprint_all, path_tail, read_specs
+from unimed_data.schema import RECORD_SCHEMA
+from unimed_data.stages.base import Stage, StageSummary
+from unimed_data.stamps import Stamp
+from unimed_data.tables import iter_rows, row_count, table_writer, write_rows
+
+if TYPE_CHECKING:
+    from unimed_data.runner import StageContext
+
+NAME = "dedupe"
+DUPLICATE_SCHEMA = pa.schema(
+    [
+        ("key", pa.string()),
+        ("dataset", pa.string()),
+        ("source_path", pa.string()),
+        ("kept_key", pa.string()),
+        ("kept_dataset", pa.string()),
+        ("distance", pa.int16()),
+        ("kind", pa.string()),
+    ]
+)
+CONTAMINATION_SCHEMA = pa.schema(
+    [
+        ("key", pa.string()),
+        ("dataset", pa.string()),
+        ("source_path", pa.string()),
+        ("eval_set", pa.string()),
+        ("eval_key", pa.string()),
+        ("kind", pa.string()),
+        ("distance", pa.int16()),
+    ]
+)
+KIND_ORDER = {"path": 0, "exact": 1, "near": 2}
+
+
+class Tables:
+    """The build's captioned tables as one numbered sequence of rows."""
+
+    def __init__(self, paths: list[Path]):
+        self.paths = paths
+        self.offsets = np.cumsum([0, *(row_count(path) for path in paths)])
+
+    def scan(self) -> match.Corpus:
+        pixels, phash, tails, has = [], [], [], []
+        for path in self.paths:
+            for row in iter_rows(path, ["pixels_sha256", "phash", "source_path"]):
+                pixels.append(match.digest64(row["pixels_sha256"]))
+                phash.append(row["phash"] or 0)
+                has.append(row["phash"] is not None)
+                tails.append(match.text64(path_tail(row["source_path"])))
+        as_array = np.array
+        return match.Corpus(
+            as_array(pixels, np.int64),
+            as_array(phash, np.int64),
+            as_array(tails, np.int64),
+            as_array(has, bool),
+        )
+
+    def fetch(self, rows: set[int], columns: list[str]) -> dict[int, dict]:
+        """The `columns` of `rows`, read in one pass."""
+        wanted = np.array(sorted(rows), dtype=np.int64)
+        found: dict[int, dict] = {}
+        for table, path in enumerate(self.paths):
+            start = self.offsets[table]
+            for batch in pq.ParquetFile(path).iter_batches(columns=columns):
+                end = start + batch.num_rows
+                here = wanted[(wanted >= start) & (wanted < end)]
+                if len(here):
+                    picked = batch.take(pa.array(here - start)).to_pylist()
+                    found.update(zip(here.tolist(), picked, strict=True))
+                start = end
+        return found
+
+    def thumbs(self, rows: set[int]) -> dict[int, bytes]:
+        return {row: data["thumb"] for row, data in self.fetch(rows, ["thumb"]).items()}
+
+
+def contamination(
+    tables: Tables, index: match.CorpusIndex, protected: list[Protected], settings
+) -> dict[int, tuple[Protected, str, int]]:
+    """Each corpus row that meets a protected image: (that image, match kind, distance)."""
+    hits: dict[int, tuple[Protected, str, int]] = {}
+    near: list[tuple[int, Protected, bytes, int]] = []
+    owners, hashes, thumbs = [], [], []
+    for image in protected:
+        if image.path_tail is not None:
+            for row in index.same("tails", match.text64(image.path_tail)):
+                _hit(hits, int(row), image, "path", 0)
+        for row in index.same("pixels", match.digest64(image.pixels)):
+            _hit(hits, int(row), image, "exact", 0)
+        for phash, thumb in image.variants:
+            owners.append(image)
+            hashes.append(phash)
+            thumbs.append(thumb)
+    queries = np.array(hashes, dtype=np.int64)
+    for query, value, distance in index.index.search(queries, settings.radius):
+        for q, v, d in zip(query, value, distance, strict=True):
+            near.extend((int(row), owners[q], thumbs[q], int(d)) for row in index.rows_of_value(int(v)))
+    corpus_thumbs = tables.thumbs({row for row, *_ in near})
+    for row, image, thumb, distance in near:
+        theirs = corpus_thumbs.get(row)
+        if theirs is not None and match.thumb_difference(thumb, theirs) <= settings.max_thumb_difference:
+            _hit(hits, row, image, "near", distance)
+    return _real_path_hits(tables, hits)
+
+
+def _hit(hits: dict, row: int, image: Protected, kind: str, distance: int) -> None:
+    """Keep the strongest match of a row (path, then exact, then the nearest), deterministically."""
+    candidate = (image, kind, distance)
+    rank = (KIND_ORDER[kind], distance, image.eval_set, image.eval_key)
+    held = hits.get(row)
+    if held is None or rank < (KIND_ORDER[held[1]], held[2], held[0].eval_set, held[0].eval_key):
+        hits[row] = candidate
+
+
+def _real_path_hits(tables: Tables, hits: dict) -> dict:
+    """A path match where both files exist and differ in size is two files that share a name."""
+    paths = tables.fetch({row for row, (_, kind, _) in hits.items() if kind == "path"}, ["source_path"])
+    kept = {}
+    for row, (image, kind, distance) in hits.items():
+        if kind == "path" and _sizes_differ(paths[row]["source_path"], image.path):
+            continue
+        kept[row] = (image, kind, distance)
+    return kept
+
+
+def _sizes_differ(a: str, b: str) -> bool:
+    try:
+        return Path(a).stat().st_size != Path(b).stat().st_size
+    except OSError:
+        return False
+
+
+def run_dedupe(ctx: StageContext, _: None) -> StageSummary:
+    settings, ws = ctx.config.dedupe, ctx.ws
+    slugs = [d.slug for d in ctx.datasets]
+    tables = Tables([ws.captioned(slug) for slug in slugs])
+    with tempfile.TemporaryDirectory(prefix="unimed-protect-") as scratch:
+        sources = read_specs(settings.protect, ctx.config.root, ctx.config.convert.options(), Path(scratch))
+    inputs = [*tables.paths, *(path for source in sources for path in source.inputs)]
+    options = {
+        **settings.model_dump(mode="json"),
+        "slugs": slugs,
+        "convert": vars(ctx.config.convert.options()),
+    }
+    stamp = Stamp.of(ws.build_stamp(NAME), inputs, options)
+    outputs = [*(ws.deduped(slug) for slug in slugs), ws.duplicates, ws.contamination]
+    stored = stamp.stored(outputs)
+    if stored is not None:
+        return StageSummary(NAME, "*", stored["inputs"], stored["outputs"], 0, stored["filtered"], True)
+    protected = list(fingerprint_all(sources, ctx.executor)) if settings.enabled else []
+    summary = dedupe(ctx, tables, slugs, protected)
+    summary["protected"] = _protected_counts(sources, protected)
+    stamp.write(summary, tables.paths)
+    removed = summary["filtered"]
+    if removed:
+        print(
+            f"dedupe: {removed} items removed (see duplicates.parquet, contamination.parquet)",
+            file=sys.stderr,
+        )
+    return StageSummary(NAME, "*", summary["inputs"], summary["outputs"], 0, removed)
+
+
+def _protected_counts(sources, protected: list[Protected]) -> dict:
+    counts: dict[str, dict] = {source.name: {"images": 0, "unreadable": 0} for source in sources}
+    for image in protected:
+        counts[image.eval_set]["images"] += 1
+        counts[image.eval_set]["unreadable"] += image.pixels is None
+    return counts
+
+
+def dedupe(ctx: StageContext, tables: Tables, slugs: list[str], protected: list[Protected]) -> dict:
+    """Find, choose and write; returns the counts for the stamp and the stats."""
+    settings = ctx.config.dedupe
+    rows = np.arange(tables.offsets[-1])
+    hits: dict = {}
+    pairs: list[match.Pair] = []
+    corpus = None
+    if settings.enabled and len(rows):
+        corpus = tables.scan()
+        index = match.CorpusIndex(corpus, rows)
+        hits = contamination(tables, index, protected, settings)
+        candidates = [
+            p for p in index.near_candidates(settings.radius) if p[0] not in hits and p[1] not in hits
+        ]
+        exact = [p for p in index.exact_pairs() if p.a not in hits and p.b not in hits]
+        pairs = exact + match.confirmed(candidates, tables.thumbs, settings.max_thumb_difference)
+    grouped = match.groups(len(rows), pairs)
+    wanted = set(hits) | {row for members in grouped.values() for row in members}
+    info = tables.fetch(wanted, ["key", "dataset", "source_path", "captions"])
+    rank = {name: i for i, name in enumerate(settings.priority)}
+    table_of = np.searchsorted(tables.offsets, rows, "right") - 1
+
+    def order(row: int):
+        return (rank.get(info[row]["dataset"], len(rank)), int(table_of[row]), info[row]["key"])
+
+    dropped: dict[int, tuple[int, int, str]] = {}
+    merged: dict[int, list[str]] = defaultdict(list)
+    for members in grouped.values():
+        kept, *others = sorted(members, key=order)
+        for row in others:
+            same = corpus.pixels[row] == corpus.pixels[kept] != 0
+            dropped[row] = (
+                kept,
+                0 if same else match.hamming(corpus.phash[row], corpus.phash[kept]),
+                "exact" if same else "near",
+            )
+            merged[kept].extend(info[row]["captions"] or [])
+    return _write(ctx.ws, tables, slugs, info, hits, dropped, merged)
+
+
+def _write(ws, tables: Tables, slugs: list[str], info: dict, hits: dict, dropped: dict, merged: dict) -> dict:
+    """The deduped tables and the two reports; returns the counts."""
+    counts = {slug: {"inputs": 0, "duplicates": 0, "contaminated": 0, "captions_merged": 0} for slug in slugs}
+    row = 0
+    for slug, path in zip(slugs, tables.paths, strict=True):
+        with table_writer(ws.deduped(slug), RECORD_SCHEMA) as out:
+            for record in iter_rows(path):
+                counts[slug]["inputs"] += 1
+                if row in hits:
+                    counts[slug]["contaminated"] += 1
+                elif row in dropped:
+                    counts[slug]["duplicates"] += 1
+                else:
+                    if row in merged:
+                        captions = list(dict.fromkeys([*(record["captions"] or []), *merged[row]]))
+                        counts[slug]["captions_merged"] += len(captions) - len(record["captions"] or [])
+                        record = {**record, "captions": captions}
+                    out.write(record)
+                row += 1
+    duplicates = [
+        {
+            "key": info[r]["key"],
+            "dataset": info[r]["dataset"],
+            "source_path": info[r]["source_path"],
+            "kept_key": info[kept]["key"],
+            "kept_dataset": info[kept]["dataset"],
+            "distance": distance,
+            "kind": kind,
+        }
+        for r, (kept, distance, kind) in dropped.items()
+    ]
+    contaminated = [
+        {
+            "key": info[r]["key"],
+            "dataset": info[r]["dataset"],
+            "source_path": info[r]["source_path"],
+            "eval_set": image.eval_set,
+            "eval_key": image.eval_key,
+            "kind": kind,
+            "distance": distance,
+        }
+        for r, (image, kind, distance) in hits.items()
+    ]
+    write_rows(ws.duplicates, DUPLICATE_SCHEMA, sorted(duplicates, key=lambda d: (d["dataset"], d["key"])))
+    write_rows(
+        ws.contamination, CONTAMINATION_SCHEMA, sorted(contaminated, key=lambda d: (d["dataset"], d["key"]))
+    )
+    inputs = sum(c["inputs"] for c in counts.values())
+    removed = len(dropped) + len(hits)
+    return {"inputs": inputs, "outputs": inputs - removed, "filtered": removed, "datasets": counts}
+
+
+STAGE = Stage(
+    name=NAME,
+    help="Remove duplicate images and protected evaluation images (--protect).",
+    reads=("captioned",),
+    writes=("deduped",),
+    options=("workers", "protect", "dedupe"),
+    run=run_dedupe,
+    per_dataset=False,
+)
