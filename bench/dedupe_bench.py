@@ -223,7 +223,7 @@ def recall(quick: bool) -> None:
     print("missed:", ", ".join(f"{m} x{c}" for m, c in misses.items()) or "none")
     wrong = Counter(f"{n} ~ {labels[i]}" for n, i in found if i >= len(planted) or planted[i][0] != n)
     print(f"matches other than to its own source: {wrong.total()}")
-    for pair, count in wrong.most_common(12):
+    for pair, count in wrong.most_common(6):
         print(f"  {pair} x{count}")
     cross_matches(evals)
 

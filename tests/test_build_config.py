@@ -8,6 +8,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 import yaml
+from PIL import Image
 
 from tests.conftest import run_cli
 from unimed_data.demo import pydicom_test_files
@@ -38,7 +39,8 @@ def raw(tmp_path: Path, shared_data: Path) -> Path:
     for patient in range(1, 7):
         relative = f"train/patient{patient:05d}/study1/view1_frontal.jpg"
         (chexpert / relative).parent.mkdir(parents=True)
-        shutil.copy(images[patient % 2], chexpert / relative)
+        with Image.open(images[patient % 2]) as image:  # six distinct images: two X-rays, four turns
+            image.rotate(90 * (patient // 2), expand=True).save(chexpert / relative, image.format)
         rows.append(
             chexpert_row(relative, "Frontal", cardiomegaly="1.0", edema="-1.0" if patient % 2 else "0.0")
         )

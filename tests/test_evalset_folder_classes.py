@@ -5,6 +5,7 @@ manifest: `_` reads as a space)."""
 from __future__ import annotations
 
 import json
+import random
 import tarfile
 from pathlib import Path
 
@@ -37,7 +38,8 @@ def test_build_and_evalset_label_a_nested_tree_alike(tmp_path):
         ]
     ):
         (tree / relpath).parent.mkdir(parents=True, exist_ok=True)
-        Image.new("RGB", (48, 40), (40 * index, 90, 200)).save(tree / relpath)
+        noise = random.Random(index).randbytes(48 * 40 * 3)  # five distinct images: dedupe keeps all
+        Image.frombytes("RGB", (48, 40), noise).save(tree / relpath)
     built, evalset = tmp_path / "built", tmp_path / "eval"
     args = ("--from-folder", tree, "--modality", "xray")
     assert run_cli("build", *args, "--out", built).exit_code == 0

@@ -1,6 +1,7 @@
 """Stage orchestration: stale inputs refused, outputs kept apart from inputs, odd names and paths."""
 
 import json
+import random
 import shutil
 from pathlib import Path
 
@@ -11,10 +12,13 @@ from unimed_data.stages import shard as shard_stage
 
 
 def make_tree(root: Path, classes=("edema", "normal"), per_class=3) -> Path:
+    """Distinct noise images (seeded by their path in the tree), so dedupe keeps every one."""
     for name in classes:
         (root / name).mkdir(parents=True)
         for i in range(per_class):
-            Image.new("L", (40 + i, 36), color=30 * i).save(root / name / f"{i}.png")
+            size = (40 + i, 36)
+            noise = random.Random(f"{root.name}/{name}/{i}").randbytes(size[0] * size[1])
+            Image.frombytes("L", size, noise).save(root / name / f"{i}.png")
     return root
 
 

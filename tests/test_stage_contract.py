@@ -20,11 +20,11 @@ from unimed_data.workspace import Workspace
 
 def test_each_stage_reads_what_an_earlier_stage_writes():
     names = [stage.name for stage in STAGES]
-    assert names == ["ingest", "convert", "caption", "shard"]
+    assert names == ["ingest", "convert", "caption", "dedupe", "shard"]
     for position, stage in enumerate(STAGES):
         if stage.reads:
             assert names.index(writer_of(stage.reads[0]).name) < position
-    assert [s.name for s in upstream(STAGES[-1])] == ["ingest", "convert", "caption"]
+    assert [s.name for s in upstream(STAGES[-1])] == ["ingest", "convert", "caption", "dedupe"]
 
 
 @pytest.mark.parametrize("stage", STAGES, ids=lambda s: s.name)

@@ -24,8 +24,9 @@ from unimed_data.workspace import Workspace
 def make_captioned(
     ws: Workspace, dataset: str, n: int, splits=("train", "train", "train", "val"), reports: bool = False
 ) -> list[str]:
-    """A captioned table of `n` records with small real JPEGs, as the caption stage leaves it; with
-    `reports`, every other record has a report."""
+    """A captioned table of `n` records with small real JPEGs, as the caption stage leaves it, and the
+    same rows as the deduped table the shard stage reads; with `reports`, every other record has a
+    report."""
     rows = []
     for i in range(n):
         key = make_key(dataset, f"img{i}.png")
@@ -53,6 +54,7 @@ def make_captioned(
             }
         )
     write_rows(ws.captioned(dataset), RECORD_SCHEMA, rows)
+    write_rows(ws.deduped(dataset), RECORD_SCHEMA, rows)
     return [r["key"] for r in rows]
 
 

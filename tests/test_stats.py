@@ -27,9 +27,10 @@ REFERENCE = {
         "unimed-empty": {"expected": 0, "missing": None},
     },
 }
-BEFORE_REFERENCES = {  # the keys of stats.json before references existed
+BEFORE_REFERENCES = {  # the keys of stats.json before references existed (and dedupe's protected sets)
     "llm",
     "totals",
+    "protected",
     "splits",
     "datasets",
     "modalities",

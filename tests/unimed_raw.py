@@ -12,6 +12,7 @@ import csv
 import json
 from pathlib import Path
 
+import numpy as np
 from PIL import Image
 
 from tests.conftest import write_list_csv
@@ -20,9 +21,11 @@ LIST_HEADER = ["image_path", "labels", "captions"]  # never read: UniMed's CSVs 
 
 
 def _image(path: Path, shade: int) -> None:
+    """A 48x40 image of coarse random blocks seeded by `shade`: each shade a distinct picture,
+    so the dedupe stage keeps every image as its own sample."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    colour = (shade % 256, (shade * 7) % 256, (shade * 13) % 256)
-    Image.new("RGB", (48, 40), colour).save(path)
+    blocks = np.random.default_rng(shade).integers(0, 256, (5, 6, 3), dtype=np.uint8)
+    Image.fromarray(blocks).resize((48, 40), Image.Resampling.NEAREST).save(path)
 
 
 def _rows_csv(path: Path, header: list[str], rows: list[list[object]]) -> None:

@@ -120,7 +120,9 @@ def _dedupe_section(stats: dict) -> list[str]:
     lines.append("")
     for name, info in sorted(protected.items()):
         unread = f", {info['unreadable']} unreadable (checked by path only)" if info["unreadable"] else ""
-        lines.append(f"- {name}: {info['images']} images{unread}")
+        lines.append(
+            f"- {name}: {info['images']} images{unread}; {info['removed']} pretraining items removed"
+        )
     return lines
 
 

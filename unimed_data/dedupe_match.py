@@ -44,6 +44,7 @@ class Corpus:
     phash: np.ndarray  # int64
     tails: np.ndarray  # int64
     has_hash: np.ndarray  # bool
+    series: np.ndarray  # int64: a hash of (table, patient); 0 where the source names no patient
 
     def __len__(self) -> int:
         return len(self.pixels)
@@ -123,6 +124,12 @@ class CorpusIndex:
                 for q, f, d in zip(query[keep], found[keep], distance[keep], strict=True)
             )
         return pairs
+
+
+def across_series(corpus: Corpus, pairs: list[tuple[int, int, int]]) -> list[tuple[int, int, int]]:
+    """The near pairs that are not two images of one patient in one source: neighbouring slices or
+    frames of a series look alike but are distinct images (identical pixels still match)."""
+    return [(a, b, d) for a, b, d in pairs if corpus.series[a] == 0 or corpus.series[a] != corpus.series[b]]
 
 
 def confirmed(

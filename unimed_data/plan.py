@@ -23,6 +23,7 @@ from unimed_data.demo import DEMO_MIN_SIDE, stage_demo
 from unimed_data.manifest import folder_manifest
 from unimed_data.parts import left_unread, missing_files, what_to_get
 from unimed_data.pipeline import Dataset, claim_build_output, resolve_datasets
+from unimed_data.protect import ProtectError, check_spec
 from unimed_data.schema import MODALITIES
 from unimed_data.workspace import Workspace
 
@@ -153,6 +154,11 @@ def _override(config: BuildConfig, given: SourceOptions) -> None:
             setattr(target, attribute, value)
     protect = [resolve_protect(spec, Path.cwd()) for spec in given.protect or ()]
     config.dedupe.protect = [*config.dedupe.protect, *(s for s in protect if s not in config.dedupe.protect)]
+    for spec in config.dedupe.protect:
+        try:
+            check_spec(spec)
+        except ProtectError as exc:
+            raise PlanError(str(exc)) from None
     if captions.backend not in ("template", "openai"):
         raise PlanError(f"--captioner {captions.backend}: use template or openai")
     if config.shard.txt_format not in ("plain", "unimed"):

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import io
 import secrets
+import sys
 import tarfile
 import tempfile
 from collections.abc import Iterator
@@ -78,6 +79,27 @@ class Source:
     inputs: list[Path]
 
 
+def check_spec(spec: str) -> None:
+    """Refuse a spec that names nothing, before any stage runs."""
+    if spec == "all-present":
+        return
+    if "=" in spec:
+        name, _, root = spec.partition("=")
+        try:
+            find_manifest(name)
+        except ManifestError as exc:
+            raise ProtectError(f"--protect {spec}: {exc}") from None
+        if not Path(root).is_dir():
+            raise ProtectError(f"--protect {spec}: {root} is not a folder")
+        return
+    folder = Path(spec)
+    if not (_is_evalset(folder) or (folder.is_dir() and any(_is_evalset(c) for c in folder.iterdir()))):
+        raise ProtectError(
+            f"--protect {spec}: not an evalset folder (no test/*.tar in it or in its sub-folders), "
+            "not NAME_OR_MANIFEST=RAW_ROOT and not all-present"
+        )
+
+
 def read_specs(
     specs: list[str], raw_root: Path | None, options: ConvertOptions, scratch: Path
 ) -> list[Source]:
@@ -99,11 +121,18 @@ def _all_present(raw_root: Path | None, options: ConvertOptions, scratch: Path) 
             "--protect all-present needs the build's raw root (`root:` in the config, or --root)"
         )
     manifests = sorted((load_manifest(path) for path in bundled_manifest_paths()), key=lambda m: m.name)
-    return [
+    present = [
         _manifest_source(manifest.name, raw_root, options, scratch)
         for manifest in manifests
         if manifest.role == "eval" and dataset_root(manifest, raw_root).is_dir()
     ]
+    if not present:
+        print(
+            f"protect all-present: no bundled evaluation set is under {raw_root}; give --protect EVALS "
+            "(an evalset folder, or the folder `evalset --recipe unimed` wrote) to check against one",
+            file=sys.stderr,
+        )
+    return present
 
 
 def _manifest_source(name: str, raw_root: Path, options: ConvertOptions, scratch: Path) -> Source:
@@ -134,12 +163,8 @@ def _evalset_sources(folder: Path, options: ConvertOptions) -> list[Source]:
     """One set (a folder with test/*.tar), or every set in a folder of sets."""
     if _is_evalset(folder):
         return [_evalset_source(folder, options)]
-    sets = sorted(child for child in folder.iterdir() if _is_evalset(child)) if folder.is_dir() else []
-    if not sets:
-        raise ProtectError(
-            f"--protect {folder}: not an evalset folder (no test/*.tar in it or in its sub-folders), "
-            "not NAME=RAW_ROOT and not all-present"
-        )
+    check_spec(str(folder))
+    sets = sorted(child for child in folder.iterdir() if _is_evalset(child))
     return [_evalset_source(path, options) for path in sets]
 
 

@@ -242,6 +242,8 @@ def render_stats(stats: dict, console: Console | None = None) -> None:
     terminal.print_table(console, datasets)
     if "reference" in stats:
         terminal.print_table(console, _reference_table(stats["reference"]))
+    for table in _dedupe_tables(stats):
+        terminal.print_table(console, table)
     tallies = (
         ("Modality", stats["modalities"]),
         ("Caption source", stats["caption_sources"]),
@@ -265,6 +267,36 @@ def render_stats(stats: dict, console: Console | None = None) -> None:
         f"+ filtered {totals['filtered']} + duplicates {totals.get('duplicates', 0)} "
         f"+ contaminated {totals.get('contaminated', 0)} ({balance})"
     )
+
+
+def _dedupe_tables(stats: dict) -> list[Table]:
+    """What the dedupe stage removed per dataset, and per protected evaluation set; none when it
+    removed nothing and protected nothing."""
+    tables = []
+    removed = {
+        name: info
+        for name, info in sorted(stats["datasets"].items())
+        if info.get("duplicates") or info.get("contaminated")
+    }
+    if removed:
+        table = Table(title="Removed by dedupe per dataset")
+        table.add_column("dataset", no_wrap=True, overflow="fold")
+        for column in ("duplicates", "captions merged", "contaminated"):
+            table.add_column(column, justify="right")
+        for name, info in removed.items():
+            table.add_row(
+                Text(name), str(info["duplicates"]), str(info["captions_merged"]), str(info["contaminated"])
+            )
+        tables.append(table)
+    if stats.get("protected"):
+        table = Table(title="Protected evaluation sets")
+        table.add_column("set", no_wrap=True, overflow="fold")
+        for column in ("images", "unreadable", "removed"):
+            table.add_column(column, justify="right")
+        for name, info in sorted(stats["protected"].items()):
+            table.add_row(Text(name), str(info["images"]), str(info["unreadable"]), str(info["removed"]))
+        tables.append(table)
+    return tables
 
 
 def _reference_table(reference: dict) -> Table:

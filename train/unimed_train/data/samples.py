@@ -64,9 +64,14 @@ class ToSample:
             return None
         with Image.open(io.BytesIO(data)) as im:
             image = im.convert("RGB")
-        out = {"key": key, "image": self.preprocess(image), "text": self.tokenizer(text)[0]}
-        for member in self.members:
-            out.update(member.decode(sample, image, choice, len(captions)))
+        # Augmentations draw from a generator seeded by (seed, epoch, key), not from the process's
+        # global one: the batcher reads one sample ahead, so with the global generator a resumed
+        # run would crop that sample differently than the unbroken run did.
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed_int("augment", self.seed, self.epoch.get_value(), key) % 2**63)
+            out = {"key": key, "image": self.preprocess(image), "text": self.tokenizer(text)[0]}
+            for member in self.members:
+                out.update(member.decode(sample, image, choice, len(captions)))
         return out
 
 
