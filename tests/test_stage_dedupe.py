@@ -4,6 +4,7 @@ the corpus; every removed item is listed, counts add up, and reruns change nothi
 from __future__ import annotations
 
 import json
+import shutil
 import tarfile
 from pathlib import Path
 
@@ -265,3 +266,27 @@ def test_a_chexpert_build_loses_exactly_the_images_a_5x200_style_csv_names(tmp_p
     ]
     assert {r["kind"] for r in removed} == {"path"}
     assert len(shard_captions(out)) == 6
+
+
+def test_unimeds_benchmark_is_read_from_its_archive_and_kept_out(tmp_path):
+    from tests.test_evalset_unimed_archive import extracted
+
+    archive, notes = extracted(tmp_path)
+    shutil.copytree(notes, archive / "local_data")
+    images_in_archive = (p for p in archive.rglob("*") if p.suffix.lower() in (".png", ".jpg", ".tif"))
+    leaked = sorted(images_in_archive)[0]
+    root = tmp_path / "raw"
+    images = {f"{i}.png": (picture(60 + i), f"figure {i}") for i in range(3)}
+    pool = captions_source(root, "figures", images, tmp_path)
+    shutil.copy(leaked, root / "figures" / f"leak{leaked.suffix}")
+    with (root / "figures" / "pairs.csv").open("a") as pairs:
+        pairs.write(f'leak{leaked.suffix},"a benchmark image"\n')
+    out = tmp_path / "out"
+    result = run_cli(
+        "build", config(tmp_path, root, [pool]), "--out", out, "--protect", f"unimed-benchmark={archive}"
+    )
+    assert result.exit_code == 0, result.output
+    [row] = pq.read_table(out / "contamination.parquet").to_pylist()
+    assert Path(row["source_path"]).name.startswith("leak") and row["kind"] in ("exact", "near")
+    stats = json.loads((out / "stats.json").read_text())
+    assert len(stats["protected"]) == 21 and sum(s["removed"] for s in stats["protected"].values()) == 1

@@ -204,9 +204,11 @@ def load_config(path: Path, *, root: Path | None = None) -> BuildConfig:
 def resolve_protect(spec: str, base: Path) -> str:
     """A `protect` entry with its path taken from `base` (the config's folder, or the working folder
     for `--protect`): an evalset folder, or the raw root after `=`; `all-present` as it is."""
-    if spec == "all-present":
+    if spec in ("all-present", "unimed-benchmark"):
         return spec
     name, sep, root = spec.partition("=")
     if sep:
+        if name.endswith((".yaml", ".yml")):
+            name = str((base / name).resolve())
         return f"{name}={(base / root).resolve()}"
     return str((base / spec).resolve())

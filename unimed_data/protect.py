@@ -6,7 +6,10 @@ A spec names one of:
 - `NAME_OR_MANIFEST=RAW_ROOT`: a manifest read by the ingest stage from RAW_ROOT; its `test` and
   `val` records are protected, by file path even where the image cannot be read;
 - `all-present`: every bundled evaluation manifest (`role: eval`) whose folder is under the build's
-  raw root.
+  raw root;
+- `unimed-benchmark[=EXTRACTED]`: UniMed's 21 zero-shot sets read from its evaluation archive as
+  `evalset --recipe unimed` reads it (by default under the build's raw root; the four annotation
+  CSVs from EXTRACTED or EXTRACTED/local_data); sets not found are said once and left out.
 
 Each protected image is fingerprinted as the build fingerprints its own (same size cap), plus the
 perceptual hash and thumbnail of a few crops of it, so a pretraining copy cropped by a few per cent
@@ -41,6 +44,7 @@ from unimed_data.workspace import Workspace
 
 PROTECTED_SPLITS = ("test", "val")
 PATH_TAIL = 3  # path parts compared for a path match
+UNIMED = "unimed-benchmark"
 IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp")
 CROPS = (0.05, 0.025)  # total crop per side pair; each at 9 placements (corners, edges, centre)
 
@@ -81,7 +85,13 @@ class Source:
 
 def check_spec(spec: str) -> None:
     """Refuse a spec that names nothing, before any stage runs."""
-    if spec == "all-present":
+    if spec in ("all-present", UNIMED):
+        return
+    if spec.startswith(f"{UNIMED}="):
+        if not Path(spec.partition("=")[2]).is_dir():
+            raise ProtectError(
+                f"--protect {spec}: not a folder (expected UniMed's extracted evaluation archive)"
+            )
         return
     if "=" in spec:
         name, _, root = spec.partition("=")
@@ -107,6 +117,10 @@ def read_specs(
     for spec in specs:
         if spec == "all-present":
             sources.extend(_all_present(raw_root, options, scratch))
+        elif spec.partition("=")[0] == UNIMED:
+            sources.extend(
+                _unimed_sources(Path(spec.partition("=")[2]) if "=" in spec else raw_root, options)
+            )
         elif "=" in spec:
             name, _, root = spec.partition("=")
             sources.append(_manifest_source(name, Path(root), options, scratch))
@@ -133,6 +147,41 @@ def _all_present(raw_root: Path | None, options: ConvertOptions, scratch: Path) 
             file=sys.stderr,
         )
     return present
+
+
+def _unimed_sources(root: Path | None, options: ConvertOptions) -> list[Source]:
+    """UniMed's sets found in its extracted evaluation archive, each read as `evalset --recipe
+    unimed` reads it; the sets not found are said once."""
+    from unimed_data.evalset.unimed_readers import read_set
+    from unimed_data.evalset.samples import EvalSetError
+    from unimed_data.evalset.unimed_recipe import SetMissing, locate
+    from unimed_data.evalset.unimed_sets import SETS
+
+    if root is None:
+        raise ProtectError(f"--protect {UNIMED} needs a folder: {UNIMED}=EXTRACTED, or the build's raw root")
+    annotations = root / "local_data" if (root / "local_data").is_dir() else root
+    sources, absent = [], []
+    for spec in SETS:
+        try:
+            folder, csv_file = locate(spec, root, annotations)
+        except SetMissing:
+            absent.append(spec.name)
+            continue
+        try:
+            collected = read_set(spec, folder, csv_file)
+        except EvalSetError as exc:
+            print(f"protect {UNIMED}: {spec.name} not protected: {exc}", file=sys.stderr)
+            continue
+        tasks = [ProtectTask(spec.name, c.key, c.path, None, options) for c in collected.candidates]
+        inputs = [path for path in (csv_file,) if path is not None]
+        sources.append(
+            Source(spec.name, tasks, inputs + [Path(t.path) for t in tasks if Path(t.path).exists()])
+        )
+    if absent:
+        print(
+            f"protect {UNIMED}: not found under {root}, not protected: {', '.join(absent)}", file=sys.stderr
+        )
+    return sources
 
 
 def _manifest_source(name: str, raw_root: Path, options: ConvertOptions, scratch: Path) -> Source:
