@@ -18,7 +18,7 @@ import io
 import time
 import warnings
 from collections import Counter
-from itertools import combinations, product
+from itertools import combinations
 from pathlib import Path
 
 import numpy as np
@@ -26,17 +26,16 @@ import pydicom
 from PIL import Image, ImageEnhance
 from pydicom.data import get_testdata_files
 
+from unimed_data.config import DedupeConfig
 from unimed_data.hash_index import HashIndex
 from unimed_data.imaging import ConvertOptions, convert_file
 from unimed_data.imaging.encode import fit_size
 from unimed_data.imaging.fingerprint import Fingerprint, fingerprint, thumb_difference
+from unimed_data.protect import crop_variants
 
-try:
-    from unimed_data.dedupe_match import MAX_THUMB_DIFFERENCE, RADIUS
-except ImportError:
-    RADIUS, MAX_THUMB_DIFFERENCE = 8, 0.45
-CROP_AMOUNTS, SPLITS = (0.05, 0.025), (0.0, 0.5, 1.0)
-DATA = Path("/work/shared/data")
+DEFAULTS = DedupeConfig()
+RADIUS, MAX_THUMB_DIFFERENCE = DEFAULTS.radius, DEFAULTS.max_thumb_difference
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 SEED = 13
 KINDS = ("jpeg", "resize", "crop", "brightness", "png<->jpeg")
 warnings.filterwarnings("ignore")  # pydicom's test files are deliberately odd
@@ -49,15 +48,7 @@ def cap(image: Image.Image) -> Image.Image:
 
 def variants(image: Image.Image) -> list[Fingerprint]:
     """The capped eval image and its crop variants, as the eval side fingerprints them."""
-    image = cap(image)
-    w, h = image.size
-    out = [fingerprint(image)]
-    for amount, fx, fy in product(CROP_AMOUNTS, SPLITS, SPLITS):
-        left, top = round(fx * amount * w), round(fy * amount * h)
-        out.append(
-            fingerprint(image.crop((left, top, left + w - round(amount * w), top + h - round(amount * h))))
-        )
-    return out
+    return [fingerprint(variant) for variant in crop_variants(cap(image))]
 
 
 def close(a: Fingerprint, b: Fingerprint) -> bool:
@@ -212,7 +203,7 @@ def recall(quick: bool) -> None:
         Counter(k for i, (n, k, _) in enumerate(planted) if (n, i) in found),
     )
     print(
-        f"\n1. Recall: {len(evals)} eval images x {len(CROP_AMOUNTS) * 9 + 1} fingerprints; pool "
+        f"\n1. Recall: {len(evals)} eval images x {len(next(iter(evals.values())))} fingerprints; pool "
         f"{len(labels)} ({len(planted)} planted, {len(distract)} mirrored/rotated distractors)"
     )
     print(f"{'transformation':<20}{'planted':>8}{'recalled':>10}{'recall':>9}")

@@ -7,8 +7,11 @@ import io
 
 from PIL import Image, ImageDraw
 
-from unimed_data.dedupe_match import MAX_THUMB_DIFFERENCE, RADIUS, hamming
+from unimed_data.config import DedupeConfig
+from unimed_data.dedupe_match import hamming
 from unimed_data.imaging.fingerprint import fingerprint, thumb_difference
+
+RADIUS, MAX_THUMB_DIFFERENCE = DedupeConfig().radius, DedupeConfig().max_thumb_difference
 
 
 def scene(seed: int) -> Image.Image:

@@ -148,3 +148,17 @@ def test_a_zero_byte_file_is_an_empty_file_error(tmp_path: Path):
     convert_dataset(ws, "mixed", ConvertOptions(max_side=64), workers=1)
     errors = {Path(e["source_path"]).name: e["reason"] for e in iter_rows(ws.errors("mixed", "convert"))}
     assert errors["missing.png"] == "empty file"
+
+
+def test_a_run_killed_before_its_table_reuses_finished_images_with_their_fingerprints(tmp_path: Path):
+    ws, _ = setup(tmp_path)
+    convert_dataset(ws, "mixed", ConvertOptions(max_side=64), workers=1)
+    rows = {r["key"]: r for r in iter_rows(ws.converted("mixed"))}
+    images = {key: Path(row["image_path"]).stat().st_ino for key, row in rows.items()}
+    ws.converted("mixed").unlink()  # as if killed after the images, before the table
+    ws.stamp("mixed", "convert").unlink()
+    convert_dataset(ws, "mixed", ConvertOptions(max_side=64), workers=1)
+    again = {r["key"]: r for r in iter_rows(ws.converted("mixed"))}
+    assert {key: Path(row["image_path"]).stat().st_ino for key, row in again.items()} == images
+    fingerprint = ("sha256", "pixels_sha256", "phash", "thumb", "width", "height")
+    assert all(again[k][f] == rows[k][f] for k in rows for f in fingerprint)

@@ -114,6 +114,7 @@ def test_distinct_images_are_all_kept_and_no_dedupe_keeps_copies(tmp_path):
     kept = tmp_path / "kept"
     assert run_cli("build", config(tmp_path, root, [manifest]), "--out", kept, "--no-dedupe").exit_code == 0
     assert len(shard_captions(kept)) == 9 and pq.read_table(kept / "duplicates.parquet").num_rows == 0
+    assert "turned off (`--no-dedupe`)" in (kept / "README.md").read_text()
 
 
 def test_images_named_by_an_evaluation_csv_are_removed_and_listed(tmp_path):

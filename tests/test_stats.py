@@ -27,10 +27,11 @@ REFERENCE = {
         "unimed-empty": {"expected": 0, "missing": None},
     },
 }
-BEFORE_REFERENCES = {  # the keys of stats.json before references existed (and dedupe's protected sets)
+BEFORE_REFERENCES = {  # the keys of stats.json before references existed (and dedupe's two)
     "llm",
     "totals",
     "protected",
+    "dedupe",
     "splits",
     "datasets",
     "modalities",

@@ -97,28 +97,32 @@ def render_card(stats: dict, sources: list[SourceInfo], shard_prefix: str) -> st
 def _dedupe_section(stats: dict) -> list[str]:
     """Duplicates and contamination removed per source, and the evaluation sets the corpus was
     checked against (a paper can cite this section)."""
-    rows = [
-        f"| {slug} | {info.get('duplicates', 0)} | {info.get('captions_merged', 0)} | {info.get('contaminated', 0)} |"
-        for slug, info in sorted(stats["datasets"].items())
-    ]
-    lines = [
-        "",
-        "## Duplicates and benchmark contamination",
-        "",
+    lines = ["", "## Duplicates and benchmark contamination", ""]
+    if not stats.get("dedupe", {}).get("enabled", True):
+        return [
+            *lines,
+            "Deduplication was turned off (`--no-dedupe`): neither duplicates nor contamination were checked.",
+        ]
+    lines += [
         "| source | duplicates removed | captions merged | evaluation images removed |",
         "| --- | --- | --- | --- |",
-        *rows,
+        *(
+            f"| {slug} | {info.get('duplicates', 0)} | {info.get('captions_merged', 0)} | "
+            f"{info.get('contaminated', 0)} |"
+            for slug, info in sorted(stats["datasets"].items())
+        ),
         "",
     ]
     protected = stats.get("protected") or {}
-    if not protected:
+    checked = {name: info for name, info in protected.items() if info["images"]}
+    if not checked:
         return [*lines, "No evaluation set was protected (`--protect`): contamination was not checked."]
-    lines.append(
+    lines += [
         "Clean against these evaluation sets (every pretraining image that matched one of their images by "
-        "file path, pixels or perceptual hash was removed; `contamination.parquet` lists them):"
-    )
-    lines.append("")
-    for name, info in sorted(protected.items()):
+        "file path, pixels or perceptual hash was removed; `contamination.parquet` lists them):",
+        "",
+    ]
+    for name, info in sorted(checked.items()):
         unread = f", {info['unreadable']} unreadable (checked by path only)" if info["unreadable"] else ""
         lines.append(
             f"- {name}: {info['images']} images{unread}; {info['removed']} pretraining items removed"

@@ -102,7 +102,7 @@ class ShardConfig(_Strict):
 class DedupeConfig(_Strict):
     enabled: bool = Field(True, description="remove duplicates and benchmark images (off: keep everything)")
     radius: int = Field(
-        8, ge=0, le=16, description="largest perceptual-hash distance of a near match, in bits"
+        8, ge=0, le=10, description="largest perceptual-hash distance of a near match, in bits"
     )
     max_thumb_difference: float = Field(
         0.45, ge=0, description="largest thumbnail difference that confirms a near match"

@@ -18,9 +18,6 @@ import numpy as np
 from unimed_data.hash_index import HashIndex, popcount
 from unimed_data.imaging.fingerprint import thumb_difference
 
-RADIUS = 8  # bits: re-encoding, resizing and +-15% brightness/contrast move a hash less (bench/)
-MAX_THUMB_DIFFERENCE = 0.45  # copies stay under ~0.37 (5% crops), distinct images measured above 0.6
-
 
 def digest64(hex_digest: str | None) -> int:
     """The first 64 bits of a hex digest as int64 (0 for none: such rows never match exactly)."""
@@ -70,10 +67,10 @@ class UnionFind:
 
 @dataclass(frozen=True)
 class Pair:
+    """Two rows found to be one image."""
+
     a: int
     b: int
-    distance: int  # phash bits; 0 for identical pixels
-    kind: str  # exact | near
 
 
 class CorpusIndex:
@@ -84,6 +81,7 @@ class CorpusIndex:
         self.corpus = corpus
         self.by_pixels = rows[np.argsort(corpus.pixels[rows], kind="stable")]
         self.by_tail = rows[np.argsort(corpus.tails[rows], kind="stable")]
+        self.sorted = {"pixels": corpus.pixels[self.by_pixels], "tails": corpus.tails[self.by_tail]}
         hashed = rows[corpus.has_hash[rows]]
         self.values, inverse = np.unique(corpus.phash[hashed], return_inverse=True)
         self.by_value = hashed[np.argsort(inverse, kind="stable")]  # rows grouped by distinct hash
@@ -97,8 +95,7 @@ class CorpusIndex:
         """Rows whose `pixels` or `tails` equal `value` (0 matches nothing)."""
         if value == 0:
             return self.by_pixels[:0]
-        order = self.by_pixels if column == "pixels" else self.by_tail
-        values = getattr(self.corpus, column)[order]
+        order, values = (self.by_pixels if column == "pixels" else self.by_tail), self.sorted[column]
         return order[np.searchsorted(values, value, "left") : np.searchsorted(values, value, "right")]
 
     def exact_pairs(self) -> list[Pair]:
@@ -107,7 +104,7 @@ class CorpusIndex:
         values = self.corpus.pixels[order]
         same = np.nonzero(values[1:] == values[:-1])[0] + 1
         starts = np.searchsorted(values, values[same], "left")
-        return [Pair(int(order[s]), int(order[i]), 0, "exact") for s, i in zip(starts, same, strict=True)]
+        return [Pair(int(order[s]), int(order[i])) for s, i in zip(starts, same, strict=True)]
 
     def near_candidates(self, radius: int) -> list[tuple[int, int, int]]:
         """(row, row, distance) pairs within `radius`: each row paired with the first row of its
@@ -139,8 +136,8 @@ def confirmed(
     wanted = {row for a, b, _ in pairs for row in (a, b)}
     thumb = thumbs(wanted) if wanted else {}
     return [
-        Pair(a, b, d, "near")
-        for a, b, d in pairs
+        Pair(a, b)
+        for a, b, _ in pairs
         if thumb.get(a) is not None
         and thumb.get(b) is not None
         and thumb_difference(thumb[a], thumb[b]) <= max_difference

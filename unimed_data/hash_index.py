@@ -50,8 +50,8 @@ class HashIndex:
             values = self._values(self.hashes, block)
             order = np.argsort(values, kind="stable")
             # starts[v]..starts[v + 1] are the positions of value v in the sorted table: a lookup
-            # is then two reads, not a binary search (2^width entries; width is at most 32 bits
-            # only for tiny sets, where blocks are many and narrow).
+            # is then two reads, not a binary search (2^width entries; with at least three
+            # blocks a width is at most 22 bits).
             starts = np.searchsorted(values[order], np.arange((1 << (block[1] - block[0])) + 1))
             self.tables.append((starts.astype(np.int64), order))
 

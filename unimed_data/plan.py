@@ -156,7 +156,7 @@ def _override(config: BuildConfig, given: SourceOptions) -> None:
     config.dedupe.protect = [*config.dedupe.protect, *(s for s in protect if s not in config.dedupe.protect)]
     for spec in config.dedupe.protect:
         try:
-            check_spec(spec)
+            check_spec(spec, config.root)
         except ProtectError as exc:
             raise PlanError(str(exc)) from None
     if captions.backend not in ("template", "openai"):

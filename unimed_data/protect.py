@@ -83,9 +83,13 @@ class Source:
     inputs: list[Path]
 
 
-def check_spec(spec: str) -> None:
+def check_spec(spec: str, raw_root: Path | None = None) -> None:
     """Refuse a spec that names nothing, before any stage runs."""
     if spec in ("all-present", UNIMED):
+        if raw_root is None:
+            raise ProtectError(
+                f"--protect {spec} needs the build's raw root (`root:` in the config, or --root)"
+            )
         return
     if spec.startswith(f"{UNIMED}="):
         if not Path(spec.partition("=")[2]).is_dir():
@@ -111,32 +115,33 @@ def check_spec(spec: str) -> None:
 
 
 def read_specs(
-    specs: list[str], raw_root: Path | None, options: ConvertOptions, scratch: Path
+    specs: list[str], raw_root: Path | None, options: ConvertOptions, scratch: Path, *, seed: int = 0
 ) -> list[Source]:
+    """The sources the specs name; a manifest's splits follow the build's `seed`."""
     sources: list[Source] = []
     for spec in specs:
         if spec == "all-present":
-            sources.extend(_all_present(raw_root, options, scratch))
+            sources.extend(_all_present(raw_root, options, scratch, seed))
         elif spec.partition("=")[0] == UNIMED:
             sources.extend(
                 _unimed_sources(Path(spec.partition("=")[2]) if "=" in spec else raw_root, options)
             )
         elif "=" in spec:
             name, _, root = spec.partition("=")
-            sources.append(_manifest_source(name, Path(root), options, scratch))
+            sources.append(_manifest_source(name, Path(root), options, scratch, seed))
         else:
             sources.extend(_evalset_sources(Path(spec), options))
     return sources
 
 
-def _all_present(raw_root: Path | None, options: ConvertOptions, scratch: Path) -> list[Source]:
+def _all_present(raw_root: Path | None, options: ConvertOptions, scratch: Path, seed: int) -> list[Source]:
     if raw_root is None:
         raise ProtectError(
             "--protect all-present needs the build's raw root (`root:` in the config, or --root)"
         )
     manifests = sorted((load_manifest(path) for path in bundled_manifest_paths()), key=lambda m: m.name)
     present = [
-        _manifest_source(manifest.name, raw_root, options, scratch)
+        _manifest_source(manifest.name, raw_root, options, scratch, seed)
         for manifest in manifests
         if manifest.role == "eval" and dataset_root(manifest, raw_root).is_dir()
     ]
@@ -152,8 +157,8 @@ def _all_present(raw_root: Path | None, options: ConvertOptions, scratch: Path) 
 def _unimed_sources(root: Path | None, options: ConvertOptions) -> list[Source]:
     """UniMed's sets found in its extracted evaluation archive, each read as `evalset --recipe
     unimed` reads it; the sets not found are said once."""
-    from unimed_data.evalset.unimed_readers import read_set
     from unimed_data.evalset.samples import EvalSetError
+    from unimed_data.evalset.unimed_readers import read_set
     from unimed_data.evalset.unimed_recipe import SetMissing, locate
     from unimed_data.evalset.unimed_sets import SETS
 
@@ -184,7 +189,7 @@ def _unimed_sources(root: Path | None, options: ConvertOptions) -> list[Source]:
     return sources
 
 
-def _manifest_source(name: str, raw_root: Path, options: ConvertOptions, scratch: Path) -> Source:
+def _manifest_source(name: str, raw_root: Path, options: ConvertOptions, scratch: Path, seed: int) -> Source:
     """The manifest's test and val records, read by the ingest stage (its layout and split rule)."""
     try:
         manifest = load_manifest(find_manifest(name))
@@ -192,7 +197,7 @@ def _manifest_source(name: str, raw_root: Path, options: ConvertOptions, scratch
         raise ProtectError(f"--protect {name}={raw_root}: {exc}") from None
     work = Path(tempfile.mkdtemp(prefix="protect-", dir=scratch))
     try:
-        ingest_dataset(manifest, raw_root, Workspace(work).datasets, salt=secrets.token_hex(16), seed=0)
+        ingest_dataset(manifest, raw_root, Workspace(work).datasets, salt=secrets.token_hex(16), seed=seed)
     except LayoutError as exc:
         raise ProtectError(f"--protect {name}={raw_root}: {exc}") from None
     columns = ["key", "source_path", "split"]
@@ -228,14 +233,22 @@ def _evalset_source(folder: Path, options: ConvertOptions) -> Source:
     for split in PROTECTED_SPLITS:
         for shard in sorted((folder / split).glob("*.tar")):
             inputs.append(shard)
-            with tarfile.open(shard) as tar:
-                for key, members in sample_members(tar).items():
-                    ext = next((e for e in IMAGE_EXTENSIONS if e in members), None)
-                    if ext is not None:
-                        info = members[ext]
-                        member = (info.offset_data, info.size)
-                        tasks.append(ProtectTask(folder.name, f"{split}/{key}", str(shard), member, options))
+            try:
+                samples = _tar_samples(shard)
+            except (tarfile.TarError, OSError) as exc:
+                raise ProtectError(f"--protect {folder}: {shard}: not a readable tar ({exc})") from None
+            for key, members in samples.items():
+                ext = next((e for e in IMAGE_EXTENSIONS if e in members), None)
+                if ext is not None:
+                    info = members[ext]
+                    member = (info.offset_data, info.size)
+                    tasks.append(ProtectTask(folder.name, f"{split}/{key}", str(shard), member, options))
     return Source(folder.name, tasks, inputs)
+
+
+def _tar_samples(shard: Path) -> dict:
+    with tarfile.open(shard) as tar:
+        return sample_members(tar)
 
 
 def fingerprint_all(sources: list[Source], executor: Executor) -> Iterator[Protected]:
@@ -248,8 +261,7 @@ def fingerprint_task(task: ProtectTask) -> Protected:
     image, pixels = _capped(task)
     if image is None:
         return _unread(task)
-    variants = [image, *(crop for amount in CROPS for crop in _crops(image, amount))]
-    marks = [fingerprint(variant) for variant in variants]
+    marks = [fingerprint(variant) for variant in crop_variants(image)]
     return Protected(
         task.eval_set,
         task.eval_key,
@@ -294,6 +306,11 @@ def _capped(task: ProtectTask) -> tuple[Image.Image | None, str | None]:
         return None, None
     size = fit_size(*image.size, task.options.max_side)
     return (image.resize(size, Image.Resampling.LANCZOS) if size != image.size else image), None
+
+
+def crop_variants(image: Image.Image) -> list[Image.Image]:
+    """The image and its crops: each amount of each side pair, at nine placements."""
+    return [image, *(crop for amount in CROPS for crop in _crops(image, amount))]
 
 
 def _crops(image: Image.Image, amount: float) -> Iterator[Image.Image]:

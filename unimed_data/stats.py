@@ -146,6 +146,7 @@ def compute_stats(
             "balanced": inputs == samples + errors_total + filtered_total + duplicates + contaminated,
         },
         "protected": _dedupe_summary(ws).get("protected", {}),
+        "dedupe": {"enabled": _dedupe_summary(ws).get("enabled", True)},
         "splits": splits,
         "datasets": datasets,
         "modalities": dict(sorted(modalities.items())),

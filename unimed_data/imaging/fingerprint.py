@@ -53,14 +53,16 @@ def _as_grey_if_equal(image: Image.Image) -> Image.Image:
     return image
 
 
-def thumbs_agree(a: bytes, b: bytes, *, max_difference: float) -> bool:
-    """Whether two thumbnails show one image: the mean absolute difference of their standardised
-    pixels (brightness and contrast taken out), at the best of a few small shifts (a crop of a few
-    per cent moves the content by a pixel or two), is at most `max_difference`."""
-    return thumb_difference(a, b) <= max_difference
+FLAT = 2.0  # grey levels: a thumbnail with less spread than this shows no structure to compare
 
 
 def thumb_difference(a: bytes, b: bytes) -> float:
+    """The mean absolute difference of two thumbnails' standardised pixels (brightness and contrast
+    taken out) at the best of nine one-pixel shifts (a crop of a few per cent moves the content by
+    a pixel or two). Infinite when either is flat: blank images of any grey would otherwise agree,
+    so they match only on identical pixels."""
+    if _spread(a) < FLAT or _spread(b) < FLAT:
+        return float("inf")
     x, y = _standardised(a), _standardised(b)
     best = float("inf")
     for dy in (-1, 0, 1):
@@ -69,6 +71,10 @@ def thumb_difference(a: bytes, b: bytes) -> float:
             ys = y[max(0, -dy) : THUMB_SIDE + min(0, -dy), max(0, -dx) : THUMB_SIDE + min(0, -dx)]
             best = min(best, float(np.abs(xs - ys).mean()))
     return best
+
+
+def _spread(thumb: bytes) -> float:
+    return float(np.frombuffer(thumb, dtype=np.uint8).std())
 
 
 def _standardised(thumb: bytes) -> np.ndarray:

@@ -1,13 +1,14 @@
 """Convert stage: every record's source file becomes a capped JPEG, in parallel, resumably.
 
 Each image is written atomically under its key, so a killed run leaves only complete images; a
-rerun keeps those whose result the last finished table holds, and converts the rest. Each result
-carries the image's fingerprint for the dedupe stage. The table is streamed in batches and the pool
+rerun reuses those (their result, fingerprint included, is kept beside each JPEG) and converts
+the rest. Each result carries the image's fingerprint for the dedupe stage. The table is streamed in batches and the pool
 is fed in windows, so memory does not grow with the dataset.
 """
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import hashlib
 import json
@@ -78,28 +79,25 @@ def encode_source(source: Path, options: ConvertOptions) -> EncodedImage | Conve
 def convert_one(task: ConvertTask) -> ConvertResult:
     """Convert one file, or describe why it cannot be; never raises for bad input.
 
-    A finished JPEG carries its source's modification time, so it is reused only while the source
-    is unchanged and the previous table holds its result; a replaced source is converted again.
+    A finished JPEG carries its source's modification time, and its result (size, digests,
+    fingerprint) is kept beside it, so it is reused while the source is unchanged: a rerun after a
+    kill, or after rows were added, decodes only what is new; a replaced source is converted again.
     """
     source, target = Path(task.source), Path(task.target)
     try:
         mtime_ns = source.stat().st_mtime_ns
     except OSError:
         mtime_ns = None  # encode_source says why
-    if task.known is not None and target.exists() and target.stat().st_mtime_ns == mtime_ns:
-        return task.known
-    # Without the previous run's result (a run killed before its table was written) the source is
-    # converted again: the fingerprint is taken from decoded source pixels, never from our JPEG.
+    if mtime_ns is not None and target.exists() and target.stat().st_mtime_ns == mtime_ns:
+        if task.known is not None:
+            return task.known
+        if (kept := _read_result(target, mtime_ns)) is not None:
+            return kept
     encoded = encode_source(source, task.options)
     if isinstance(encoded, ConvertResult):
         return encoded
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = temp_path(target)
-    tmp.write_bytes(encoded.jpeg)
-    os.utime(tmp, ns=(mtime_ns, mtime_ns))
-    os.replace(tmp, target)
     mark = encoded.fingerprint
-    return ConvertResult(
+    result = ConvertResult(
         encoded.width,
         encoded.height,
         hashlib.sha256(encoded.jpeg).hexdigest(),
@@ -107,7 +105,41 @@ def convert_one(task: ConvertTask) -> ConvertResult:
         phash=mark.phash,
         thumb=mark.thumb,
     )
+    target.parent.mkdir(parents=True, exist_ok=True)
+    _write_result(target, result, mtime_ns)  # before the JPEG: a JPEG in place always has its result
+    tmp = temp_path(target)
+    tmp.write_bytes(encoded.jpeg)
+    os.utime(tmp, ns=(mtime_ns, mtime_ns))
+    os.replace(tmp, target)
+    return result
 
+
+def _result_file(target: Path) -> Path:
+    return target.with_suffix(".json")
+
+
+def _write_result(target: Path, result: ConvertResult, mtime_ns: int) -> None:
+    fields = {
+        **dataclasses.asdict(result),
+        "thumb": base64.b64encode(result.thumb).decode(),
+        "mtime_ns": mtime_ns,
+    }
+    atomic_write_text(_result_file(target), json.dumps(fields, sort_keys=True))
+
+
+def _read_result(target: Path, mtime_ns: int) -> ConvertResult | None:
+    """The result kept beside a finished JPEG, if it was made from the source as it is now."""
+    try:
+        fields = json.loads(_result_file(target).read_text())
+    except (OSError, ValueError):
+        return None
+    if fields.pop("mtime_ns", None) != mtime_ns:
+        return None
+    fields["thumb"] = base64.b64decode(fields["thumb"])
+    return ConvertResult(**fields)
+
+
+FINGERPRINT_VERSION = 1  # in the stamp: tables converted before fingerprints existed are redone
 
 CRASHED = "the decoder crashed the worker process (segfault or out of memory)"
 
@@ -123,7 +155,9 @@ def convert_dataset(
     records, converted, errors = ws.records(slug), ws.converted(slug), ws.errors(slug, "convert")
     filtered = ws.filtered(slug, "convert")
     option_dict = dataclasses.asdict(options)
-    stamp = Stamp.of(ws.stamp(slug, "convert"), [records], option_dict)
+    stamp = Stamp.of(
+        ws.stamp(slug, "convert"), [records], {**option_dict, "fingerprint": FINGERPRINT_VERSION}
+    )
     stored = stamp.stored([converted, errors, filtered])
     if stored is not None and stored["errors"] == 0:
         return StageSummary.from_dict(stored)

@@ -76,6 +76,11 @@ class Tables:
         phash, has = [], []
         for table, path in enumerate(self.paths):
             columns = ["pixels_sha256", "phash", "source_path", "patient_id"]
+            if "phash" not in pq.read_schema(path).names:
+                raise ValueError(
+                    f"{path}: written by an older unimed-data, without image fingerprints; "
+                    "rerun `convert` and `caption` (or the whole build)"
+                )
             for batch in pq.ParquetFile(path).iter_batches(columns=columns):
                 pixels.extend(match.digest64(d) for d in batch.column("pixels_sha256").to_pylist())
                 tails.extend(match.text64(path_tail(p)) for p in batch.column("source_path").to_pylist())
@@ -173,8 +178,13 @@ def run_dedupe(ctx: StageContext, _: None) -> StageSummary:
     settings, ws = ctx.config.dedupe, ctx.ws
     slugs = [d.slug for d in ctx.datasets]
     tables = Tables([ws.captioned(slug) for slug in slugs])
-    with tempfile.TemporaryDirectory(prefix="unimed-protect-") as scratch:
-        sources = read_specs(settings.protect, ctx.config.root, ctx.config.convert.options(), Path(scratch))
+    sources = []
+    if settings.enabled:
+        with tempfile.TemporaryDirectory(prefix="unimed-protect-") as scratch:
+            options = ctx.config.convert.options()
+            sources = read_specs(
+                settings.protect, ctx.config.root, options, Path(scratch), seed=ctx.config.seed
+            )
     inputs = [*tables.paths, *(path for source in sources for path in source.inputs)]
     options = {
         **settings.model_dump(mode="json"),
@@ -189,6 +199,7 @@ def run_dedupe(ctx: StageContext, _: None) -> StageSummary:
     protected = list(fingerprint_all(sources, ctx.executor)) if settings.enabled else []
     summary = dedupe(ctx, tables, slugs, protected)
     summary["protected"] = _protected_counts(sources, protected, summary.pop("removed_by_set"))
+    summary["enabled"] = settings.enabled
     stamp.write(summary, tables.paths)
     removed = summary["filtered"]
     if removed:
@@ -222,12 +233,12 @@ def dedupe(ctx: StageContext, tables: Tables, slugs: list[str], protected: list[
         corpus = tables.scan()
         index = match.CorpusIndex(corpus, rows)
         hits = contamination(tables, index, protected, settings)
-        candidates = match.across_series(
-            corpus,
-            [p for p in index.near_candidates(settings.radius) if p[0] not in hits and p[1] not in hits],
+        if hits:  # the rest, indexed again: a removed row must not be the link of a group
+            index = match.CorpusIndex(corpus, np.setdiff1d(rows, np.fromiter(hits, np.int64)))
+        candidates = match.across_series(corpus, index.near_candidates(settings.radius))
+        pairs = index.exact_pairs() + match.confirmed(
+            candidates, tables.thumbs, settings.max_thumb_difference
         )
-        exact = [p for p in index.exact_pairs() if p.a not in hits and p.b not in hits]
-        pairs = exact + match.confirmed(candidates, tables.thumbs, settings.max_thumb_difference)
     grouped = match.groups(len(rows), pairs)
     wanted = set(hits) | {row for members in grouped.values() for row in members}
     info = tables.fetch(wanted, ["key", "dataset", "source_path", "captions"])

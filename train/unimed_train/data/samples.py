@@ -68,7 +68,8 @@ class ToSample:
         # global one: the batcher reads one sample ahead, so with the global generator a resumed
         # run would crop that sample differently than the unbroken run did.
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed_int("augment", self.seed, self.epoch.get_value(), key) % 2**63)
+            seed = seed_int("augment", int(self.seed), int(self.epoch.get_value()), str(key))
+            torch.default_generator.manual_seed(seed % 2**63)  # the CPU generator only: fork_rng restores it
             out = {"key": key, "image": self.preprocess(image), "text": self.tokenizer(text)[0]}
             for member in self.members:
                 out.update(member.decode(sample, image, choice, len(captions)))
