@@ -3,6 +3,8 @@ loopback HTTP file server for the download tests."""
 
 import base64
 import csv
+import json
+import tarfile
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -149,3 +151,14 @@ def server(monkeypatch):
     s = FileServer()
     yield s
     s.close()
+
+
+def shard_json_field(out: Path, field: str) -> dict[str, object]:
+    """One json field of every sample, by key, from every tar under `out`'s split folders."""
+    found = {}
+    for shard in sorted(out.glob("*/*.tar")):
+        with tarfile.open(shard) as tar:
+            for member in tar:
+                if member.name.endswith(".json"):
+                    found[member.name.split(".")[0]] = json.loads(tar.extractfile(member).read())[field]
+    return found

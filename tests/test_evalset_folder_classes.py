@@ -4,26 +4,18 @@ manifest: `_` reads as a space)."""
 
 from __future__ import annotations
 
-import json
 import random
-import tarfile
 from pathlib import Path
 
 import pyarrow.parquet as pq
 from PIL import Image
 
-from tests.conftest import run_cli
+from tests.conftest import run_cli, shard_json_field
 
 
 def sample_labels(out: Path) -> dict[str, list[str]]:
     """Each sample's labels, by key, from the json members of every tar under `out`."""
-    labels = {}
-    for shard in out.glob("*/*.tar"):
-        with tarfile.open(shard) as tar:
-            for member in tar:
-                if member.name.endswith(".json"):
-                    labels[member.name.split(".")[0]] = json.loads(tar.extractfile(member).read())["labels"]
-    return labels
+    return shard_json_field(out, "labels")
 
 
 def test_build_and_evalset_label_a_nested_tree_alike(tmp_path):

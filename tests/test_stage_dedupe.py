@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import json
 import shutil
-import tarfile
 from pathlib import Path
 
 import pyarrow.parquet as pq
 from PIL import Image, ImageDraw
 
-from tests.conftest import run_cli
+from tests.conftest import run_cli, shard_json_field
 
 
 def picture(seed: int, size=(160, 128)) -> Image.Image:
@@ -52,13 +51,7 @@ def config(tmp_path: Path, root: Path, manifests: list[Path], extra: str = "") -
 
 
 def shard_captions(out: Path) -> dict[str, list[str]]:
-    found = {}
-    for shard in sorted(out.glob("*/*.tar")):
-        with tarfile.open(shard) as tar:
-            for member in tar:
-                if member.name.endswith(".json"):
-                    found[member.name.split(".")[0]] = json.loads(tar.extractfile(member).read())["captions"]
-    return found
+    return shard_json_field(out, "captions")
 
 
 def test_one_image_in_two_sources_is_one_sample_with_both_captions(tmp_path):

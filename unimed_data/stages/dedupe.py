@@ -100,9 +100,11 @@ class Tables:
         )
 
     def fetch(self, rows: set[int], columns: list[str]) -> dict[int, dict]:
-        """The `columns` of `rows`, read in one pass."""
-        wanted = np.array(sorted(rows), dtype=np.int64)
+        """The `columns` of `rows`, read in one pass (none when no row is asked for)."""
         found: dict[int, dict] = {}
+        if not rows:
+            return found
+        wanted = np.array(sorted(rows), dtype=np.int64)
         for table, path in enumerate(self.paths):
             start = self.offsets[table]
             for batch in pq.ParquetFile(path).iter_batches(columns=columns):
