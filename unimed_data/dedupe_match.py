@@ -130,18 +130,15 @@ def across_series(corpus: Corpus, pairs: list[tuple[int, int, int]]) -> list[tup
 
 
 def confirmed(
-    pairs: list[tuple[int, int, int]], thumbs: Callable[[set[int]], dict[int, bytes]], max_difference: float
+    pairs: list[tuple[int, int, int]], thumb: Callable[[int], bytes | None], max_difference: float
 ) -> list[Pair]:
-    """The candidate pairs whose thumbnails agree."""
-    wanted = {row for a, b, _ in pairs for row in (a, b)}
-    thumb = thumbs(wanted) if wanted else {}
-    return [
-        Pair(a, b)
-        for a, b, _ in pairs
-        if thumb.get(a) is not None
-        and thumb.get(b) is not None
-        and thumb_difference(thumb[a], thumb[b]) <= max_difference
-    ]
+    """The candidate pairs whose thumbnails agree (`thumb(row)`: None where a row has none)."""
+    agree = []
+    for a, b, _ in pairs:
+        x, y = thumb(a), thumb(b)
+        if x is not None and y is not None and thumb_difference(x, y) <= max_difference:
+            agree.append(Pair(a, b))
+    return agree
 
 
 def groups(size: int, pairs: list[Pair]) -> dict[int, list[int]]:

@@ -23,6 +23,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from unimed_data import dedupe_match as match
+from unimed_data.imaging.fingerprint import THUMB_SIDE
 from unimed_data.protect import Protected, fingerprint_all, path_tail, read_specs
 from unimed_data.schema import RECORD_SCHEMA
 from unimed_data.stages.base import Stage, StageSummary
@@ -56,6 +57,7 @@ CONTAMINATION_SCHEMA = pa.schema(
     ]
 )
 KIND_ORDER = {"path": 0, "exact": 1, "near": 2}
+THUMB_BYTES = THUMB_SIDE * THUMB_SIDE
 
 
 def _int64(values: array) -> np.ndarray:
@@ -65,17 +67,20 @@ def _int64(values: array) -> np.ndarray:
 class Tables:
     """The build's captioned tables as one numbered sequence of rows."""
 
-    def __init__(self, paths: list[Path]):
+    def __init__(self, paths: list[Path], thumb_file: Path):
         self.paths = paths
         self.offsets = np.cumsum([0, *(row_count(path) for path in paths)])
+        self.thumb_file = thumb_file  # every row's thumbnail, THUMB_BYTES each, in row order
+        self.thumbs: np.ndarray | None = None
 
     def scan(self) -> match.Corpus:
         """The fingerprint arrays of every row, batch by batch: 8-byte typed arrays, so memory is
         about 33 bytes a row whatever the tables hold."""
         pixels, tails, series = array("q"), array("q"), array("q")
         phash, has = [], []
+        thumbs = self.thumb_file.open("wb")
         for table, path in enumerate(self.paths):
-            columns = ["pixels_sha256", "phash", "source_path", "patient_id"]
+            columns = ["pixels_sha256", "phash", "source_path", "patient_id", "thumb"]
             if "phash" not in pq.read_schema(path).names:
                 raise ValueError(
                     f"{path}: written by an older unimed-data, without image fingerprints; "
@@ -88,9 +93,14 @@ class Tables:
                     match.text64(f"{table}/{patient}") if patient else 0
                     for patient in batch.column("patient_id").to_pylist()
                 )
+                for thumb in batch.column("thumb").to_pylist():
+                    thumbs.write(thumb if thumb and len(thumb) == THUMB_BYTES else bytes(THUMB_BYTES))
                 hashes = batch.column("phash")
                 has.append(hashes.is_valid().to_numpy(zero_copy_only=False))
                 phash.append(hashes.fill_null(0).to_numpy(zero_copy_only=False).astype(np.int64))
+        thumbs.close()
+        rows = int(self.offsets[-1])
+        self.thumbs = np.memmap(self.thumb_file, np.uint8, "r", shape=(rows, THUMB_BYTES)) if rows else None
         return match.Corpus(
             _int64(pixels),
             np.concatenate(phash) if phash else np.zeros(0, np.int64),
@@ -116,8 +126,10 @@ class Tables:
                 start = end
         return found
 
-    def thumbs(self, rows: set[int]) -> dict[int, bytes]:
-        return {row: data["thumb"] for row, data in self.fetch(rows, ["thumb"]).items()}
+    def thumb(self, row: int) -> bytes | None:
+        """A row's thumbnail, from the file `scan` wrote (read on demand: memory holds none)."""
+        data = bytes(self.thumbs[row])
+        return data if any(data) else None
 
 
 def contamination(
@@ -141,9 +153,8 @@ def contamination(
     for query, value, distance in index.index.search(queries, settings.radius):
         for q, v, d in zip(query, value, distance, strict=True):
             near.extend((int(row), owners[q], thumbs[q], int(d)) for row in index.rows_of_value(int(v)))
-    corpus_thumbs = tables.thumbs({row for row, *_ in near})
     for row, image, thumb, distance in near:
-        theirs = corpus_thumbs.get(row)
+        theirs = tables.thumb(row)
         if theirs is not None and match.thumb_difference(thumb, theirs) <= settings.max_thumb_difference:
             _hit(hits, row, image, "near", distance)
     return _real_path_hits(tables, hits)
@@ -179,7 +190,7 @@ def _sizes_differ(a: str, b: str) -> bool:
 def run_dedupe(ctx: StageContext, _: None) -> StageSummary:
     settings, ws = ctx.config.dedupe, ctx.ws
     slugs = [d.slug for d in ctx.datasets]
-    tables = Tables([ws.captioned(slug) for slug in slugs])
+    tables = Tables([ws.captioned(slug) for slug in slugs], ws.work / "dedupe-thumbs.bin")
     sources = []
     if settings.enabled:
         with tempfile.TemporaryDirectory(prefix="unimed-protect-") as scratch:
@@ -199,7 +210,11 @@ def run_dedupe(ctx: StageContext, _: None) -> StageSummary:
     if stored is not None:
         return StageSummary(NAME, "*", stored["inputs"], stored["outputs"], 0, stored["filtered"], True)
     protected = list(fingerprint_all(sources, ctx.executor)) if settings.enabled else []
-    summary = dedupe(ctx, tables, slugs, protected)
+    try:
+        summary = dedupe(ctx, tables, slugs, protected)
+    finally:
+        tables.thumbs = None  # the memory map closes with its last reference
+        tables.thumb_file.unlink(missing_ok=True)
     summary["protected"] = _protected_counts(sources, protected, summary.pop("removed_by_set"))
     summary["enabled"] = settings.enabled
     stamp.write(summary, tables.paths)
@@ -238,9 +253,7 @@ def dedupe(ctx: StageContext, tables: Tables, slugs: list[str], protected: list[
         if hits:  # the rest, indexed again: a removed row must not be the link of a group
             index = match.CorpusIndex(corpus, np.setdiff1d(rows, np.fromiter(hits, np.int64)))
         candidates = match.across_series(corpus, index.near_candidates(settings.radius))
-        pairs = index.exact_pairs() + match.confirmed(
-            candidates, tables.thumbs, settings.max_thumb_difference
-        )
+        pairs = index.exact_pairs() + match.confirmed(candidates, tables.thumb, settings.max_thumb_difference)
     grouped = match.groups(len(rows), pairs)
     wanted = set(hits) | {row for members in grouped.values() for row in members}
     info = tables.fetch(wanted, ["key", "dataset", "source_path", "captions"])
