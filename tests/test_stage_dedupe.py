@@ -7,10 +7,13 @@ import json
 import shutil
 from pathlib import Path
 
+import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
 from PIL import Image, ImageDraw
 
 from tests.conftest import run_cli, shard_json_field
+from unimed_data.stages.dedupe import Tables
 
 
 def picture(seed: int, size=(160, 128)) -> Image.Image:
@@ -284,3 +287,10 @@ def test_unimeds_benchmark_is_read_from_its_archive_and_kept_out(tmp_path):
     assert Path(row["source_path"]).name.startswith("leak") and row["kind"] in ("exact", "near")
     stats = json.loads((out / "stats.json").read_text())
     assert len(stats["protected"]) == 21 and sum(s["removed"] for s in stats["protected"].values()) == 1
+
+
+def test_a_table_converted_before_fingerprints_is_refused_with_what_to_rerun(tmp_path):
+    old = tmp_path / "captioned.parquet"
+    pq.write_table(pa.table({"key": ["a"], "source_path": ["/raw/a.png"], "patient_id": [None]}), old)
+    with pytest.raises(ValueError, match="older unimed-data, without image fingerprints; rerun `convert`"):
+        Tables([old], tmp_path / "thumbs.bin").scan()
