@@ -1,4 +1,4 @@
-"""The `unimed-data` command line: build, the stages one by one, evalset, validate, stats, download.
+"""The `unimed-data` command line: build, the stages one by one, evalset, validate, stats, download, publish.
 
 Expected failures (bad input data, a missing folder, a wrong option) end as one `error:` line and
 exit 2; `main`, the console-script entry, shows anything else with its traceback as a bug. Ctrl-C
@@ -24,6 +24,7 @@ from unimed_data import cli_common as opt
 from unimed_data import terminal
 from unimed_data.cli_common import OFF, ONE_SOURCE, fail, os_problem, print_error_rows
 from unimed_data.cli_evalset import evalset
+from unimed_data.cli_publish import publish
 from unimed_data.cli_sources import download, sources
 from unimed_data.config import BuildConfig, ConfigError
 from unimed_data.layouts import LayoutError
@@ -282,3 +283,4 @@ def stats(
 app.command()(download)
 app.command()(sources)
 app.command()(evalset)
+app.command()(publish)

@@ -9,7 +9,7 @@ rows, are held.
 
 The stage is skipped when `ingest.json` holds the fingerprint of the same inputs: the manifest's
 canonical JSON, a hash of the salt (never the salt), the seed, the dataset root and the size and
-mtime of the annotation files (the shared `stamps` format, which `publish.py` reads back for the stats).
+mtime of the annotation files (the shared `stamps` format, which `build_report.py` reads back for the stats).
 """
 
 from __future__ import annotations

@@ -23,8 +23,8 @@ from typing import TYPE_CHECKING
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from unimed_data.build_report import write_report
 from unimed_data.executor import Executor, LocalExecutor
-from unimed_data.publish import publish
 from unimed_data.schema import SAMPLE_JSON_FIELDS, SPLITS
 from unimed_data.stages.base import Stage, StageSummary
 from unimed_data.stages.shard_options import ShardOptions
@@ -290,7 +290,7 @@ def run_shard(ctx: StageContext, _: None) -> StageSummary:
     tags = {d.manifest.name: d.manifest.unimed_tag for d in ctx.datasets if d.manifest.unimed_tag}
     options = replace(ctx.config.shard.options(ctx.config.seed), txt_tags=tuple(sorted(tags.items())))
     samples = sum(shard_datasets(ctx.ws, slugs, options, executor=ctx.executor).values())
-    ctx.stats = publish(ctx, tags)
+    ctx.stats = write_report(ctx, tags)
     unchanged = _published_files(ctx.ws) == before
     if unchanged:
         print(f"nothing to do: {ctx.ws.out} was already up to date; no file was rewritten", file=sys.stderr)

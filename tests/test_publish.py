@@ -1,0 +1,103 @@
+"""`unimed-data publish`: a build's public files, checksummed, to a folder or to a real S3 API on
+loopback (moto's server); resumable, never `work/`, never a secret in a message."""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import run_cli
+
+SECRET = "do-not-print-this-secret-0123456789"
+
+
+@pytest.fixture
+def build(demo_out: Path, tmp_path: Path) -> Path:
+    out = tmp_path / "build"
+    shutil.copytree(demo_out, out)
+    return out
+
+
+def sums(text: str) -> dict[str, str]:
+    return {name: digest for digest, name in (line.split("  ", 1) for line in text.splitlines())}
+
+
+def test_a_folder_gets_every_public_file_with_checksums_and_nothing_of_work(build, tmp_path):
+    dest = tmp_path / "published"
+    result = run_cli("publish", build, f"file://{dest}")
+    assert result.exit_code == 0, result.output
+    listed = sums((dest / "SHA256SUMS").read_text())
+    sent = sorted(p.relative_to(dest).as_posix() for p in dest.rglob("*") if p.is_file())
+    assert sent == sorted([*listed, "SHA256SUMS"])
+    public = {"stats.json", "README.md", "errors.parquet", "duplicates.parquet", "train/sizes.json"}
+    assert public <= set(listed)
+    assert not any(name.startswith("work/") or name.endswith(".partial") for name in sent)
+    for name, digest in listed.items():
+        here, there = (hashlib.sha256((root / name).read_bytes()).hexdigest() for root in (build, dest))
+        assert here == there == digest, name
+    again = run_cli("publish", build, f"file://{dest}")
+    assert f"0 files sent, {len(listed)} already there" in again.output
+
+
+def test_a_dry_run_lists_and_sends_nothing(build, tmp_path):
+    dest = tmp_path / "published"
+    result = run_cli("publish", build, f"file://{dest}", "--dry-run")
+    assert result.exit_code == 0 and "train/sizes.json" in result.output and "would go to" in result.output
+    assert not dest.exists()
+
+
+def test_a_destination_inside_the_build_or_a_folder_that_is_no_build_is_refused(build, tmp_path):
+    inside = run_cli("publish", build, f"file://{build / 'copy'}")
+    assert inside.exit_code == 2 and "lies inside the build" in inside.output
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert "not a finished build" in run_cli("publish", empty, f"file://{tmp_path / 'x'}").output
+
+
+@pytest.fixture
+def s3(monkeypatch):
+    """A real S3 API on loopback (moto's server) with one bucket; AWS_ENDPOINT_URL points at it."""
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    urllib.request.urlopen(urllib.request.Request(f"http://{host}:{port}/moto-api/reset", method="POST"))
+    for name, value in {
+        "AWS_ENDPOINT_URL": f"http://{host}:{port}",
+        "AWS_ACCESS_KEY_ID": "testing-key",
+        "AWS_SECRET_ACCESS_KEY": SECRET,
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }.items():
+        monkeypatch.setenv(name, value)
+    import s3fs
+
+    fs = s3fs.S3FileSystem(skip_instance_cache=True)
+    fs.mkdir("corpus")
+    yield fs
+    server.stop()
+
+
+def test_an_interrupted_s3_publish_resumes_with_only_the_missing_files(build, s3):
+    first = run_cli("publish", build, "s3://corpus/unimed/v1")
+    assert first.exit_code == 0, first.output
+    # As if stopped midway on another machine: two objects never arrived, no local record.
+    shutil.rmtree(build / "work" / "publish")
+    s3.rm(["corpus/unimed/v1/train/sizes.json", "corpus/unimed/v1/stats.json"])
+    again = run_cli("publish", build, "s3://corpus/unimed/v1")
+    assert again.exit_code == 0, again.output
+    listed = sums(s3.cat("corpus/unimed/v1/SHA256SUMS").decode())
+    assert f"2 files sent, {len(listed) - 2} already there" in again.output
+    for name, digest in listed.items():
+        assert hashlib.sha256(s3.cat(f"corpus/unimed/v1/{name}")).hexdigest() == digest, name
+    assert SECRET not in first.output + again.output
+
+
+def test_a_missing_bucket_is_one_error_line(build, s3):
+    result = run_cli("publish", build, "s3://no-such-bucket/unimed")
+    assert result.exit_code == 2
+    assert "bucket no-such-bucket not found" in result.output and SECRET not in result.output

@@ -1,0 +1,46 @@
+"""`unimed-data publish`: parse, run `publish.py`, print."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from unimed_data import terminal
+from unimed_data.cli_common import fail
+
+
+def publish(
+    out: Annotated[Path, typer.Argument(help="The output folder of a finished build.")],
+    dest: Annotated[
+        str,
+        typer.Argument(help="Where to: s3://bucket/prefix, gs://..., file://..., hf://datasets/org/name."),
+    ],
+    workers: Annotated[int, typer.Option("--workers", min=1, help="Parallel uploads.")] = 8,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="List what would be sent; send nothing.")
+    ] = False,
+) -> None:
+    """Publish a build's shards, sizes, index, stats, errors, dedupe tables and card (never work/)."""
+    from tqdm import tqdm
+
+    from unimed_data.publish import PublishError, destination, published_items
+    from unimed_data.publish import publish as send
+
+    try:
+        out = out.resolve()
+        if dry_run:
+            destination(dest, out)
+            items = published_items(out)
+            for item in items:
+                terminal.say(f"{item.size:>14,}  {item.name}")
+            total = sum(item.size for item in items)
+            terminal.say(f"{len(items)} files, {total:,} bytes, plus SHA256SUMS, would go to {dest}")
+            return
+        total = sum(item.size for item in published_items(out))
+        with tqdm(total=total, unit="B", unit_scale=True, desc="publish", disable=None) as bar:
+            report = send(out, dest, workers=workers, progress=bar.update)
+    except PublishError as exc:
+        fail(str(exc))
+    terminal.say(f"{len(report.sent)} files sent, {len(report.kept)} already there; {dest} holds SHA256SUMS")
