@@ -101,3 +101,25 @@ def test_a_missing_bucket_is_one_error_line(build, s3):
     result = run_cli("publish", build, "s3://no-such-bucket/unimed")
     assert result.exit_code == 2
     assert "bucket no-such-bucket not found" in result.output and SECRET not in result.output
+
+
+def test_the_trainer_reads_published_shards_and_their_sizes_straight_from_s3(demo_out, tmp_path, s3):
+    pytest.importorskip("open_clip", reason="needs the `train` extra")
+    import json
+
+    from unimed_train.data.spec import dataset_size, parse_spec
+    from unimed_train.main import main
+
+    from tests.tiny_models import tiny_argv
+
+    build = tmp_path / "build"
+    shutil.copytree(demo_out, build)
+    assert run_cli("publish", build, "s3://corpus/unimed").exit_code == 0
+    count = len(json.loads((build / "train" / "sizes.json").read_text()))
+    remote = f"s3://corpus/unimed/train/unimed-{{000000..{count - 1:06d}}}.tar"
+    local_sizes = json.loads((build / "train" / "sizes.json").read_text())
+    assert dataset_size(parse_spec(remote)) == sum(local_sizes.values())
+    out = tmp_path / "run"
+    main(tiny_argv(tmp_path, remote, out, "--steps", "10", "--batch-size", "8", "--warmup", "2"))
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [row["step"] for row in rows] == list(range(1, 11))

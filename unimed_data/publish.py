@@ -89,7 +89,7 @@ def checksums(items: list[Item]) -> str:
 def destination(dest: str, out: Path):
     """The store and root folder of DEST; DEST inside OUT is refused (a rerun would publish it)."""
     try:
-        fs, root = fsspec.core.url_to_fs(dest)
+        fs, root = fsspec.core.url_to_fs(dest, skip_instance_cache=True)  # the environment as it is now
     except (ImportError, ValueError) as exc:
         raise PublishError(f"{dest}: {redact(str(exc))}") from None
     if isinstance(fs, LocalFileSystem):

@@ -20,6 +20,7 @@ from collections.abc import Iterator
 from multiprocessing import Value
 from typing import Any
 
+import fsspec
 import webdataset as wds
 from torch.utils.data import get_worker_info
 
@@ -119,5 +120,22 @@ class EpochSamples(wds.PipelineStage):
         return self._shuffled(samples, epoch, self.rank, worker, passno)
 
 
+OBJECT_STORES = ("s3", "gs", "gcs", "hf", "az", "abfs")
+
+
 def _tar_samples(urls: Iterator[dict]) -> Iterator[dict]:
-    return wds.tarfile_to_samples(handler=wds.warn_and_continue)(urls)
+    """Samples of the shards at `urls`: local files and `pipe:`/`http(s)` through webdataset's own
+    openers, object stores (`s3://`, `gs://`, `hf://`) through fsspec, which reads the usual
+    credentials and `AWS_ENDPOINT_URL`."""
+    streams = _opened(urls)
+    files = wds.tariterators.tar_file_expander(streams, handler=wds.warn_and_continue)
+    return wds.tariterators.group_by_keys(files, handler=wds.warn_and_continue)
+
+
+def _opened(urls: Iterator[dict]) -> Iterator[dict]:
+    for item in urls:
+        url = item["url"]
+        if url.partition("://")[0] in OBJECT_STORES:
+            yield {**item, "stream": fsspec.open(url, "rb", skip_instance_cache=True).open()}
+        else:
+            yield from wds.tariterators.url_opener([item], handler=wds.warn_and_continue)

@@ -7,8 +7,10 @@ import math
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import braceexpand
+import fsspec
 
 from unimed_train.cli import UsageError
 
@@ -73,15 +75,26 @@ def dataset_size(sources: Sequence[Source]) -> int | None:
     """Total samples from each source's ``sizes.json``; None if any source has none."""
     total = 0
     for src in sources:
-        folder = os.path.dirname(src.urls[0])
-        path = os.path.join(folder, "sizes.json")
-        if not os.path.isfile(path):
+        path = f"{src.urls[0].rsplit('/', 1)[0]}/sizes.json"
+        sizes = _read_sizes(path)
+        if sizes is None:
             return None
-        with open(path) as f:
-            sizes = json.load(f)
         for url in src.urls:
-            name = os.path.basename(url)
+            name = url.rsplit("/", 1)[-1]
             if name not in sizes:
                 raise UsageError(f"{path}: no entry for shard {name!r}")
             total += int(sizes[name])
     return total
+
+
+def _read_sizes(path: str) -> dict | None:
+    """A `sizes.json`, local or remote (fsspec: `s3://`, `https://`, `hf://`...); None if absent."""
+    if not _is_remote(path):
+        return json.loads(Path(path).read_text()) if os.path.isfile(path) else None
+    if path.startswith("pipe:"):
+        return None
+    try:
+        with fsspec.open(path, "rt", skip_instance_cache=True) as handle:
+            return json.load(handle)
+    except FileNotFoundError:
+        return None
