@@ -29,7 +29,7 @@ from pydicom.data import get_testdata_files
 from unimed_data.config import DedupeConfig
 from unimed_data.hash_index import HashIndex
 from unimed_data.imaging import ConvertOptions, convert_file
-from unimed_data.imaging.encode import fit_size
+from unimed_data.imaging.encode import capped
 from unimed_data.imaging.fingerprint import Fingerprint, fingerprint, thumb_difference
 from unimed_data.protect import crop_variants
 
@@ -42,8 +42,7 @@ warnings.filterwarnings("ignore")  # pydicom's test files are deliberately odd
 
 
 def cap(image: Image.Image) -> Image.Image:
-    size = fit_size(*image.size, ConvertOptions().max_side)
-    return image.resize(size, Image.Resampling.LANCZOS) if size != image.size else image
+    return capped(image, ConvertOptions().max_side)
 
 
 def variants(image: Image.Image) -> list[Fingerprint]:

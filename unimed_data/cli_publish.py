@@ -25,20 +25,19 @@ def publish(
     """Publish a build's shards, sizes, index, stats, errors, dedupe tables and card (never work/)."""
     from tqdm import tqdm
 
-    from unimed_data.publish import PublishError, destination, published_items
+    from unimed_data.publish import PublishError, destination, published_files
     from unimed_data.publish import publish as send
 
     try:
         out = out.resolve()
+        destination(dest, out)
+        files = [(path.relative_to(out).as_posix(), path.stat().st_size) for path in published_files(out)]
+        total = sum(size for _, size in files)
         if dry_run:
-            destination(dest, out)
-            items = published_items(out)
-            for item in items:
-                terminal.say(f"{item.size:>14,}  {item.name}")
-            total = sum(item.size for item in items)
-            terminal.say(f"{len(items)} files, {total:,} bytes, plus SHA256SUMS, would go to {dest}")
+            for name, size in files:
+                terminal.say(f"{size:>14,}  {name}")
+            terminal.say(f"{len(files)} files, {total:,} bytes, plus SHA256SUMS, would go to {dest}")
             return
-        total = sum(item.size for item in published_items(out))
         with tqdm(total=total, unit="B", unit_scale=True, desc="publish", disable=None) as bar:
             report = send(out, dest, workers=workers, progress=bar.update)
     except PublishError as exc:

@@ -32,7 +32,7 @@ from PIL import Image
 from unimed_data.dataset_folders import dataset_root
 from unimed_data.executor import Executor
 from unimed_data.imaging import ConvertOptions
-from unimed_data.imaging.encode import fit_size
+from unimed_data.imaging.encode import capped
 from unimed_data.imaging.fingerprint import fingerprint
 from unimed_data.layouts import LayoutError, annotation_files
 from unimed_data.manifest import ManifestError, bundled_manifest_paths, find_manifest, load_manifest
@@ -304,8 +304,7 @@ def _capped(task: ProtectTask) -> tuple[Image.Image | None, str | None]:
             image = image.convert("L" if image.mode in ("L", "I", "I;16") else "RGB")
     except (OSError, ValueError, Image.DecompressionBombError):
         return None, None
-    size = fit_size(*image.size, task.options.max_side)
-    return (image.resize(size, Image.Resampling.LANCZOS) if size != image.size else image), None
+    return capped(image, task.options.max_side), None
 
 
 def crop_variants(image: Image.Image) -> list[Image.Image]:

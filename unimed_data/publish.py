@@ -52,13 +52,9 @@ class Report:
     sent: list[str]
     kept: list[str]  # already at DEST as they are here
 
-    @property
-    def files(self) -> int:
-        return len(self.sent) + len(self.kept)
 
-
-def published_items(out: Path) -> list[Item]:
-    """The files a build publishes, in a fixed order, with their sizes and digests."""
+def published_files(out: Path) -> list[Path]:
+    """The files a build publishes, in a fixed order."""
     ws = Workspace(out)
     if not ws.stats.exists():
         raise PublishError(f"{out}: no stats.json: not a finished build (run `unimed-data build` first)")
@@ -67,10 +63,14 @@ def published_items(out: Path) -> list[Item]:
         folder = ws.split_dir(split)
         if folder.is_dir():
             paths += sorted(folder.glob("*.tar")) + [folder / name for name in SPLIT_FILES]
+    return [path for path in paths if path.exists()]
+
+
+def published_items(out: Path) -> list[Item]:
+    """`published_files` with their names under DEST, sizes and digests."""
     return [
         Item(path.relative_to(out).as_posix(), path, path.stat().st_size, sha256(path))
-        for path in paths
-        if path.exists()
+        for path in published_files(out)
     ]
 
 
@@ -113,7 +113,8 @@ def publish(
     state = _State(Workspace(out).work / "publish" / f"{hashlib.sha256(dest.encode()).hexdigest()[:16]}.json")
     try:
         _check_container(fs, root, dest)
-        _put_bytes(fs, f"{root}/SHA256SUMS", checksums(items).encode())
+        sums = checksums(items).encode()
+        _whole(fs, f"{root}/SHA256SUMS", lambda target: fs.pipe_file(target, sums))
         waiting = [item for item in items if not _already_there(fs, root, item, state)]
         kept = [item.name for item in items if item not in waiting]
         with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
@@ -160,13 +161,7 @@ def _already_there(fs, root: str, item: Item, state: _State) -> bool:
 
 def _send(fs, root: str, item: Item) -> Item:
     remote = f"{root}/{item.name}"
-    if isinstance(fs, LocalFileSystem):  # a local file appears only once it is complete
-        partial = f"{remote}.partial"
-        fs.makedirs(fs._parent(remote), exist_ok=True)
-        fs.put_file(str(item.path), partial)
-        fs.mv(partial, remote)
-    else:
-        fs.put_file(str(item.path), remote)
+    _whole(fs, remote, lambda target: fs.put_file(str(item.path), target))
     fs.invalidate_cache(remote)
     size = fs.info(remote)["size"]
     if size != item.size:
@@ -174,12 +169,15 @@ def _send(fs, root: str, item: Item) -> Item:
     return item
 
 
-def _put_bytes(fs, remote: str, data: bytes) -> None:
+def _whole(fs, remote: str, write: Callable[[str], None]) -> None:
+    """`write(target)` so that `remote` is only ever seen whole: on a local disk under a temporary
+    name, then renamed; an object store shows an object only once its upload is complete."""
     if isinstance(fs, LocalFileSystem):
-        fs.pipe_file(f"{remote}.partial", data)
+        fs.makedirs(fs._parent(remote), exist_ok=True)
+        write(f"{remote}.partial")
         fs.mv(f"{remote}.partial", remote)
     else:
-        fs.pipe_file(remote, data)
+        write(remote)
 
 
 class _State:

@@ -37,12 +37,12 @@ def collect_errors(ws: Workspace, slugs: list[str], stages: Sequence[str]) -> in
 
 
 def _dataset_counts(
-    ws: Workspace, slugs: list[str], filtered: dict[str, int], stages: Sequence[str]
+    ws: Workspace, slugs: list[str], filtered: dict[str, int], stages: Sequence[str], deduped: dict
 ) -> tuple[dict[str, dict], Counter]:
-    """Per-dataset inputs/records/filtered/errors from the tables, kept apart from split counting."""
+    """Per-dataset inputs/records/filtered/errors from the tables (and what dedupe removed, from
+    its summary), kept apart from split counting."""
     datasets: dict[str, dict] = {}
     errors_by_stage: Counter = Counter()
-    deduped = _dedupe_summary(ws).get("datasets", {})
     for slug in slugs:
         errors = {}
         for stage in stages:
@@ -122,7 +122,8 @@ def compute_stats(
     """The build's counts (errors of `stages`, in pipeline order); with `reference` ({"name",
     "parts": {dataset name: {"expected", "missing"}}}), also each part's samples against the
     reference corpus's count."""
-    datasets, errors_by_stage = _dataset_counts(ws, slugs, filtered, stages)
+    dedupe = _dedupe_summary(ws)
+    datasets, errors_by_stage = _dataset_counts(ws, slugs, filtered, stages, dedupe.get("datasets", {}))
     splits, modalities, sources = _split_counts(ws, datasets)
     for info in datasets.values():
         removed = info["filtered"] + info["duplicates"] + info["contaminated"]
@@ -145,8 +146,8 @@ def compute_stats(
             "contaminated": contaminated,
             "balanced": inputs == samples + errors_total + filtered_total + duplicates + contaminated,
         },
-        "protected": _dedupe_summary(ws).get("protected", {}),
-        "dedupe": {"enabled": _dedupe_summary(ws).get("enabled", True)},
+        "protected": dedupe.get("protected", {}),
+        "dedupe": {"enabled": dedupe.get("enabled", True)},
         "splits": splits,
         "datasets": datasets,
         "modalities": dict(sorted(modalities.items())),

@@ -74,10 +74,16 @@ def fit_size(width: int, height: int, max_side: int) -> tuple[int, int]:
     )
 
 
+def capped(image: Image.Image, max_side: int) -> Image.Image:
+    """A copy of `image` with its longest side at most `max_side` (Lanczos, aspect kept): the size
+    every output image has, and the image fingerprints are taken from."""
+    size = fit_size(*image.size, max_side)
+    return image.resize(size, Image.Resampling.LANCZOS) if size != image.size else image.copy()
+
+
 def encode_jpeg(image: Image.Image, options: ConvertOptions) -> EncodedImage:
     """Resize an "L" or "RGB" image to the cap (Lanczos) and encode it as a metadata-free JPEG."""
-    size = fit_size(*image.size, options.max_side)
-    out = image.resize(size, Image.Resampling.LANCZOS) if size != image.size else image.copy()
+    out = capped(image, options.max_side)
     out.info = {}  # Pillow re-emits some info entries (e.g. a JPEG comment) when saving
     buffer = io.BytesIO()
     out.save(buffer, "JPEG", quality=options.jpeg_quality, optimize=True)

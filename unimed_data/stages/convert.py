@@ -15,7 +15,6 @@ import json
 import os
 import shutil
 from collections import deque
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from stat import S_ISREG
@@ -51,7 +50,6 @@ class ConvertTask:
     source: str
     target: str
     options: ConvertOptions
-    known: ConvertResult | None = None  # this image's result in the previous, identical run
 
 
 def encode_source(source: Path, options: ConvertOptions) -> EncodedImage | ConvertResult:
@@ -88,11 +86,8 @@ def convert_one(task: ConvertTask) -> ConvertResult:
         mtime_ns = source.stat().st_mtime_ns
     except OSError:
         mtime_ns = None  # encode_source says why
-    if mtime_ns is not None and target.exists() and target.stat().st_mtime_ns == mtime_ns:
-        if task.known is not None:
-            return task.known
-        if (kept := _read_result(target, mtime_ns)) is not None:
-            return kept
+    if (kept := _kept_result(target, mtime_ns)) is not None:
+        return kept
     encoded = encode_source(source, task.options)
     if isinstance(encoded, ConvertResult):
         return encoded
@@ -127,9 +122,11 @@ def _write_result(target: Path, result: ConvertResult, mtime_ns: int) -> None:
     atomic_write_text(_result_file(target), json.dumps(fields, sort_keys=True))
 
 
-def _read_result(target: Path, mtime_ns: int) -> ConvertResult | None:
-    """The result kept beside a finished JPEG, if it was made from the source as it is now."""
+def _kept_result(target: Path, mtime_ns: int | None) -> ConvertResult | None:
+    """The result kept beside a finished JPEG, if both were made from the source as it is now."""
     try:
+        if mtime_ns is None or target.stat().st_mtime_ns != mtime_ns:
+            return None
         fields = json.loads(_result_file(target).read_text())
     except (OSError, ValueError):
         return None
@@ -162,22 +159,16 @@ def convert_dataset(
     if stored is not None and stored["errors"] == 0:
         return StageSummary.from_dict(stored)
     # Failed items are retried on every run: a missing image may have arrived, a bad one been fixed.
-    # The finished ones keep their sizes and digests from the previous run's table (same records,
-    # same options), so a retry reads no finished JPEG again.
-    previous = _previous_results(converted) if stored is not None else iter(())
+    # The finished ones keep the result kept beside their JPEG, so a retry reads no JPEG again.
     _reset_images_if_options_changed(ws.images(slug), option_dict)
 
     total = row_count(records)
     in_flight: deque[dict] = deque()
 
     def tasks():
-        earlier = next(previous, None)
         for row in iter_rows(records):
             in_flight.append(row)
-            known = None
-            if earlier is not None and earlier[0] == row["key"]:  # converted rows keep records' order
-                known, earlier = earlier[1], next(previous, None)
-            yield ConvertTask(row["source_path"], str(ws.image_file(slug, row["key"])), options, known)
+            yield ConvertTask(row["source_path"], str(ws.image_file(slug, row["key"])), options)
 
     with (
         table_writer(converted, RECORD_SCHEMA) as ok,
@@ -213,12 +204,6 @@ def convert_dataset(
     summary = StageSummary("convert", slug, total, ok.count, failed.count, dropped.count)
     stamp.write(summary.as_dict(), [records])
     return summary
-
-
-def _previous_results(converted: Path) -> Iterator[tuple[str, ConvertResult]]:
-    columns = ["key", "width", "height", "sha256", "pixels_sha256", "phash", "thumb"]
-    for row in iter_rows(converted, columns):
-        yield row["key"], ConvertResult(**{k: v for k, v in row.items() if k != "key"})
 
 
 def _reset_images_if_options_changed(images: Path, options: dict) -> None:
