@@ -16,6 +16,8 @@ from unimed_data.cli import app
 from unimed_data.download import http as dl
 from unimed_data.manifest import Manifest
 
+pytest_plugins = ["tests.s3_server"]  # the `s3` fixture: moto's S3 server on loopback
+
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 

@@ -5,14 +5,12 @@ from __future__ import annotations
 
 import hashlib
 import shutil
-import urllib.request
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import run_cli
-
-SECRET = "do-not-print-this-secret-0123456789"
+from tests.s3_server import SECRET
 
 
 @pytest.fixture
@@ -56,30 +54,6 @@ def test_a_destination_inside_the_build_or_a_folder_that_is_no_build_is_refused(
     empty = tmp_path / "empty"
     empty.mkdir()
     assert "not a finished build" in run_cli("publish", empty, f"file://{tmp_path / 'x'}").output
-
-
-@pytest.fixture
-def s3(monkeypatch):
-    """A real S3 API on loopback (moto's server) with one bucket; AWS_ENDPOINT_URL points at it."""
-    from moto.server import ThreadedMotoServer
-
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    urllib.request.urlopen(urllib.request.Request(f"http://{host}:{port}/moto-api/reset", method="POST"))
-    for name, value in {
-        "AWS_ENDPOINT_URL": f"http://{host}:{port}",
-        "AWS_ACCESS_KEY_ID": "testing-key",
-        "AWS_SECRET_ACCESS_KEY": SECRET,
-        "AWS_DEFAULT_REGION": "us-east-1",
-    }.items():
-        monkeypatch.setenv(name, value)
-    import s3fs
-
-    fs = s3fs.S3FileSystem(skip_instance_cache=True)
-    fs.mkdir("corpus")
-    yield fs
-    server.stop()
 
 
 def test_an_interrupted_s3_publish_resumes_with_only_the_missing_files(build, s3):
