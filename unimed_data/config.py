@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from importlib.resources import files
 from pathlib import Path
 from typing import Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from unimed_data.bundled import bundled
 from unimed_data.imaging import ConvertOptions
 from unimed_data.stages.shard_options import ShardOptions
 
@@ -157,13 +157,13 @@ class BuildConfig(_Strict):
 
 def recipe_path(name: str) -> Path:
     """A bundled recipe (a build config users copy and edit) by name, e.g. `unimed`."""
-    folder = files("unimed_data") / "recipes"
+    folder = bundled("recipes")
     names = sorted(
         entry.name.removesuffix(".yaml") for entry in folder.iterdir() if entry.name.endswith(".yaml")
     )
     if name not in names:
         raise ConfigError(f"--recipe {name}: no such recipe (bundled: {', '.join(names)})")
-    return Path(str(folder / f"{name}.yaml"))
+    return folder / f"{name}.yaml"
 
 
 def load_config(path: Path, *, root: Path | None = None) -> BuildConfig:

@@ -11,14 +11,13 @@ with `_` replaced by spaces (`pleural_effusion` -> `pleural effusion`).
 from __future__ import annotations
 
 import os
-from importlib.resources import files
-from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from unimed_data.bundled import bundled
 from unimed_data.download.spec import FETCHER_TYPES, Access, DownloadEntry, Role
 from unimed_data.layouts import LAYOUT_TYPES, Layout
 from unimed_data.layouts.item import RelPath
@@ -125,31 +124,31 @@ def load_manifest_text(text: str, source: str = "<manifest>") -> Manifest:
     return validate_manifest(data, source)
 
 
-def load_manifest(path: str | os.PathLike | Traversable) -> Manifest:
+def load_manifest(path: str | os.PathLike) -> Manifest:
     source = str(path)
     try:
-        text = (path if isinstance(path, Traversable) else Path(path)).read_text(encoding="utf-8")
+        text = Path(path).read_text(encoding="utf-8")
     except OSError as exc:
         raise ManifestError(f"{source}: cannot read manifest ({exc.strerror or exc})") from None
     return load_manifest_text(text, source)
 
 
-def bundled_manifest_paths() -> list[Traversable]:
-    """The example manifests shipped inside the package, sorted by file name."""
-    folder = files("unimed_data") / "manifests"
+def bundled_manifest_paths() -> list[Path]:
+    """The bundled manifests (`manifests/`), sorted by file name."""
+    folder = bundled("manifests")
     return sorted((entry for entry in folder.iterdir() if entry.name.endswith(".yaml")), key=lambda e: e.name)
 
 
-def find_manifest(name_or_path: str | os.PathLike) -> Path | Traversable:
+def find_manifest(name_or_path: str | os.PathLike) -> Path:
     """A manifest file path, or a bundled manifest by name (`odir-5k` or `odir-5k.yaml`)."""
     if Path(name_or_path).is_file():
         return Path(name_or_path)
     wanted = str(name_or_path).removesuffix(".yaml")
-    bundled = bundled_manifest_paths()
-    for entry in bundled:
+    shipped = bundled_manifest_paths()
+    for entry in shipped:
         if entry.name.removesuffix(".yaml") == wanted:
             return entry
-    names = ", ".join(entry.name.removesuffix(".yaml") for entry in bundled)
+    names = ", ".join(entry.name.removesuffix(".yaml") for entry in shipped)
     raise ManifestError(
         f"{name_or_path}: no such manifest file, and no bundled manifest of that name ({names})"
     )

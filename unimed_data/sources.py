@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable
-from importlib.resources.abc import Traversable
 
 from rich.console import Console
 from rich.table import Table
@@ -14,7 +13,7 @@ from unimed_data.manifest import bundled_manifest_paths, load_manifest
 from unimed_data.terminal import print_table
 
 
-def source_rows(paths: Iterable[str | os.PathLike | Traversable] | None = None) -> list[dict]:
+def source_rows(paths: Iterable[str | os.PathLike] | None = None) -> list[dict]:
     """One dict per manifest: name, modality, role, access, license, homepage, expected_images, fetchers."""
     rows = []
     for path in bundled_manifest_paths() if paths is None else paths:

@@ -11,11 +11,11 @@ from __future__ import annotations
 import functools
 import hashlib
 import re
-from importlib import resources
 from pathlib import Path
 
 import jinja2
 
+from unimed_data.bundled import bundled
 from unimed_data.captions.base import CaptionUnit
 from unimed_data.captions.labelsets import split_labels
 from unimed_data.captions.template import MODALITY_NAMES, clinical, join_and, with_article
@@ -37,7 +37,7 @@ class PromptBuilder:
     """Renders the system and user messages that ask an LLM for one unit's captions."""
 
     def __init__(self, templates_dir: Path | None = None):
-        folders = [Path(str(resources.files("unimed_data") / "prompts"))]
+        folders = [bundled("prompts")]
         if templates_dir is not None:
             if not Path(templates_dir).is_dir():
                 raise FileNotFoundError(f"prompt template folder {templates_dir} does not exist")

@@ -10,11 +10,11 @@ from __future__ import annotations
 import hashlib
 import random
 import re
-from importlib import resources
 from pathlib import Path
 
 import jinja2
 
+from unimed_data.bundled import bundled
 from unimed_data.captions.base import CaptionFailure, CaptionUnit
 from unimed_data.captions.labelsets import split_labels
 
@@ -145,4 +145,4 @@ class TemplateCaptioner:
 
 
 def _bundled_dir() -> Path:
-    return Path(str(resources.files("unimed_data") / "prompts"))
+    return bundled("prompts")

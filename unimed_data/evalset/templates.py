@@ -7,9 +7,9 @@ an evaluation run.
 
 from __future__ import annotations
 
-from importlib.resources import files
 from pathlib import Path
 
+from unimed_data.bundled import bundled
 from unimed_data.evalset.samples import EvalSetError
 
 GENERIC = "generic"
@@ -17,7 +17,7 @@ GENERIC = "generic"
 
 def bundled_templates_file(modality: str):
     """The bundled template file for a modality; the generic one where there is none (or `mixed`)."""
-    folder = files("unimed_data") / "prompts" / "eval"
+    folder = bundled("prompts") / "eval"
     specific = folder / f"{modality}.txt"
     return specific if specific.is_file() else folder / f"{GENERIC}.txt"
 

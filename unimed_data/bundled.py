@@ -1,0 +1,21 @@
+"""Where the data files the project ships live: `manifests/`, `prompts/` and `recipes/`.
+
+In a checkout they sit at the top level, where users look for and edit them; the wheel carries
+them inside the package (hatch `force-include`), so an installed `unimed-data` finds them with no
+checkout. One lookup for both, so no module guesses which it is running from.
+"""
+
+from __future__ import annotations
+
+from importlib.resources import files
+from pathlib import Path
+
+NAMES = ("manifests", "prompts", "recipes")
+
+
+def bundled(name: str) -> Path:
+    """The folder `name` (one of NAMES): inside the installed package, else the checkout's top level."""
+    if name not in NAMES:
+        raise ValueError(f"{name}: not a bundled folder ({', '.join(NAMES)})")
+    installed = Path(str(files("unimed_data"))) / name
+    return installed if installed.is_dir() else Path(__file__).resolve().parent.parent / name
