@@ -4,7 +4,10 @@ loopback (moto's server); resumable, never `work/`, never a secret in a message.
 from __future__ import annotations
 
 import hashlib
+import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -69,6 +72,82 @@ def test_an_interrupted_s3_publish_resumes_with_only_the_missing_files(build, s3
     for name, digest in listed.items():
         assert hashlib.sha256(s3.cat(f"corpus/unimed/v1/{name}")).hexdigest() == digest, name
     assert SECRET not in first.output + again.output
+
+
+def test_a_publish_killed_midway_resumes_sending_only_what_is_missing(build, s3, s3_server):
+    s3_server.hold_after(4)  # SHA256SUMS and three files arrive; the next upload hangs
+    command = [
+        sys.executable,
+        "-m",
+        "unimed_data",
+        "publish",
+        str(build),
+        "s3://corpus/unimed",
+        "--workers",
+        "1",
+    ]
+    stopped = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        assert s3_server.holding.wait(120), "the publish never reached its fifth upload"
+    finally:
+        stopped.kill()
+        stopped.wait()
+    s3_server.release()
+    there = set(s3.find("corpus/unimed"))
+    assert len(there) == 4 and "corpus/unimed/SHA256SUMS" in there
+    s3_server.puts.clear()
+    s3.invalidate_cache()
+    again = run_cli("publish", build, "s3://corpus/unimed")
+    assert again.exit_code == 0, again.output
+    listed = sums(s3.cat("corpus/unimed/SHA256SUMS").decode())
+    missing = {f"corpus/unimed/{name}" for name in listed} - there
+    assert set(s3_server.puts) == missing | {"corpus/unimed/SHA256SUMS"}
+    assert f"{len(missing)} files sent, 3 already there" in again.output
+    for name, digest in listed.items():
+        assert hashlib.sha256(s3.cat(f"corpus/unimed/{name}")).hexdigest() == digest, name
+
+
+def test_wrong_credentials_are_one_error_line_without_the_secret_and_nothing_arrives(build, s3, monkeypatch):
+    from moto.core.authorization import enable_iam_authentication
+
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIA-NOT-A-KNOWN-KEY")
+    with enable_iam_authentication():
+        result = run_cli("publish", build, "s3://corpus/unimed")
+    assert result.exit_code == 2
+    assert result.output.startswith("error: s3://corpus/unimed: ") and result.output.count("\n") == 1
+    assert "access refused" in result.output and "check the credentials" in result.output
+    assert SECRET not in result.output
+    assert s3.find("corpus") == []
+
+
+def test_a_user_who_may_only_read_the_bucket_cannot_publish_and_leaves_nothing(build, s3, monkeypatch):
+    import boto3
+    from moto.core.authorization import enable_iam_authentication
+
+    iam = boto3.client("iam")
+    iam.create_user(UserName="reader")
+    policy = {
+        "Version": "2012-10-17",
+        "Statement": [{"Effect": "Allow", "Action": ["s3:GetObject", "s3:ListBucket"], "Resource": "*"}],
+    }
+    iam.put_user_policy(UserName="reader", PolicyName="read", PolicyDocument=json.dumps(policy))
+    key = iam.create_access_key(UserName="reader")["AccessKey"]
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", key["AccessKeyId"])
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", key["SecretAccessKey"])
+    with enable_iam_authentication():
+        result = run_cli("publish", build, "s3://corpus/unimed")
+    assert result.exit_code == 2 and result.output.startswith("error: s3://corpus/unimed: ")
+    assert "access refused" in result.output
+    assert key["SecretAccessKey"] not in result.output
+    assert s3.find("corpus") == []
+
+
+def test_a_local_destination_that_cannot_be_written_is_one_error_line(build, tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    result = run_cli("publish", build, f"file://{blocker / 'corpus'}")
+    assert result.exit_code == 2 and result.output.startswith(f"error: file://{blocker / 'corpus'}: ")
+    assert result.output.count("\n") == 1 and blocker.read_text() == "not a folder"
 
 
 def test_a_missing_bucket_is_one_error_line(build, s3):

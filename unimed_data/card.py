@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
+
+import yaml
 
 from unimed_data.schema import SPLITS
 from unimed_data.stats import reference_rows
@@ -20,6 +23,24 @@ _TXT = {
     ),
 }
 
+# What a CLIP-style image-text corpus is for, in the Hub's task vocabulary.
+TASK_CATEGORIES = ("zero-shot-image-classification", "image-to-text", "feature-extraction")
+# Hub licence ids a manifest's licence may name exactly (case, spaces and `_` aside), and spellings
+# of them that manifests use.
+HUB_LICENSES = {
+    *("apache-2.0", "mit", "bsd-2-clause", "bsd-3-clause", "cc0-1.0", "odbl", "odc-by", "pddl"),
+    *("cc-by-2.0", "cc-by-2.5", "cc-by-3.0", "cc-by-4.0", "cc-by-sa-3.0", "cc-by-sa-4.0"),
+    *("cc-by-nc-2.0", "cc-by-nc-3.0", "cc-by-nc-4.0", "cc-by-nd-4.0", "cc-by-nc-nd-3.0", "cc-by-nc-nd-4.0"),
+    *("cc-by-nc-sa-2.0", "cc-by-nc-sa-3.0", "cc-by-nc-sa-4.0", "cdla-permissive-2.0", "cdla-sharing-1.0"),
+}
+LICENSE_SPELLINGS = {"cc0": "cc0-1.0", "apache-license-2.0": "apache-2.0", "mit-license": "mit"}
+# The Hub's size buckets: (upper bound, label); above the last bound, n>1T.
+SIZE_BUCKETS = (
+    *((10**3, "n<1K"), (10**4, "1K<n<10K"), (10**5, "10K<n<100K"), (10**6, "100K<n<1M")),
+    *((10**7, "1M<n<10M"), (10**8, "10M<n<100M"), (10**9, "100M<n<1B"), (10**10, "1B<n<10B")),
+    *((10**11, "10B<n<100B"), (10**12, "100B<n<1T")),
+)
+
 
 @dataclass(frozen=True)
 class SourceInfo:
@@ -35,6 +56,7 @@ def render_card(stats: dict, sources: list[SourceInfo], shard_prefix: str) -> st
     totals = stats["totals"]
     txt, txt_note = _TXT[stats["config"].get("txt_format", "plain")]
     lines = [
+        *hub_header(stats, sources, shard_prefix),
         "# Medical image-text shards built with unimed-data",
         "",
         f"{totals['samples']} image-text pairs from {len(sources)} source(s) in WebDataset format. "
@@ -87,11 +109,60 @@ def render_card(stats: dict, sources: list[SourceInfo], shard_prefix: str) -> st
         f'ds = wds.WebDataset("{_pattern(stats, shard_prefix)}").decode("pil").to_tuple("jpg", "txt", "json")',
         "```",
         "",
+        f'Hugging Face `datasets`: `load_dataset("webdataset", data_files={{"train": "train/{shard_prefix}-*.tar"}},'
+        ' split="train")` in this folder, or `load_dataset("ORG/NAME", split="train")` once published to'
+        " the Hub (the header above names the splits).",
+        "",
         f"open_clip: `--train-data '{_pattern(stats, shard_prefix)}' --dataset-type webdataset` (sample counts come from"
         " `sizes.json` beside the shards)." + txt_note,
         "",
     ]
     return "\n".join(lines)
+
+
+def hub_header(stats: dict, sources: list[SourceInfo], shard_prefix: str) -> list[str]:
+    """The YAML front matter the Hugging Face Hub reads from a dataset card: licence, tasks, tags,
+    size bucket and one `default` config whose splits are the shard files, so that the Hub's viewer
+    and `datasets.load_dataset` find them. Key order and values depend on the build only."""
+    header = _license_fields(sources)
+    header["task_categories"] = list(TASK_CATEGORIES)
+    modalities = sorted({_tag(src.modality) for src in sources} - {"", "other"})
+    header["tags"] = ["medical", "webdataset", "image-text", *modalities]
+    header["size_categories"] = [size_category(stats["totals"]["samples"])]
+    splits = [split for split in SPLITS if split in stats["splits"]]
+    header["configs"] = [
+        {
+            "config_name": "default",
+            "data_files": [{"split": split, "path": f"{split}/{shard_prefix}-*.tar"} for split in splits],
+        }
+    ]
+    text = yaml.safe_dump(header, sort_keys=False, allow_unicode=True, width=1000)
+    return ["---", *text.splitlines(), "---", ""]
+
+
+def hub_license(text: str) -> str | None:
+    """The Hub licence id a manifest's licence text is, or None when it is anything more or else
+    (a licence with conditions or doubts attached is not claimed to be the plain licence)."""
+    slug = re.sub(r"[\s_]+", "-", text.strip().lower())
+    slug = LICENSE_SPELLINGS.get(slug, slug)
+    return slug if slug in HUB_LICENSES else None
+
+
+def _license_fields(sources: list[SourceInfo]) -> dict:
+    """One Hub id when every source has the same one; otherwise `other`, pointing at the card's
+    table of each source's licence."""
+    ids = {hub_license(src.license) for src in sources}
+    if len(ids) == 1 and None not in ids:
+        return {"license": ids.pop()}
+    return {"license": "other", "license_name": "per-source-licences", "license_link": "README.md"}
+
+
+def size_category(samples: int) -> str:
+    return next((label for bound, label in SIZE_BUCKETS if samples < bound), "n>1T")
+
+
+def _tag(modality: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", modality.lower()).strip("-")
 
 
 def _dedupe_section(stats: dict) -> list[str]:

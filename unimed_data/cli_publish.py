@@ -27,10 +27,11 @@ def publish(
 
     from unimed_data.publish import PublishError, destination, published_files
     from unimed_data.publish import publish as send
+    from unimed_data.publish_hub import hub_repo, is_hub
 
     try:
         out = out.resolve()
-        destination(dest, out)
+        hub_repo(dest) if is_hub(dest) else destination(dest, out)
         files = [(path.relative_to(out).as_posix(), path.stat().st_size) for path in published_files(out)]
         total = sum(size for _, size in files)
         if dry_run:

@@ -108,6 +108,10 @@ def publish(
 ) -> Report:
     """Send OUT's public files to DEST (see the module docstring); returns what was sent and kept."""
     out = out.resolve()
+    if dest.startswith("hf://"):  # a Hugging Face repo: commits through the Hub's API (publish_hub.py)
+        from unimed_data.publish_hub import publish_hub
+
+        return publish_hub(out, dest, workers=workers, progress=progress)
     fs, root = destination(dest, out)
     items = published_items(out)
     state = _State(Workspace(out).work / "publish" / f"{hashlib.sha256(dest.encode()).hexdigest()[:16]}.json")
@@ -135,8 +139,15 @@ def _check_container(fs, root: str, dest: str) -> None:
         fs.makedirs(root, exist_ok=True)
         return
     protocols = {fs.protocol} if isinstance(fs.protocol, str) else set(fs.protocol)
-    if protocols & {"s3", "s3a", "gs", "gcs"} and not fs.exists(root.split("/")[0]):
-        raise PublishError(f"{dest}: bucket {root.split('/')[0]} not found (create it first)")
+    if not protocols & {"s3", "s3a", "gs", "gcs"}:
+        return
+    bucket = root.split("/")[0]
+    try:  # not `exists`, which answers False for a bucket the credentials may not see
+        fs.info(bucket)
+    except FileNotFoundError:
+        raise PublishError(f"{dest}: bucket {bucket} not found (create it first)") from None
+    except PermissionError as exc:
+        raise PublishError(f"{dest}: bucket {bucket}: {_reason(exc)}") from None
 
 
 def _already_there(fs, root: str, item: Item, state: _State) -> bool:
@@ -197,6 +208,8 @@ def _reason(exc: Exception) -> str:
     text = redact(str(exc)) or kind
     if kind in ("NoCredentialsError", "PartialCredentialsError"):
         return f"no credentials for the store: set them in the environment (e.g. AWS_ACCESS_KEY_ID) ({text})"
+    if isinstance(exc, PermissionError):
+        return f"access refused ({text}): check the credentials in the environment or the store's config and what they may write"
     return text if kind in text else f"{text} ({kind})"
 
 

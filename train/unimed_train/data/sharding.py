@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import random
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from multiprocessing import Value
 from typing import Any
 
@@ -84,7 +84,7 @@ class EpochSamples(wds.PipelineStage):
         epoch = self.epoch.get_value()
         worker, num_workers = _worker()
         if self.resampled:
-            samples = _tar_samples(self._resampled_urls(epoch, worker))
+            samples = tar_samples(self._resampled_urls(epoch, worker))
             yield from self._shuffled(samples, epoch, self.rank, worker)
             return
         urls = [u for s in self.sources for u in s.urls]
@@ -113,7 +113,7 @@ class EpochSamples(wds.PipelineStage):
         order = list(mine)
         if passno and not self.split_samples:
             _rng("pass", self.seed, epoch, self.rank, worker, passno).shuffle(order)
-        samples = _tar_samples({"url": u} for u in order)
+        samples = tar_samples({"url": u} for u in order)
         if self.split_samples:
             readers, me = self.world_size * num_workers, self.rank * num_workers + worker
             samples = (s for i, s in enumerate(samples) if i % readers == me)
@@ -121,21 +121,49 @@ class EpochSamples(wds.PipelineStage):
 
 
 OBJECT_STORES = ("s3", "gs", "gcs", "hf", "az", "abfs")
+# http(s) goes through fsspec too, not webdataset's `curl` pipe: no curl binary needed, no shell
+# quoting of the URL, and a failed request raises an error naming the URL instead of a skipped shard
+FSSPEC_SCHEMES = (*OBJECT_STORES, "http", "https")
 
 
-def _tar_samples(urls: Iterator[dict]) -> Iterator[dict]:
-    """Samples of the shards at `urls`: local files and `pipe:`/`http(s)` through webdataset's own
-    openers, object stores (`s3://`, `gs://`, `hf://`) through fsspec, which reads the usual
-    credentials and `AWS_ENDPOINT_URL`."""
-    streams = _opened(urls)
-    files = wds.tariterators.tar_file_expander(streams, handler=wds.warn_and_continue)
-    return wds.tariterators.group_by_keys(files, handler=wds.warn_and_continue)
+def fsspec_options(url: str) -> dict:
+    """Filesystem options for a URL: http(s) is streamed (block size 0: no Range requests, so any
+    web server will do) and, as curl would, goes through the proxies the environment names."""
+    if url.partition("://")[0] not in ("http", "https"):
+        return {}
+    return {"block_size": 0, "client_kwargs": {"trust_env": True}}
 
 
-def _opened(urls: Iterator[dict]) -> Iterator[dict]:
+def http_failure(url: str, missing: FileNotFoundError) -> BaseException | None:
+    """What really failed behind fsspec's FileNotFoundError for an http(s) URL, which it also raises
+    for a refused certificate or connection, a 401 or 403; None where the file is just not there."""
+    cause = missing.__cause__
+    if url.partition("://")[0] not in ("http", "https") or cause is None:
+        return None
+    return None if getattr(cause, "status", None) in (404, 410) else cause
+
+
+def tar_samples(urls: Iterable[dict], handler: Callable[[Exception], bool] = wds.warn_and_continue):
+    """Samples of the shards at `urls`: local files and `pipe:` through webdataset's own openers,
+    object stores (`s3://`, `gs://`, `hf://`) and `http(s)://` through fsspec, which reads the usual
+    credentials and `AWS_ENDPOINT_URL`. `handler` decides about a broken shard (training warns and
+    goes on; the evaluator raises)."""
+    streams = _opened(urls, handler)
+    files = wds.tariterators.tar_file_expander(streams, handler=handler)
+    return wds.tariterators.group_by_keys(files, handler=handler)
+
+
+def _opened(urls: Iterable[dict], handler: Callable[[Exception], bool]) -> Iterator[dict]:
     for item in urls:
         url = item["url"]
-        if url.partition("://")[0] in OBJECT_STORES:
-            yield {**item, "stream": fsspec.open(url, "rb", skip_instance_cache=True).open()}
+        if url.partition("://")[0] in FSSPEC_SCHEMES:
+            try:  # a shard that cannot be opened goes to `handler`, as webdataset's opener does it
+                stream = fsspec.open(url, "rb", skip_instance_cache=True, **fsspec_options(url)).open()
+            except Exception as exc:
+                exc.args = (*exc.args, url)
+                if handler(exc):
+                    continue
+                raise
+            yield {**item, "stream": stream}
         else:
-            yield from wds.tariterators.url_opener([item], handler=wds.warn_and_continue)
+            yield from wds.tariterators.url_opener([item], handler=handler)

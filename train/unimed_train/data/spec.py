@@ -13,6 +13,7 @@ import braceexpand
 import fsspec
 
 from unimed_train.cli import UsageError
+from unimed_train.data.sharding import fsspec_options, http_failure
 
 
 @dataclass(frozen=True)
@@ -94,7 +95,10 @@ def _read_sizes(path: str) -> dict | None:
     if path.startswith("pipe:"):
         return None
     try:
-        with fsspec.open(path, "rt", skip_instance_cache=True) as handle:
+        with fsspec.open(path, "rt", skip_instance_cache=True, **fsspec_options(path)) as handle:
             return json.load(handle)
-    except FileNotFoundError:
-        return None
+    except FileNotFoundError as e:
+        failure = http_failure(path, e)
+        if failure is None:
+            return None
+        raise UsageError(f"{path}: cannot read ({type(failure).__name__}: {failure})") from None

@@ -71,7 +71,8 @@ def parser() -> Parser:
         "--data",
         action="append",
         required=True,
-        help="eval set folder, or a folder of sets (its set subfolders, sorted); repeatable (required)",
+        help="eval set folder or URL (s3://, gs://, hf://, https://), or a folder of sets (its set "
+        "subfolders, sorted; remote where the store lists them); repeatable (required)",
     )
     add("--out", type=Path, required=True, help="report folder (required)")
     add(

@@ -6,19 +6,26 @@ EVAL/test/{0..n-1}.tar + test/nshards.txt   (train/, val/ optional, same shape)
 ```
 Shards are read in order and never shuffled, so features, labels and captions line up run after run.
 A folder that is no set but holds sets (such as the output of `unimed-data evalset --recipe`) stands
-for those sets: `expand_folders`.
+for those sets: `expand_folders`. A set may also be an fsspec URL (`s3://`, `gs://`, `hf://`,
+`https://`): its small files are read through fsspec and its shards through the trainer's shard
+reader; only `expand_folders` lists, so a store that cannot (plain https) needs the set's own URL.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import fsspec
 import numpy as np
 import torch
+import webdataset as wds
+
+from unimed_train.data.sharding import fsspec_options, http_failure, tar_samples
 
 SPLITS = ("train", "val", "test")
 KINDS = ("classification", "multilabel", "retrieval")
@@ -32,6 +39,8 @@ SET_MARKERS = (
     "dataset_type.txt",
     "zeroshot_classification_templates.txt",
 )
+# Remote stores may have no folders to test for, so a remote set is recognised by files only.
+REMOTE_MARKERS = (*(f"{split}/nshards.txt" for split in SPLITS), *SET_MARKERS[len(SPLITS) :])
 
 
 class EvalSetError(ValueError):
@@ -42,9 +51,66 @@ class EvalSetError(ValueError):
         self.path, self.reason = str(path), reason
 
 
+def is_url(path: str | Path) -> bool:
+    """`s3://...`, `hf://...`, `https://...`: a set read through fsspec, not the local filesystem.
+    (Give URLs as strings: `Path` folds the `//` away.)"""
+    scheme, sep, _ = str(path).partition("://")
+    return bool(sep) and len(scheme) > 1 and scheme.isalnum()
+
+
+class _Remote:
+    """The few `Path` operations reading a set needs, on an fsspec URL. Nothing here lists a
+    folder, so stores without listing (plain https) work; `subsets` lists where the store can."""
+
+    def __init__(self, url: str, fs: Any = None, path: str = ""):
+        self.url = url.rstrip("/")
+        if fs is None:  # a fresh client, which reads the credentials and endpoint the environment has now
+            fs, path = fsspec.core.url_to_fs(self.url, skip_instance_cache=True, **fsspec_options(self.url))
+        self.fs, self.path = fs, path
+
+    def __truediv__(self, part: str) -> _Remote:
+        return _Remote(f"{self.url}/{part}", self.fs, f"{self.path}/{part}")
+
+    def __str__(self) -> str:
+        return self.url
+
+    @property
+    def name(self) -> str:
+        return self.url.rsplit("/", 1)[-1]
+
+    def read_text(self, encoding: str = "utf-8") -> str:
+        return self.fs.cat_file(self.path).decode(encoding)
+
+    def is_file(self) -> bool:
+        """Whether the file is there; unlike `fs.isfile`, a store that cannot be reached or refuses
+        the credentials raises, so it is not mistaken for a missing file."""
+        try:
+            return self.fs.info(self.path)["type"] == "file"
+        except FileNotFoundError as e:
+            failure = http_failure(self.url, e)
+            if failure is None:
+                return False
+            raise failure from None
+
+    exists = is_file  # the markers that `_is_set` looks for remotely are all files
+
+    def subsets(self) -> list[str]:
+        """URLs of the set subfolders, sorted; none where the store cannot list this folder."""
+        try:
+            entries = self.fs.ls(self.path, detail=True)
+        except Exception:  # not listable (https), or not there: the URL stands for itself
+            return []
+        found = []
+        for entry in entries:
+            name = entry["name"].rstrip("/").rsplit("/", 1)[-1]
+            if entry.get("type") == "directory" and not name.startswith(".") and _is_set(self / name):
+                found.append(f"{self.url}/{name}")
+        return sorted(found)
+
+
 @dataclass
 class EvalSet:
-    root: Path
+    root: Path | str  # a str where the set is a URL
     name: str
     modality: str
     kind: str  # classification | multilabel | retrieval
@@ -56,6 +122,8 @@ class EvalSet:
 
     def shards(self, split: str) -> list[str]:
         """Shard paths in index order (a list, not a brace pattern, so odd folder names are safe)."""
+        if isinstance(self.root, str):
+            return [f"{self.root}/{split}/{i}.tar" for i in range(self.splits[split])]
         return [str(self.root / split / f"{i}.tar") for i in range(self.splits[split])]
 
     def prompt_ensembles(self) -> list[list[str]]:
@@ -71,7 +139,7 @@ class EvalSet:
         return out
 
 
-def _read_lines(path: Path) -> list[str]:
+def _read_lines(path: Path | _Remote) -> list[str]:
     try:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as e:
@@ -79,7 +147,7 @@ def _read_lines(path: Path) -> list[str]:
     return [line.strip() for line in text.splitlines() if line.strip()]
 
 
-def _nshards(root: Path, split: str) -> int:
+def _nshards(root: Path | _Remote, split: str) -> int:
     path = root / split / "nshards.txt"
     try:
         n = int(path.read_text(encoding="utf-8").strip())
@@ -95,21 +163,28 @@ def _nshards(root: Path, split: str) -> int:
     return n
 
 
-def _split_present(folder: Path) -> bool:
+def _split_present(folder: Path | _Remote) -> bool:
     """A split folder with neither nshards.txt nor shards (left empty by a rerun) is no split."""
+    if isinstance(folder, _Remote):
+        return (folder / "nshards.txt").exists() or (folder / "0.tar").exists()
     return folder.is_dir() and ((folder / "nshards.txt").exists() or any(folder.glob("*.tar")))
 
 
-def _is_set(folder: Path) -> bool:
-    return any((folder / marker).exists() for marker in SET_MARKERS)
+def _is_set(folder: Path | _Remote) -> bool:
+    markers = REMOTE_MARKERS if isinstance(folder, _Remote) else SET_MARKERS
+    return any((folder / marker).exists() for marker in markers)
 
 
-def expand_folders(paths: list[str | Path]) -> list[Path]:
+def expand_folders(paths: list[str | Path]) -> list[Path | str]:
     """Each path as given, except a folder that is no set itself but has set subfolders: those, in
-    sorted order (hidden folders and folders that are no set are passed over)."""
-    out: list[Path] = []
-    for path in map(Path, paths):
-        subsets = []
+    sorted order (hidden folders and folders that are no set are passed over). URLs stay strings;
+    their subfolders are found only where the store lists (s3, gs, hf; not plain https)."""
+    out: list[Path | str] = []
+    for given in paths:
+        if is_url(given):
+            out.extend(_remote_subsets(str(given)) or [str(given)])
+            continue
+        path, subsets = Path(given), []
         if path.is_dir() and not _is_set(path):
             subsets = sorted(
                 p for p in path.iterdir() if p.is_dir() and not p.name.startswith(".") and _is_set(p)
@@ -118,11 +193,37 @@ def expand_folders(paths: list[str | Path]) -> list[Path]:
     return out
 
 
+def _remote_subsets(url: str) -> list[str]:
+    """A URL's set subfolders, or none (the URL is a set, cannot be read or listed: it stands for
+    itself, and `load_evalset` explains what is wrong with it)."""
+    try:
+        root = _Remote(url)
+        return [] if _is_set(root) else root.subsets()
+    except Exception:
+        return []
+
+
 def load_evalset(path: str | Path) -> EvalSet:
-    """Read the metadata of one eval folder; raises `EvalSetError` when it is unusable."""
-    root = Path(path)
-    if not root.is_dir():
-        raise EvalSetError(root, "not a directory")
+    """Read the metadata of one eval folder or URL; raises `EvalSetError` when it is unusable."""
+    if not is_url(path):
+        root = Path(path)
+        if not root.is_dir():
+            raise EvalSetError(root, "not a directory")
+        return _load(root)
+    url = str(path).rstrip("/")
+    try:
+        root = _Remote(url)
+        if not _is_set(root):
+            raise EvalSetError(url, "no eval set here (no test/nshards.txt, classnames.txt or info.json)")
+        return _load(root)
+    except EvalSetError:
+        raise
+    except Exception as e:  # network, credentials, unknown scheme: one line naming the URL
+        raise EvalSetError(url, f"cannot read ({type(e).__name__}: {' '.join(str(e).split())})") from None
+
+
+def _load(root: Path | _Remote) -> EvalSet:
+    """The set's metadata, checked; `root` a local folder or a remote one."""
     splits = {s: _nshards(root, s) for s in SPLITS if _split_present(root / s)}
     if "test" not in splits:
         raise EvalSetError(root, "missing test/ split (test/nshards.txt and test/{0..n-1}.tar)")
@@ -138,7 +239,7 @@ def load_evalset(path: str | Path) -> EvalSet:
         except json.JSONDecodeError as e:
             raise EvalSetError(root, f"info.json is not JSON ({e})") from None
     evalset = EvalSet(
-        root=root,
+        root=root if isinstance(root, Path) else root.url,
         name=str(info.get("name") or root.name),
         modality=str(info.get("modality") or "unknown"),
         kind=kind,
@@ -220,8 +321,7 @@ class _Decode:
         return self.transform(image.convert("RGB")), Target(sample["__key__"], value)
 
 
-def _all_shards(src):
-    return src
+_read_shards = functools.partial(tar_samples, handler=wds.reraise_exception)  # a broken shard fails
 
 
 def _collate(batch: list[tuple[torch.Tensor, Target]]) -> tuple[torch.Tensor, list[Target]]:
@@ -236,13 +336,12 @@ def iter_batches(
     -1 = uncertain) or caption lists (retrieval). Shards are read in order without shuffling; with
     workers they are dealt to workers, so sort by `Target.key` for an order that does not depend
     on the worker count."""
-    import webdataset as wds
-
-    dataset = (
-        # shardshuffle=None: no shuffling; every rank reads everything (no node splitting)
-        wds.WebDataset(evalset.shards(split), shardshuffle=None, nodesplitter=_all_shards)
-        .decode("pil")
-        .map(_Decode(evalset, transform))
+    dataset = wds.DataPipeline(
+        wds.SimpleShardList(evalset.shards(split)),
+        wds.split_by_worker,  # no shuffling; every rank reads everything (no node splitting)
+        _read_shards,
+        wds.decode("pil"),
+        wds.map(_Decode(evalset, transform)),
     )
     loader = torch.utils.data.DataLoader(
         dataset, batch_size=batch_size, num_workers=workers, collate_fn=_collate
