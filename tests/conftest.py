@@ -4,6 +4,7 @@ loopback HTTP file server for the download tests."""
 import base64
 import csv
 import json
+import shutil
 import tarfile
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -16,7 +17,7 @@ from unimed_data.cli import app
 from unimed_data.download import http as dl
 from unimed_data.manifest import Manifest
 
-pytest_plugins = ["tests.s3_server"]  # the `s3` fixture: moto's S3 server on loopback
+pytest_plugins = ["tests.s3_server", "tests.hub_standin"]  # loopback S3 (`s3`) and Hub (`hub`) servers
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
@@ -142,6 +143,19 @@ class FileServer:
     def close(self):
         self.httpd.shutdown()
         self.httpd.server_close()
+
+
+@pytest.fixture
+def build(demo_out: Path, tmp_path: Path) -> Path:
+    """A copy of the demo build that a test may publish, change or break."""
+    out = tmp_path / "build"
+    shutil.copytree(demo_out, out)
+    return out
+
+
+def sha256sums(text: str) -> dict[str, str]:
+    """A SHA256SUMS file's text as name -> digest."""
+    return {name: digest for digest, name in (line.split("  ", 1) for line in text.splitlines())}
 
 
 @pytest.fixture

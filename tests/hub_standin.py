@@ -16,6 +16,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import re
 import threading
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -56,28 +57,26 @@ class Repo:
         return oid
 
 
-class HubStandIn:
-    """The server, its repos (`repos[repo_id]`) and the requests it saw (`(method, path)`)."""
+@dataclass
+class HubState:
+    """What the stand-in holds and saw: its repos (`repos[repo_id]`), the requests (`(method, path)`),
+    and the knobs a test turns to make it misbehave."""
 
-    def __init__(self, token: str = TOKEN, lfs_from: int = 4096):
-        self.token, self.lfs_from = token, lfs_from
-        self.repos: dict[str, Repo] = {}
-        self.requests: list[tuple[str, str]] = []
-        self.ranges: list[str] = []  # Range headers of file downloads
-        self.mangle: set[str] = set()  # paths whose committed bytes lose their last byte on arrival
-        self.lock = threading.Lock()
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-        self.thread = threading.Thread(target=self.httpd.serve_forever, args=(0.05,), daemon=True)
-        self.thread.start()
+    token: str = TOKEN
+    lfs_from: int = 4096  # files of at least this size are listed as LFS files
+    repos: dict[str, Repo] = field(default_factory=dict)
+    requests: list[tuple[str, str]] = field(default_factory=list)
+    ranges: list[str] = field(default_factory=list)  # Range headers of file downloads
+    mangle: set[str] = field(default_factory=set)  # paths whose committed bytes lose their last byte
+    echo_token: bool = False  # refuse commits with a message that repeats the Authorization header
+    lock: threading.Lock = field(default_factory=threading.Lock)
 
     def create(self, repo_id: str) -> Repo:
         self.repos[repo_id] = Repo()
         return self.repos[repo_id]
 
     def files(self, repo_id: str = REPO) -> dict[str, bytes]:
-        repo = self.repos[repo_id]
-        return dict(repo.files("main"))
+        return dict(self.repos[repo_id].files("main"))
 
     def delete(self, paths: list[str], repo_id: str = REPO) -> None:
         """Drop files in a new commit, as if they had never arrived."""
@@ -101,20 +100,35 @@ class HubStandIn:
             }
         else:
             info["oid"] = blob_id(data)
-        if expand:
-            info["lastCommit"] = {"id": EMPTY_COMMIT, "title": "stand-in", "date": "2026-01-01T00:00:00.000Z"}
-        return info
+        return _expanded(info) if expand else info
+
+
+class HubStandIn(HubState):
+    """The state served over HTTP on a loopback port (`url`) until `close`."""
+
+    def __init__(self, token: str = TOKEN, lfs_from: int = 4096):
+        super().__init__(token=token, lfs_from=lfs_from)
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), HubHandler)
+        self.httpd.hub = self
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, args=(0.05,), daemon=True)
+        self.thread.start()
 
     def close(self) -> None:
         self.httpd.shutdown()
         self.httpd.server_close()
 
 
+def _expanded(info: dict) -> dict:
+    return {
+        **info,
+        "lastCommit": {"id": EMPTY_COMMIT, "title": "stand-in", "date": "2026-01-01T00:00:00.000Z"},
+    }
+
+
 def folder_entry(path: str, expand: bool) -> dict:
     info: dict = {"type": "directory", "path": path, "oid": hashlib.sha1(path.encode()).hexdigest()}
-    if expand:
-        info["lastCommit"] = {"id": EMPTY_COMMIT, "title": "stand-in", "date": "2026-01-01T00:00:00.000Z"}
-    return info
+    return _expanded(info) if expand else info
 
 
 def listing(files: dict[str, bytes], folder: str, recursive: bool) -> tuple[list[str], list[str]]:
@@ -133,165 +147,175 @@ def listing(files: dict[str, bytes], folder: str, recursive: bool) -> tuple[list
     return found, sorted(folders)
 
 
-def _handler(hub: HubStandIn):
-    class Handler(BaseHTTPRequestHandler):
-        def log_message(self, *args):
-            pass
-
-        def do_GET(self):
-            self._route("GET")
-
-        def do_HEAD(self):
-            self._route("HEAD")
-
-        def do_POST(self):
-            self._route("POST")
-
-        def _route(self, method: str) -> None:
-            url = urlsplit(self.path)
-            self.query = parse_qs(url.query)
-            hub.requests.append((method, url.path))
-            if self.headers.get("Authorization") != f"Bearer {hub.token}":
-                self._reply(401, {"error": "Invalid credentials"}, {"X-Error-Message": _BAD_TOKEN})
-                return
-            parts = [unquote(part) for part in url.path.strip("/").split("/")]
-            with hub.lock:
-                self._dispatch(method, parts)
-
-        def _dispatch(self, method: str, parts: list[str]) -> None:
-            if parts == ["api", "validate-yaml"] and method == "POST":
-                return self._validate_yaml()
-            if parts[:2] == ["api", "datasets"] and len(parts) >= 4:
-                return self._api(method, f"{parts[2]}/{parts[3]}", parts[4:])
-            if parts[:1] == ["datasets"] and len(parts) >= 6 and parts[3] == "resolve":
-                return self._resolve(method, f"{parts[1]}/{parts[2]}", parts[4], "/".join(parts[5:]))
-            self._reply(404, {"error": f"the stand-in does not answer {method} {self.path}"})
-
-        def _api(self, method: str, repo_id: str, rest: list[str]) -> None:
-            repo = hub.repos.get(repo_id)
-            if repo is None:
-                return self._reply(404, {"error": "Repository not found"}, {"X-Error-Code": "RepoNotFound"})
-            action, revision = (rest[0] if rest else ""), (rest[1] if len(rest) > 1 else "main")
-            action = "" if action == "revision" else action
-            files = repo.files(revision)
-            if files is None:
-                return self._reply(404, {"error": "Revision not found"}, {"X-Error-Code": "RevisionNotFound"})
-            if action == "" and method == "GET":
-                sha = repo.main if revision == "main" else revision
-                return self._reply(200, {"id": repo_id, "sha": sha, "private": True, "siblings": []})
-            if action == "paths-info" and method == "POST":
-                return self._paths_info(files)
-            if action == "tree" and method == "GET":
-                return self._tree(files, "/".join(rest[2:]))
-            if action == "preupload" and method == "POST":
-                return self._preupload(files)
-            if action == "commit" and method == "POST" and revision == "main":
-                return self._commit(repo_id, repo)
-            self._reply(404, {"error": f"the stand-in does not answer {method} {self.path}"})
-
-        def _paths_info(self, files: dict[str, bytes]) -> None:
-            form = parse_qs(self._body().decode())
-            expand = form.get("expand", ["False"])[0].lower() == "true"
-            answer = []
-            for path in form.get("paths", []):
-                if path in files:
-                    answer.append(hub.entry(path, files[path], expand))
-                elif any(name.startswith(f"{path}/") for name in files):
-                    answer.append(folder_entry(path, expand))
-            self._reply(200, answer)
-
-        def _tree(self, files: dict[str, bytes], folder: str) -> None:
-            recursive = self.query.get("recursive", ["False"])[0].lower() == "true"
-            expand = self.query.get("expand", ["False"])[0].lower() == "true"
-            found, folders = listing(files, folder, recursive)
-            if folder and not found and not folders:
-                return self._reply(404, {"error": "Entry not found"}, {"X-Error-Code": "EntryNotFound"})
-            entries = [folder_entry(path, expand) for path in folders]
-            self._reply(200, entries + [hub.entry(path, files[path], expand) for path in found])
-
-        def _preupload(self, files: dict[str, bytes]) -> None:
-            asked = json.loads(self._body())["files"]
-            answer = [
-                {
-                    "path": item["path"],
-                    "uploadMode": "regular",
-                    "shouldIgnore": False,
-                    "oid": blob_id(files[item["path"]]) if item["path"] in files else None,
-                }
-                for item in asked
-            ]
-            self._reply(200, {"files": answer})
-
-        def _commit(self, repo_id: str, repo: Repo) -> None:
-            lines = [json.loads(line) for line in self._body().splitlines() if line.strip()]
-            if not lines or lines[0]["key"] != "header":
-                return self._reply(400, {"error": "a commit starts with its header"})
-            files = dict(repo.files("main"))
-            for line in lines[1:]:
-                value = line["value"]
-                if line["key"] == "file" and value.get("encoding") == "base64":
-                    data = base64.b64decode(value["content"])
-                    files[value["path"]] = data[:-1] if value["path"] in hub.mangle else data
-                elif line["key"] == "deletedFile":
-                    files.pop(value["path"], None)
-                else:
-                    return self._reply(
-                        422, {"error": f"the stand-in takes no {line['key']} (LFS/xet uploads)"}
-                    )
-            oid = repo.commit(files)
-            url = f"{hub.url}/datasets/{repo_id}/commit/{oid}"
-            self._reply(200, {"commitUrl": url, "commitOid": oid, "pullRequestUrl": None})
-
-        def _validate_yaml(self) -> None:
-            content = json.loads(self._body())["content"]
-            front = content.split("---\n", 2)[1] if content.startswith("---\n") else ""
-            try:
-                valid = isinstance(yaml.safe_load(front) or {}, dict)
-            except yaml.YAMLError:
-                valid = False
-            errors = [] if valid else [{"message": "the front matter is not a YAML mapping"}]
-            self._reply(200 if valid else 400, {"errors": errors, "warnings": []})
-
-        def _resolve(self, method: str, repo_id: str, revision: str, path: str) -> None:
-            repo = hub.repos.get(repo_id)
-            files = repo.files(revision) if repo else None
-            if files is None or path not in files:
-                return self._reply(404, {"error": "Entry not found"}, {"X-Error-Code": "EntryNotFound"})
-            data, status, headers = (
-                files[path],
-                200,
-                {"X-Repo-Commit": repo.main, "ETag": f'"{blob_id(files[path])}"'},
-            )
-            wanted = self.headers.get("Range", "")
-            if wanted.startswith("bytes="):
-                hub.ranges.append(wanted)
-                first, _, last = wanted[6:].partition("-")
-                start = int(first)
-                end = min(int(last) if last else len(data) - 1, len(data) - 1)
-                headers["Content-Range"] = f"bytes {start}-{end}/{len(data)}"
-                data, status = data[start : end + 1], 206
-            headers["Accept-Ranges"] = "bytes"
-            self._send(status, data if method == "GET" else b"", headers, length=len(data))
-
-        def _body(self) -> bytes:
-            return self.rfile.read(int(self.headers.get("Content-Length", 0)))
-
-        def _reply(self, status: int, body, headers: dict | None = None) -> None:
-            data = json.dumps(body).encode()
-            self._send(status, data, {"Content-Type": "application/json", **(headers or {})}, len(data))
-
-        def _send(self, status: int, data: bytes, headers: dict, length: int) -> None:
-            self.send_response(status)
-            for name, value in headers.items():
-                self.send_header(name, value)
-            self.send_header("Content-Length", str(length))
-            self.end_headers()
-            self.wfile.write(data)
-
-    return Handler
-
-
+_REPO = r"/api/datasets/(?P<repo_id>[^/]+/[^/]+)"
+_RESOLVE = r"/datasets/(?P<repo_id>[^/]+/[^/]+)/resolve/(?P<revision>[^/]+)/(?P<path>.+)"
+# (HTTP method, URL path) -> the handler's method, called with the path's named parts unquoted
+ROUTES = [
+    ("POST", r"/api/validate-yaml", "validate_yaml"),
+    ("GET", _REPO + r"(?:/revision/(?P<revision>[^/]+))?", "repo_info"),
+    ("POST", _REPO + r"/paths-info/(?P<revision>[^/]+)", "paths_info"),
+    ("GET", _REPO + r"/tree/(?P<revision>[^/]+)(?:/(?P<folder>.*))?", "tree"),
+    ("POST", _REPO + r"/preupload/(?P<revision>[^/]+)", "preupload"),
+    ("POST", _REPO + r"/commit/main", "commit"),
+    ("GET", _RESOLVE, "resolve"),
+    ("HEAD", _RESOLVE, "resolve"),
+]
+_ROUTES = [(method, re.compile(pattern), name) for method, pattern, name in ROUTES]
 _BAD_TOKEN = "Invalid credentials in Authorization header"
+
+
+class HubHandler(BaseHTTPRequestHandler):
+    """One request to the stand-in; `server.hub` is its HubStandIn."""
+
+    def log_message(self, *args):
+        pass
+
+    def do_GET(self):
+        self._route("GET")
+
+    def do_HEAD(self):
+        self._route("HEAD")
+
+    def do_POST(self):
+        self._route("POST")
+
+    def _route(self, method: str) -> None:
+        self.hub: HubState = self.server.hub
+        url = urlsplit(self.path)
+        self.method, self.query = method, parse_qs(url.query)
+        self.hub.requests.append((method, url.path))
+        if self.headers.get("Authorization") != f"Bearer {self.hub.token}":
+            return self._reply(401, {"error": "Invalid credentials"}, {"X-Error-Message": _BAD_TOKEN})
+        for verb, pattern, name in _ROUTES:
+            found = pattern.fullmatch(url.path) if verb == method else None
+            if found:
+                parts = {key: unquote(value) for key, value in found.groupdict().items() if value is not None}
+                with self.hub.lock:
+                    return getattr(self, name)(**parts)
+        self._reply(404, {"error": f"the stand-in does not answer {method} {self.path}"})
+
+    def _files(self, repo_id: str, revision: str) -> dict[str, bytes] | None:
+        """The files of a repo at a revision, or None after answering 404."""
+        repo = self.hub.repos.get(repo_id)
+        if repo is None:
+            return self._reply(404, {"error": "Repository not found"}, {"X-Error-Code": "RepoNotFound"})
+        files = repo.files(revision)
+        if files is None:
+            self._reply(404, {"error": "Revision not found"}, {"X-Error-Code": "RevisionNotFound"})
+        return files
+
+    def repo_info(self, repo_id: str, revision: str = "main") -> None:
+        if self._files(repo_id, revision) is not None:
+            repo = self.hub.repos[repo_id]
+            sha = repo.main if revision == "main" else revision
+            self._reply(200, {"id": repo_id, "sha": sha, "private": True, "siblings": []})
+
+    def paths_info(self, repo_id: str, revision: str) -> None:
+        files = self._files(repo_id, revision)
+        if files is None:
+            return
+        form = parse_qs(self._body().decode())
+        expand = form.get("expand", ["False"])[0].lower() == "true"
+        answer = []
+        for path in form.get("paths", []):
+            if path in files:
+                answer.append(self.hub.entry(path, files[path], expand))
+            elif any(name.startswith(f"{path}/") for name in files):
+                answer.append(folder_entry(path, expand))
+        self._reply(200, answer)
+
+    def tree(self, repo_id: str, revision: str, folder: str = "") -> None:
+        files = self._files(repo_id, revision)
+        if files is None:
+            return
+        recursive = self.query.get("recursive", ["False"])[0].lower() == "true"
+        expand = self.query.get("expand", ["False"])[0].lower() == "true"
+        found, folders = listing(files, folder, recursive)
+        if folder and not found and not folders:
+            return self._reply(404, {"error": "Entry not found"}, {"X-Error-Code": "EntryNotFound"})
+        entries = [folder_entry(path, expand) for path in folders]
+        self._reply(200, entries + [self.hub.entry(path, files[path], expand) for path in found])
+
+    def preupload(self, repo_id: str, revision: str) -> None:
+        """Every file is to come "regular", its bytes inside the commit."""
+        files = self._files(repo_id, revision)
+        if files is None:
+            return
+        answer = [
+            {
+                "path": item["path"],
+                "uploadMode": "regular",
+                "shouldIgnore": False,
+                "oid": blob_id(files[item["path"]]) if item["path"] in files else None,
+            }
+            for item in json.loads(self._body())["files"]
+        ]
+        self._reply(200, {"files": answer})
+
+    def commit(self, repo_id: str) -> None:
+        files = self._files(repo_id, "main")
+        if files is None:
+            return
+        if self.hub.echo_token:
+            return self._reply(400, {"error": f"commit refused for {self.headers['Authorization']}"})
+        lines = [json.loads(line) for line in self._body().splitlines() if line.strip()]
+        if not lines or lines[0]["key"] != "header":
+            return self._reply(400, {"error": "a commit starts with its header"})
+        files = dict(files)
+        for line in lines[1:]:
+            value = line["value"]
+            if line["key"] == "file" and value.get("encoding") == "base64":
+                data = base64.b64decode(value["content"])
+                files[value["path"]] = data[:-1] if value["path"] in self.hub.mangle else data
+            elif line["key"] == "deletedFile":
+                files.pop(value["path"], None)
+            else:
+                return self._reply(422, {"error": f"the stand-in takes no {line['key']} (LFS/xet uploads)"})
+        oid = self.hub.repos[repo_id].commit(files)
+        url = f"{self.hub.url}/datasets/{repo_id}/commit/{oid}"
+        self._reply(200, {"commitUrl": url, "commitOid": oid, "pullRequestUrl": None})
+
+    def validate_yaml(self) -> None:
+        content = json.loads(self._body())["content"]
+        front = content.split("---\n", 2)[1] if content.startswith("---\n") else ""
+        try:
+            valid = isinstance(yaml.safe_load(front) or {}, dict)
+        except yaml.YAMLError:
+            valid = False
+        errors = [] if valid else [{"message": "the front matter is not a YAML mapping"}]
+        self._reply(200 if valid else 400, {"errors": errors, "warnings": []})
+
+    def resolve(self, repo_id: str, revision: str, path: str) -> None:
+        """A file's bytes, or the `Range` asked for; HEAD answers the headers only."""
+        repo = self.hub.repos.get(repo_id)
+        files = repo.files(revision) if repo else None
+        if files is None or path not in files:
+            return self._reply(404, {"error": "Entry not found"}, {"X-Error-Code": "EntryNotFound"})
+        data, status = files[path], 200
+        headers = {"X-Repo-Commit": repo.main, "ETag": f'"{blob_id(data)}"', "Accept-Ranges": "bytes"}
+        wanted = self.headers.get("Range", "")
+        if wanted.startswith("bytes="):
+            self.hub.ranges.append(wanted)
+            first, _, last = wanted[6:].partition("-")
+            start, end = int(first), min(int(last) if last else len(data) - 1, len(data) - 1)
+            headers["Content-Range"] = f"bytes {start}-{end}/{len(data)}"
+            data, status = data[start : end + 1], 206
+        self._send(status, data if self.method == "GET" else b"", headers, length=len(data))
+
+    def _body(self) -> bytes:
+        return self.rfile.read(int(self.headers.get("Content-Length", 0)))
+
+    def _reply(self, status: int, body, headers: dict | None = None) -> None:
+        data = json.dumps(body).encode()
+        self._send(status, data, {"Content-Type": "application/json", **(headers or {})}, len(data))
+
+    def _send(self, status: int, data: bytes, headers: dict, length: int) -> None:
+        self.send_response(status)
+        for name, value in headers.items():
+            self.send_header(name, value)
+        self.send_header("Content-Length", str(length))
+        self.end_headers()
+        self.wfile.write(data)
 
 
 @pytest.fixture

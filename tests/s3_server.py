@@ -28,9 +28,11 @@ class S3Server:
 
         self._app = DomainDispatcherApplication(create_backend_app)
         self.puts: list[str] = []
+        self.refused: list[str] = []  # uploads answered 403 by `refuse_after`
         self.holding = threading.Event()  # set once an upload waits at the gate
         self._open = threading.Event()
         self._limit: int | None = None
+        self._refuse = False
         self._lock = threading.Lock()
         self._server = make_server(
             "127.0.0.1", 0, self._gate, threaded=True, request_handler=MotoRequestHandler
@@ -44,6 +46,10 @@ class S3Server:
     def hold_after(self, count: int) -> None:
         """Let `count` object uploads through, then keep the next ones waiting (and fail them)."""
         self._limit = count
+
+    def refuse_after(self, count: int) -> None:
+        """Let `count` object uploads through, then answer every later one 403 (not retried)."""
+        self._limit, self._refuse = count, True
 
     def release(self) -> None:
         """Fail the uploads held so far and let every later one through."""
@@ -62,6 +68,10 @@ class S3Server:
                 held = self._limit is not None and len(self.puts) >= self._limit
                 if not held:
                     self.puts.append(key)
+            if held and self._refuse:
+                self.refused.append(key)
+                start_response("403 Forbidden", [("Content-Type", "application/xml")])
+                return [b"<Error><Code>AccessDenied</Code><Message>refused by the test</Message></Error>"]
             if held:
                 self.holding.set()
                 self._open.wait(120)

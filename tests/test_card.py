@@ -8,7 +8,7 @@ import json
 import pytest
 import yaml
 
-from unimed_data.card import SourceInfo, hub_header, hub_license, size_category
+from unimed_data.card import SourceInfo, card_in_folder, hub_header, hub_license, size_category
 
 
 def front_matter(card: str) -> dict:
@@ -98,3 +98,20 @@ def test_datasets_loads_the_train_split_the_header_names(demo_out, tmp_path, mon
     assert {"jpg", "txt", "json"} <= set(loaded.column_names)
     first = loaded[0]
     assert first["txt"] and first["json"]["split"] == "train" and first["jpg"].size[0] > 0
+
+
+def test_a_card_for_a_folder_of_a_repo_names_the_shards_from_the_repo_root(demo_out):
+    card = (demo_out / "README.md").read_text()
+    moved = card_in_folder(card, "v1")
+    paths = [entry["path"] for entry in front_matter(card)["configs"][0]["data_files"]]
+    assert [entry["path"] for entry in front_matter(moved)["configs"][0]["data_files"]] == [
+        f"v1/{path}" for path in paths
+    ]
+    assert {key: value for key, value in front_matter(moved).items() if key != "configs"} == {
+        key: value for key, value in front_matter(card).items() if key != "configs"
+    }
+    assert moved.split("---\n", 2)[2] == card.split("---\n", 2)[2]
+    edited = "---\nconfigs:\n- config_name: default\n  data_files: data/*.tar\n---\nbody\n"
+    assert front_matter(card_in_folder(edited, "v1"))["configs"][0]["data_files"] == "v1/data/*.tar"
+    for plain in ("no front matter\n", "---\n- a list\n---\nbody\n", "---\n: : bad\n---\nbody\n"):
+        assert card_in_folder(plain, "v1") == plain

@@ -2,261 +2,42 @@
 step fails here even where no Docker daemon exists), a non-root user, no baked-in secrets, and
 `unimed-data` as the entrypoint.
 
-Replay rules (what an image build does that the replay does differently, and why):
-- Only the final stage is replayed; `COPY --from=<stage>` brings a tool from another image: the
-  replay links the tool of that name from this machine's PATH (uv) into a folder first on its PATH.
-- Absolute paths written in WORKDIR, COPY and ENV are image paths: they live under `tmp_path/image`.
-- `RUN --mount=type=cache` mounts are dropped: uv uses this machine's (warm) cache instead.
-- A RUN preceded by a comment starting with `image-only:` is skipped (accounts, ownership); such a step
-  may not run uv, so no install step can hide behind the mark.
-- The steps see this machine's environment less every UV_* (but the cache folder) and virtual-environment
-  variable, and less the PATH entries inside the environment running the tests (so nothing installs into
-  it, and none of its executables masks a missing install), then the build's ARGs and ENVs, then:
-  UV_OFFLINE=1 (the tests have no network: the lock's wheels come from the warm cache),
-  UV_LINK_MODE=hardlink and UV_COMPILE_BYTECODE=0 (copying and compiling 6 GB of torch and CUDA libraries
-  takes minutes and checks nothing about the install).
+How the replay differs from an image build: tests/docker_replay.py.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import re
 import shlex
 import shutil
 import subprocess
 import sys
-import threading
-from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-DOCKERFILE = ROOT / "Dockerfile"
-IMAGE_ONLY = "image-only:"
-HOST_OVERRIDES = {
-    "UV_LINK_MODE": "hardlink",
-    "UV_COMPILE_BYTECODE": "0",
-}
-HOST_ONLY = re.compile(r"UV_(?!CACHE_DIR$)|VIRTUAL_ENV$|CONDA_PREFIX$|PYTHONPATH$|PYTHONHOME$")
+from tests.docker_replay import (
+    DOCKERFILE,
+    ROOT,
+    Recorder,
+    Replay,
+    StepFailed,
+    final_stage,
+    ignore_rules,
+    ignored,
+    parse,
+    replay,
+)
+
 SECRET_NAME = re.compile(r"^AWS_|^HF_TOKEN$|KEY|SECRET|TOKEN|PASSWORD", re.IGNORECASE)
 
 
-@dataclass
-class Instruction:
-    keyword: str
-    args: str
-    image_only: bool = False
-
-
-def parse(text: str) -> list[Instruction]:
-    """Instructions with continuation lines joined; comment lines inside a continuation are dropped, as
-    Docker drops them."""
-    found: list[Instruction] = []
-    pending: list[str] = []
-    image_only = False
-    for line in text.splitlines():
-        stripped = line.strip()
-        if stripped.startswith("#"):
-            image_only = image_only or (not pending and stripped.lstrip("# ").startswith(IMAGE_ONLY))
-            continue
-        if not stripped and not pending:
-            continue
-        pending.append(stripped.removesuffix("\\").strip())
-        if not stripped.endswith("\\"):
-            keyword, _, args = " ".join(pending).partition(" ")
-            found.append(Instruction(keyword.upper(), args.strip(), image_only))
-            pending, image_only = [], False
-    return found
-
-
-def final_stage(instructions: list[Instruction]) -> list[Instruction]:
-    last_from = max(i for i, ins in enumerate(instructions) if ins.keyword == "FROM")
-    return instructions[last_from + 1 :]
-
-
-def flags(args: str) -> tuple[dict[str, str], str]:
-    """Leading `--name=value` options of RUN or COPY, and the rest."""
-    options: dict[str, str] = {}
-    while match := re.match(r"--([\w-]+)=(\S+)\s+", args):
-        options[match[1]] = match[2]
-        args = args[match.end() :]
-    return options, args
-
-
-def glob_regex(pattern: str) -> re.Pattern[str]:
-    """A .dockerignore pattern (Go filepath.Match with `**`) as a regex over '/'-separated paths."""
-    out, i = "", 0
-    while i < len(pattern):
-        for token, regex in (("**/", "(?:.*/)?"), ("**", ".*"), ("*", "[^/]*"), ("?", "[^/]")):
-            if pattern.startswith(token, i):
-                out, i = out + regex, i + len(token)
-                break
-        else:
-            out, i = out + re.escape(pattern[i]), i + 1
-    return re.compile(out)
-
-
-def ignore_rules() -> list[tuple[bool, re.Pattern[str]]]:
-    lines = (line.strip() for line in (ROOT / ".dockerignore").read_text().splitlines())
-    return [
-        (line.startswith("!"), glob_regex(line.removeprefix("!").strip().strip("/")))
-        for line in lines
-        if line and not line.startswith("#")
-    ]
-
-
-def ignored(relative: str, rules: list[tuple[bool, re.Pattern[str]]]) -> bool:
-    """Docker's rule: the last pattern matching the path or one of its parent folders decides."""
-    parts = relative.split("/")
-    prefixes = ["/".join(parts[:n]) for n in range(1, len(parts) + 1)]
-    result = False
-    for exception, regex in rules:
-        if any(regex.fullmatch(prefix) for prefix in prefixes):
-            result = not exception
-    return result
-
-
-def host_environment(tools: Path) -> dict[str, str]:
-    """This machine's environment as the replayed steps see it (see the module docstring)."""
-    env = {name: value for name, value in os.environ.items() if not HOST_ONLY.match(name)}
-    tests_env = Path(sys.prefix).resolve()
-    kept = [
-        entry
-        for entry in env["PATH"].split(os.pathsep)
-        if not Path(entry).resolve().is_relative_to(tests_env)
-    ]
-    env["PATH"] = os.pathsep.join([str(tools), *kept])
-    return env
-
-
-class StepFailed(AssertionError):
-    """A RUN step exited non-zero; `state` is the replay as that step left it."""
-
-    def __init__(self, message: str, state: Replay):
-        super().__init__(message)
-        self.state = state
-
-
-@dataclass
-class Replay:
-    """Runs the final stage's WORKDIR, ARG, ENV, SHELL, COPY and RUN steps under `root`."""
-
-    root: Path
-    build_args: dict[str, str] = field(default_factory=dict)
-    args: dict[str, str] = field(default_factory=dict)
-    env: dict[str, str] = field(default_factory=dict)
-    shell: list[str] = field(default_factory=lambda: ["/bin/sh", "-c"])
-    workdir: str = "/"
-    offline: bool = True
-    copied: dict[str, Path] = field(default_factory=dict)  # build-context path -> replayed image path
-    host: dict[str, str] = field(init=False)
-
-    def __post_init__(self) -> None:
-        self.tools = self.root / "host-tools"
-        self.host = host_environment(self.tools)
-
-    def image_path(self, path: str) -> Path:
-        return self.root / (path if path.startswith("/") else f"{self.workdir}/{path}").lstrip("/")
-
-    def expand(self, value: str) -> str:
-        """Substitute $VAR and ${VAR} from the build's ARGs and ENVs, else this machine's environment;
-        absolute paths written in the Dockerfile become image paths first."""
-        value = re.sub(r"(?:^|(?<=:))/[^:\s]*", lambda m: str(self.image_path(m[0])), value)
-        scope = {**self.host, **self.args, **self.env}
-        return re.sub(r"\$\{?(\w+)\}?", lambda m: scope.get(m[1], ""), value)
-
-    def step(self, ins: Instruction) -> None:
-        handlers = {
-            "ARG": self.arg,
-            "ENV": self.set_env,
-            "WORKDIR": self.change_dir,
-            "SHELL": self.set_shell,
-            "COPY": self.copy,
-            "RUN": self.run,
-        }
-        handlers[ins.keyword](ins.args)
-
-    def arg(self, args: str) -> None:
-        name, _, default = args.partition("=")
-        self.args[name] = self.build_args.get(name, shlex.split(default)[0] if default else "")
-
-    def set_env(self, args: str) -> None:
-        for item in shlex.split(args):
-            name, _, value = item.partition("=")
-            self.env[name] = self.expand(value)
-
-    def change_dir(self, args: str) -> None:
-        self.workdir = args if args.startswith("/") else f"{self.workdir}/{args}"
-        self.image_path(self.workdir).mkdir(parents=True, exist_ok=True)
-
-    def set_shell(self, args: str) -> None:
-        self.shell = json.loads(args)
-
-    def copy(self, args: str) -> None:
-        options, rest = flags(args)
-        *sources, dest = shlex.split(rest)
-        if "from" in options:
-            for source in sources:
-                found = shutil.which(Path(source).name)
-                assert found, f"COPY --from={options['from']} {source}: not on this machine's PATH"
-                self.tools.mkdir(parents=True, exist_ok=True)
-                (self.tools / Path(source).name).symlink_to(found)
-            return
-        assert not options, f"COPY {args}: options the replay does not know"
-        target = self.image_path(dest)
-        rules = ignore_rules()
-        for source in sources:
-            src = ROOT / source
-            assert src.exists(), f"COPY {source}: not in the build context"
-            assert not ignored(source, rules), f"COPY {source}: excluded by .dockerignore"
-            if src.is_file():
-                self.place(source, target / src.name if dest.endswith("/") else target)
-                continue
-            for file in sorted(src.rglob("*")):
-                relative = file.relative_to(ROOT).as_posix()
-                if file.is_file() and not ignored(relative, rules):
-                    self.place(relative, target / file.relative_to(src))
-
-    def place(self, relative: str, copied: Path) -> None:
-        copied.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(ROOT / relative, copied)
-        self.copied[relative] = copied
-
-    def run(self, args: str) -> None:
-        options, script = flags(args + " ")
-        assert set(options) <= {"mount"} and "type=cache" in options.get("mount", "type=cache"), args
-        env = {
-            **self.host,
-            **self.args,
-            **self.env,
-            **HOST_OVERRIDES,
-            "UV_OFFLINE": "1" if self.offline else "0",
-        }
-        done = subprocess.run(
-            [*self.shell, script.strip()],
-            cwd=self.image_path(self.workdir),
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
-        if done.returncode != 0:
-            message = f"RUN {script.strip()}\nexit {done.returncode}\n{done.stdout}\n{done.stderr}"
-            raise StepFailed(message, self)
-
-
-def replay(root: Path, build_args: dict[str, str] | None = None, offline: bool = True) -> Replay:
-    """The default build (or one with `--build-arg`s) replayed under `root`; raises StepFailed."""
-    state = Replay(root, build_args or {}, offline=offline)
-    for ins in final_stage(parse(DOCKERFILE.read_text())):
-        if ins.keyword == "RUN" and ins.image_only:
-            assert not re.search(r"\buv\b", ins.args), f"an image-only step runs uv: {ins.args}"
-        elif ins.keyword not in {"USER", "ENTRYPOINT", "CMD"}:  # run time only
-            state.step(ins)
-    return state
+@pytest.fixture
+def fence():
+    """The proxy every replayed step is given: it refuses all and records what it was asked."""
+    with Recorder(403) as proxy:
+        yield proxy
 
 
 def test_hadolint_passes():
@@ -265,8 +46,10 @@ def test_hadolint_passes():
     assert done.returncode == 0, done.stdout + done.stderr
 
 
-def test_default_build_installs_a_working_cli_and_trainer(tmp_path: Path):
-    state = replay(tmp_path / "image")
+def test_default_build_installs_a_working_cli_and_trainer_and_no_copy_of_the_sources(
+    tmp_path: Path, fence: Recorder
+):
+    state = replay(tmp_path / "image", fence)
     venv = Path(state.env["VIRTUAL_ENV"])
     data = state.image_path(state.workdir)  # the final WORKDIR, the image's working folder
     env = {"PATH": f"{venv / 'bin'}:{state.host['PATH']}", "HOME": str(tmp_path), "LC_ALL": "C.UTF-8"}
@@ -284,51 +67,74 @@ def test_default_build_installs_a_working_cli_and_trainer(tmp_path: Path):
     assert (venv / "bin" / "torchrun").is_file()
     run("unimed-data", "build", "--demo", "--out", str(data / "out"))
     assert json.loads((data / "out" / "stats.json").read_text())["totals"]["samples"] > 0
+    assert set(state.copied) == {"pyproject.toml", "uv.lock"}, "the final image copies sources"
     assert state.copied["uv.lock"].read_bytes() == (ROOT / "uv.lock").read_bytes()
+    outside = [
+        path for path in state.root.rglob("*") if path.suffix in {".py", ".whl"} and venv not in path.parents
+    ]
+    assert outside == [], "sources or the wheel left in the final image"
 
 
-def test_a_failing_install_step_fails_the_build(tmp_path: Path):
+def test_a_failing_install_step_fails_the_build(tmp_path: Path, fence: Recorder):
     with pytest.raises(StepFailed, match="no-such-extra"):
-        replay(tmp_path / "extra", {"EXTRAS": "train no-such-extra"})
+        replay(tmp_path / "extra", fence, {"EXTRAS": "train no-such-extra"})
     with pytest.raises(StepFailed, match="TORCH=rocm: expected cuda or cpu"):
-        replay(tmp_path / "torch", {"TORCH": "rocm"})
+        replay(tmp_path / "torch", fence, {"TORCH": "rocm"})
+    with pytest.raises(StepFailed, match=re.escape("hatchling==0.0.1")):
+        replay(tmp_path / "backend", fence, {"BUILD_BACKEND": "hatchling==0.0.1"})
 
 
-@pytest.fixture
-def empty_index():
-    """A package index on loopback that has nothing, and the paths uv asked it for."""
-    asked: list[str] = []
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self):
-            asked.append(self.path)
-            self.send_error(404)
-
-        def log_message(self, *args):
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_port}/simple", asked
-    server.shutdown()
-    server.server_close()
+def test_the_wheel_is_built_by_a_pinned_backend():
+    declared = re.search(r"requires = \[([^\]]*)\]", (ROOT / "pyproject.toml").read_text())[1]
+    backend = {re.split(r"[<>=!~\[; ]", name.strip(' "'))[0] for name in declared.split(",") if name.strip()}
+    pins = [
+        shlex.split(ins.args.partition("=")[2])[0].split()
+        for ins in parse(DOCKERFILE.read_text())
+        if ins.keyword == "ARG" and ins.args.startswith("BUILD_BACKEND=")
+    ]
+    assert len(pins) == 1 and all(re.fullmatch(r"[\w.-]+==[\w.]+", pin) for pin in pins[0]), pins
+    assert backend <= {pin.partition("==")[0] for pin in pins[0]}, (backend, pins)
 
 
 def test_cpu_build_installs_the_lock_without_cuda_then_asks_the_cpu_index_for_locked_torch(
-    tmp_path: Path, empty_index
+    tmp_path: Path, fence: Recorder
 ):
-    """Online only for loopback: the locked wheels come from the warm cache, and the CPU index (which
-    has no torch here, so the step fails) is asked for torch at the version in uv.lock."""
-    index, asked = empty_index
-    with pytest.raises(StepFailed) as failed:
-        replay(tmp_path / "image", {"TORCH": "cpu", "TORCH_CPU_INDEX": index}, offline=False)
+    """The locked wheels come from the warm cache, and the CPU index on loopback (which has no torch, so
+    the step fails) is asked for torch at the version in uv.lock; the fence sees nothing."""
+    with Recorder(404) as index, pytest.raises(StepFailed) as failed:
+        replay(
+            tmp_path / "image",
+            fence,
+            {"TORCH": "cpu", "TORCH_CPU_INDEX": f"{index.url}/simple"},
+            offline=False,
+        )
     locked = re.search(r'name = "torch"\nversion = "([^"]+)"', (ROOT / "uv.lock").read_text())[1]
     assert f"torch=={locked}" in str(failed.value)
-    assert "/simple/torch/" in asked
+    assert "GET /simple/torch/" in index.asked
     venv = Path(failed.value.state.env["VIRTUAL_ENV"])
     installed = {p.name.split("-")[0].lower() for p in venv.glob("lib/python*/site-packages/*.dist-info")}
     assert {"sympy", "networkx", "open_clip_torch", "s3fs", "huggingface_hub"} <= installed
     assert not {name for name in installed if re.match(r"torch$|torchvision$|triton$|nvidia_|cuda_", name)}
+
+
+def test_a_cold_uv_cache_skips_the_replay_naming_what_uv_missed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """Offline, uv says what its cache lacks; online behind the fence, the proxy says where uv went."""
+    monkeypatch.setenv("UV_CACHE_DIR", str(tmp_path / "empty-cache"))
+    with Recorder(403) as proxy, pytest.raises(pytest.skip.Exception) as offline:
+        replay(tmp_path / "image", proxy)
+    assert "uv's cache lacks" in str(offline.value) and "hatchling was not found in the cache" in str(
+        offline.value
+    )
+    (tmp_path / "online").mkdir()
+    with (
+        Recorder(403) as proxy,
+        pytest.raises(pytest.skip.Exception, match=re.escape("CONNECT pypi.org:443")),
+    ):
+        Replay(tmp_path / "online", proxy, offline=False).run(
+            "UV_HTTP_RETRIES=0 uv pip install --target out six"
+        )
 
 
 def test_dockerignore_keeps_the_context_to_what_the_image_copies():

@@ -8,30 +8,18 @@ import json
 import shutil
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
-from tests.conftest import run_cli
+from tests.conftest import run_cli, sha256sums
 from tests.s3_server import SECRET
-
-
-@pytest.fixture
-def build(demo_out: Path, tmp_path: Path) -> Path:
-    out = tmp_path / "build"
-    shutil.copytree(demo_out, out)
-    return out
-
-
-def sums(text: str) -> dict[str, str]:
-    return {name: digest for digest, name in (line.split("  ", 1) for line in text.splitlines())}
 
 
 def test_a_folder_gets_every_public_file_with_checksums_and_nothing_of_work(build, tmp_path):
     dest = tmp_path / "published"
     result = run_cli("publish", build, f"file://{dest}")
     assert result.exit_code == 0, result.output
-    listed = sums((dest / "SHA256SUMS").read_text())
+    listed = sha256sums((dest / "SHA256SUMS").read_text())
     sent = sorted(p.relative_to(dest).as_posix() for p in dest.rglob("*") if p.is_file())
     assert sent == sorted([*listed, "SHA256SUMS"])
     public = {"stats.json", "README.md", "errors.parquet", "duplicates.parquet", "train/sizes.json"}
@@ -47,7 +35,11 @@ def test_a_folder_gets_every_public_file_with_checksums_and_nothing_of_work(buil
 def test_a_dry_run_lists_and_sends_nothing(build, tmp_path):
     dest = tmp_path / "published"
     result = run_cli("publish", build, f"file://{dest}", "--dry-run")
-    assert result.exit_code == 0 and "train/sizes.json" in result.output and "would go to" in result.output
+    assert (
+        result.exit_code == 0
+        and "train/sizes.json" in result.output
+        and "to publish to file:" in result.output
+    )
     assert not dest.exists()
 
 
@@ -67,7 +59,7 @@ def test_an_interrupted_s3_publish_resumes_with_only_the_missing_files(build, s3
     s3.rm(["corpus/unimed/v1/train/sizes.json", "corpus/unimed/v1/stats.json"])
     again = run_cli("publish", build, "s3://corpus/unimed/v1")
     assert again.exit_code == 0, again.output
-    listed = sums(s3.cat("corpus/unimed/v1/SHA256SUMS").decode())
+    listed = sha256sums(s3.cat("corpus/unimed/v1/SHA256SUMS").decode())
     assert f"2 files sent, {len(listed) - 2} already there" in again.output
     for name, digest in listed.items():
         assert hashlib.sha256(s3.cat(f"corpus/unimed/v1/{name}")).hexdigest() == digest, name
@@ -99,7 +91,7 @@ def test_a_publish_killed_midway_resumes_sending_only_what_is_missing(build, s3,
     s3.invalidate_cache()
     again = run_cli("publish", build, "s3://corpus/unimed")
     assert again.exit_code == 0, again.output
-    listed = sums(s3.cat("corpus/unimed/SHA256SUMS").decode())
+    listed = sha256sums(s3.cat("corpus/unimed/SHA256SUMS").decode())
     missing = {f"corpus/unimed/{name}" for name in listed} - there
     assert set(s3_server.puts) == missing | {"corpus/unimed/SHA256SUMS"}
     assert f"{len(missing)} files sent, 3 already there" in again.output
@@ -156,17 +148,13 @@ def test_a_missing_bucket_is_one_error_line(build, s3):
     assert "bucket no-such-bucket not found" in result.output and SECRET not in result.output
 
 
-def test_the_trainer_reads_published_shards_and_their_sizes_straight_from_s3(demo_out, tmp_path, s3):
+def test_the_trainer_reads_published_shards_and_their_sizes_straight_from_s3(build, tmp_path, s3):
     pytest.importorskip("open_clip", reason="needs the `train` extra")
-    import json
-
     from unimed_train.data.spec import dataset_size, parse_spec
     from unimed_train.main import main
 
     from tests.tiny_models import tiny_argv
 
-    build = tmp_path / "build"
-    shutil.copytree(demo_out, build)
     assert run_cli("publish", build, "s3://corpus/unimed").exit_code == 0
     count = len(json.loads((build / "train" / "sizes.json").read_text()))
     remote = f"s3://corpus/unimed/train/unimed-{{000000..{count - 1:06d}}}.tar"
@@ -176,3 +164,36 @@ def test_the_trainer_reads_published_shards_and_their_sizes_straight_from_s3(dem
     main(tiny_argv(tmp_path, remote, out, "--steps", "10", "--batch-size", "8", "--warmup", "2"))
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [row["step"] for row in rows] == list(range(1, 11))
+
+
+def test_a_secret_in_a_store_message_or_in_dest_is_never_shown(build, monkeypatch):
+    from unimed_data.publish import _reason
+
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", SECRET)
+    assert SECRET not in _reason(RuntimeError(f"signature mismatch for {SECRET}"))
+    assert "<AWS_SECRET_ACCESS_KEY>" in _reason(RuntimeError(f"signature mismatch for {SECRET}"))
+    result = run_cli("publish", build, f"ftp://user:{SECRET}@127.0.0.1:9/corpus")
+    assert result.exit_code == 2 and result.output.startswith("error: ftp://***@127.0.0.1:9/corpus: ")
+    assert SECRET not in result.output and result.output.count("\n") == 1
+
+
+def test_an_s3_upload_is_checked_against_the_sha256_the_store_keeps(build, s3):
+    from unimed_data.publish import _s3_sha256
+
+    assert run_cli("publish", build, "s3://corpus/unimed").exit_code == 0
+    listed = sha256sums(s3.cat("corpus/unimed/SHA256SUMS").decode())
+    assert _s3_sha256(s3, "corpus/unimed/stats.json") == listed["stats.json"]
+    s3.pipe_file("corpus/unimed/stats.json", b"{}")  # replaced behind our back, without a checksum
+    assert _s3_sha256(s3, "corpus/unimed/stats.json") is None
+
+
+def test_the_first_failed_upload_stops_the_others(build, s3, s3_server):
+    from unimed_data.publish import published_files
+
+    s3_server.refuse_after(2)  # SHA256SUMS and one file arrive; the next upload is refused
+    result = run_cli("publish", build, "s3://corpus/unimed", "--workers", "1")
+    assert result.exit_code == 2 and result.output.startswith("error: s3://corpus/unimed: ")
+    assert "access refused" in result.output
+    # The failed upload, and at most the one the worker had already begun; not the other files.
+    assert len(s3_server.puts) == 2 and 1 <= len(s3_server.refused) <= 2
+    assert len(published_files(build)) > 2 + 2

@@ -177,3 +177,18 @@ def test_a_remote_shard_that_cannot_be_opened_is_skipped_with_a_warning_naming_i
     assert len(samples) == _sizes(demo_out, "train")[first]
     with pytest.raises(FileNotFoundError, match=r"gone\.tar"):
         list(tar_samples(urls, handler=wds.reraise_exception))
+
+
+def test_a_mistyped_remote_prefix_or_an_unreachable_store_is_one_usage_error(s3, monkeypatch):
+    from unimed_train.data.spec import check_shards, dataset_size
+
+    with pytest.raises(
+        UsageError, match=r"^s3://corpus/typo/unimed-000000\.tar: not found \(the first shard"
+    ):
+        check_shards("s3://corpus/typo/unimed-{000000..000003}.tar")
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")  # nothing listens on the discard port
+    spec = "s3://corpus/unimed/train/unimed-{000000..000003}.tar"
+    for call in (check_shards, lambda s: dataset_size(parse_spec(s))):
+        with pytest.raises(UsageError, match=r"^s3://corpus/unimed/train/\S+: cannot read \(\w+") as caught:
+            call(spec)
+        assert "\n" not in str(caught.value)

@@ -14,8 +14,12 @@ NAMES = ("manifests", "prompts", "recipes")
 
 
 def bundled(name: str) -> Path:
-    """The folder `name` (one of NAMES): inside the installed package, else the checkout's top level."""
+    """The folder `name` (one of NAMES): the checkout's top level when this package runs from a
+    checkout (a `pyproject.toml` beside it), else the copy inside the installed package. Checked in
+    that order, so a stray folder of that name left inside a checkout's package is never read."""
     if name not in NAMES:
         raise ValueError(f"{name}: not a bundled folder ({', '.join(NAMES)})")
-    installed = Path(str(files("unimed_data"))) / name
-    return installed if installed.is_dir() else Path(__file__).resolve().parent.parent / name
+    checkout = Path(__file__).resolve().parent.parent
+    if (checkout / "pyproject.toml").is_file() and (checkout / name).is_dir():
+        return checkout / name
+    return Path(str(files("unimed_data"))) / name

@@ -53,13 +53,25 @@ class SourceInfo:
 
 
 def render_card(stats: dict, sources: list[SourceInfo], shard_prefix: str) -> str:
-    totals = stats["totals"]
-    txt, txt_note = _TXT[stats["config"].get("txt_format", "plain")]
-    lines = [
-        *hub_header(stats, sources, shard_prefix),
+    return "\n".join(
+        [
+            *hub_header(stats, sources, shard_prefix),
+            *_contents_section(stats, sources, shard_prefix),
+            *_sources_section(stats, sources),
+            *_dedupe_section(stats),
+            *_accounting_section(stats["totals"], stats["errors_by_stage"]),
+            *_loading_section(stats, shard_prefix),
+        ]
+    )
+
+
+def _contents_section(stats: dict, sources: list[SourceInfo], shard_prefix: str) -> list[str]:
+    """The title, what a sample holds and the splits table."""
+    txt = _TXT[stats["config"].get("txt_format", "plain")][0]
+    return [
         "# Medical image-text shards built with unimed-data",
         "",
-        f"{totals['samples']} image-text pairs from {len(sources)} source(s) in WebDataset format. "
+        f"{stats['totals']['samples']} image-text pairs from {len(sources)} source(s) in WebDataset format. "
         f"Each sample holds `jpg` (the image), `txt` ({txt})"
         " and `json` (all captions, labels, report, modality, dataset, caption source, licence, split,"
         " width, height).",
@@ -68,9 +80,13 @@ def render_card(stats: dict, sources: list[SourceInfo], shard_prefix: str) -> st
         "",
         "| split | samples | shards | files |",
         "| --- | ---: | ---: | --- |",
+        *_split_rows(stats, shard_prefix),
     ]
-    lines += _split_rows(stats, shard_prefix)
-    lines += [
+
+
+def _sources_section(stats: dict, sources: list[SourceInfo]) -> list[str]:
+    """Each source's licence and homepage, the counts against a reference corpus, the citations."""
+    lines = [
         "",
         "## Sources and licences",
         "",
@@ -88,8 +104,11 @@ def render_card(stats: dict, sources: list[SourceInfo], shard_prefix: str) -> st
     if citations:
         lines += ["", "## Citations", ""]
         lines += [f"- {src.name}: {src.citation.strip()}" for src in citations]
-    lines += _dedupe_section(stats)
-    lines += [
+    return lines
+
+
+def _accounting_section(totals: dict, errors_by_stage: dict) -> list[str]:
+    return [
         "",
         "## Accounting",
         "",
@@ -98,26 +117,33 @@ def render_card(stats: dict, sources: list[SourceInfo], shard_prefix: str) -> st
         f" + contaminated {totals.get('contaminated', 0)}"
         f" ({'balanced' if totals['balanced'] else 'NOT balanced'}). "
         "Errors by stage: "
-        + (", ".join(f"{k} {v}" for k, v in stats["errors_by_stage"].items()) or "none")
+        + (", ".join(f"{k} {v}" for k, v in errors_by_stage.items()) or "none")
         + ". Each error is a row of `errors.parquet` with its source path and reason; filtered items"
         " (left out by a manifest rule or the minimum image side) are counted, not errors.",
+    ]
+
+
+def _loading_section(stats: dict, shard_prefix: str) -> list[str]:
+    """How webdataset, `datasets` (locally or from the Hub) and open_clip read the shards."""
+    pattern = _pattern(stats, shard_prefix)
+    txt_note = _TXT[stats["config"].get("txt_format", "plain")][1]
+    return [
         "",
         "## Loading",
         "",
         "```python",
         "import webdataset as wds",
-        f'ds = wds.WebDataset("{_pattern(stats, shard_prefix)}").decode("pil").to_tuple("jpg", "txt", "json")',
+        f'ds = wds.WebDataset("{pattern}").decode("pil").to_tuple("jpg", "txt", "json")',
         "```",
         "",
         f'Hugging Face `datasets`: `load_dataset("webdataset", data_files={{"train": "train/{shard_prefix}-*.tar"}},'
         ' split="train")` in this folder, or `load_dataset("ORG/NAME", split="train")` once published to'
         " the Hub (the header above names the splits).",
         "",
-        f"open_clip: `--train-data '{_pattern(stats, shard_prefix)}' --dataset-type webdataset` (sample counts come from"
+        f"open_clip: `--train-data '{pattern}' --dataset-type webdataset` (sample counts come from"
         " `sizes.json` beside the shards)." + txt_note,
         "",
     ]
-    return "\n".join(lines)
 
 
 def hub_header(stats: dict, sources: list[SourceInfo], shard_prefix: str) -> list[str]:
@@ -136,8 +162,42 @@ def hub_header(stats: dict, sources: list[SourceInfo], shard_prefix: str) -> lis
             "data_files": [{"split": split, "path": f"{split}/{shard_prefix}-*.tar"} for split in splits],
         }
     ]
-    text = yaml.safe_dump(header, sort_keys=False, allow_unicode=True, width=1000)
-    return ["---", *text.splitlines(), "---", ""]
+    return ["---", *_yaml(header).splitlines(), "---", ""]
+
+
+def card_in_folder(card: str, folder: str) -> str:
+    """The card with its configs' data_files under `folder/`: the Hub resolves them from the repo
+    root, so this is the card of a build published into that folder of a repo. A card without a
+    readable front matter is returned as it is."""
+    if not card.startswith("---\n") or card.count("---\n") < 2:
+        return card
+    _, front, body = card.split("---\n", 2)
+    try:
+        header = yaml.safe_load(front)
+    except yaml.YAMLError:
+        return card
+    if not isinstance(header, dict):
+        return card
+    for config in header.get("configs") or []:
+        if isinstance(config, dict) and "data_files" in config:
+            config["data_files"] = _under(folder, config["data_files"])
+    return f"---\n{_yaml(header)}---\n{body}"
+
+
+def _under(folder: str, data_files):
+    """A config's data_files (a path, a list, `{split, path}` entries) moved under `folder/`."""
+    if isinstance(data_files, str):
+        return f"{folder}/{data_files}"
+    if isinstance(data_files, list):
+        return [_under(folder, entry) for entry in data_files]
+    if isinstance(data_files, dict) and "path" in data_files:
+        return {**data_files, "path": _under(folder, data_files["path"])}
+    return data_files
+
+
+def _yaml(header: dict) -> str:
+    """The front matter's text: keys in the order given, so that it depends on the build only."""
+    return yaml.safe_dump(header, sort_keys=False, allow_unicode=True, width=1000)
 
 
 def hub_license(text: str) -> str | None:

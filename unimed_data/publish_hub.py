@@ -7,7 +7,12 @@ one batch. A file the repo already holds with the same size and digest is not se
 the sha256 of an LFS/xet file and the git blob id of a regular one, both computed here too, so no
 local state is needed to resume. After each commit the Hub's size and digest of every file in it are
 checked. The endpoint is huggingface_hub's `HF_ENDPOINT`, the token `HF_TOKEN` or the saved login;
-neither token nor its value ever appears in a message.
+the token's value never appears in a message.
+
+The Hub reads a repo's card, and the `configs` that tell `load_dataset("ORG/NAME")` where the splits
+are, only from the root `README.md`, with paths from the repo root. So into a folder
+(`hf://datasets/ORG/NAME/v1`) goes a copy of the card whose configs name `v1/train/...`: not read
+there, but right once copied to the root. The build's own README.md is never changed.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from unimed_data.card import card_in_folder
 from unimed_data.publish import CHUNK, Item, PublishError, Report, checksums, published_items, redact, sha256
 from unimed_data.tables import atomic_write_text
 from unimed_data.workspace import Workspace
@@ -45,6 +51,8 @@ def is_hub(dest: str) -> bool:
 def hub_repo(dest: str) -> HubRepo:
     """ORG/NAME and the folder of `hf://datasets/ORG/NAME[/folder]`."""
     parts = dest.removeprefix("hf://").strip("/").split("/")
+    if {".", ".."} & set(parts):
+        raise PublishError(f"{dest}: `.` and `..` are not allowed in a repo path")
     if len(parts) < 3 or parts[0] != "datasets" or not all(parts[1:3]):
         raise PublishError(f"{dest}: not a dataset repo: write hf://datasets/ORG/NAME[/folder]")
     if "@" in parts[2]:
@@ -59,21 +67,25 @@ def publish_hub(
 ) -> Report:
     """Send OUT's public files to the dataset repo of DEST (see the module docstring)."""
     repo = hub_repo(dest)
-    api = _api(dest)
-    items = published_items(out)
+    api, token = _api(dest)
+    local = published_items(out)
+    items = [_folder_card(out, repo, item) if item.name == "README.md" else item for item in local]
     sums = _sums_item(out, items)
+    size = {item.name: item.size for item in local}  # progress counts the build's bytes
     try:
         _check_repo(api, repo, dest)
         remote = _remote_files(api, repo, [sums, *items])
         waiting = [item for item in [sums, *items] if not _matches(remote.get(repo.path(item.name)), item)]
+        if progress is not None:  # what is already there counts as done
+            progress(sum(size[item.name] for item in items if item not in waiting))
         for batch in _batches(waiting):
             _commit(api, repo, batch, workers)
             if progress is not None:
-                progress(sum(item.size for item in batch if item is not sums))
+                progress(sum(size[item.name] for item in batch if item is not sums))
     except PublishError:
         raise
     except Exception as exc:  # the Hub's answers and the connection's failures
-        raise PublishError(f"{dest}: {_hub_reason(exc, repo)}") from None
+        raise PublishError(f"{dest}: {_hub_reason(exc, repo, token)}") from None
     sent = [item.name for item in waiting if item is not sums]
     return Report(sent, [item.name for item in items if item.name not in sent])
 
@@ -83,12 +95,23 @@ def _api(dest: str):
         from huggingface_hub import HfApi, get_token
     except ImportError:
         raise PublishError(f"{dest}: needs huggingface_hub: install unimed-data[download]") from None
-    if get_token() is None:
+    token = get_token()
+    if token is None:
         raise PublishError(
             f"{dest}: no Hugging Face token: set HF_TOKEN to a write token or run `hf auth login`"
         )
     # HF_ENDPOINT as it is now (huggingface_hub itself reads it once, at import)
-    return HfApi(endpoint=os.environ.get("HF_ENDPOINT") or None)
+    return HfApi(endpoint=os.environ.get("HF_ENDPOINT") or None, token=token), token
+
+
+def _folder_card(out: Path, repo: HubRepo, card: Item) -> Item:
+    """The card as it goes to DEST: the build's own at the repo root; in a folder, a copy (under
+    OUT/work/publish/) whose configs name the folder's files from the root, as the Hub reads them."""
+    if not repo.folder:
+        return card
+    path = Workspace(out).work / "publish" / "README.md"
+    atomic_write_text(path, card_in_folder(card.path.read_text(encoding="utf-8"), repo.folder))
+    return Item(card.name, path, path.stat().st_size, sha256(path))
 
 
 def _sums_item(out: Path, items: list[Item]) -> Item:
@@ -172,12 +195,14 @@ def _commit(api, repo: HubRepo, batch: list[Item], workers: int) -> None:
             )
 
 
-def _hub_reason(exc: Exception, repo: HubRepo) -> str:
-    """One line for the Hub's refusals (their own messages span lines and pages of advice)."""
+def _hub_reason(exc: Exception, repo: HubRepo, token: str) -> str:
+    """One line for the Hub's refusals (their own messages span lines and pages of advice), without
+    the token, wherever it came from (HF_TOKEN or the saved login)."""
     status = getattr(getattr(exc, "response", None), "status_code", None)
     if status == 401:
         return "the Hub refused the token (HF_TOKEN or the saved login): 401 Unauthorized"
     if status == 403:
         return f"the token may not write to {repo.repo_id} (403 Forbidden): use a token with write access"
-    lines = [line.strip() for line in redact(str(exc)).splitlines() if line.strip()]
+    text = redact(str(exc)).replace(token, "<HF token>") if token else redact(str(exc))
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
     return f"{' '.join(lines[:2]) or 'no message'} ({type(exc).__name__})"

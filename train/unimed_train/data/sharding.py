@@ -20,9 +20,10 @@ from collections.abc import Callable, Iterable, Iterator
 from multiprocessing import Value
 from typing import Any
 
-import fsspec
 import webdataset as wds
 from torch.utils.data import get_worker_info
+
+from unimed_train.data.remote import is_fsspec_url, open_url
 
 
 def seed_int(*parts: Any) -> int:
@@ -120,29 +121,6 @@ class EpochSamples(wds.PipelineStage):
         return self._shuffled(samples, epoch, self.rank, worker, passno)
 
 
-OBJECT_STORES = ("s3", "gs", "gcs", "hf", "az", "abfs")
-# http(s) goes through fsspec too, not webdataset's `curl` pipe: no curl binary needed, no shell
-# quoting of the URL, and a failed request raises an error naming the URL instead of a skipped shard
-FSSPEC_SCHEMES = (*OBJECT_STORES, "http", "https")
-
-
-def fsspec_options(url: str) -> dict:
-    """Filesystem options for a URL: http(s) is streamed (block size 0: no Range requests, so any
-    web server will do) and, as curl would, goes through the proxies the environment names."""
-    if url.partition("://")[0] not in ("http", "https"):
-        return {}
-    return {"block_size": 0, "client_kwargs": {"trust_env": True}}
-
-
-def http_failure(url: str, missing: FileNotFoundError) -> BaseException | None:
-    """What really failed behind fsspec's FileNotFoundError for an http(s) URL, which it also raises
-    for a refused certificate or connection, a 401 or 403; None where the file is just not there."""
-    cause = missing.__cause__
-    if url.partition("://")[0] not in ("http", "https") or cause is None:
-        return None
-    return None if getattr(cause, "status", None) in (404, 410) else cause
-
-
 def tar_samples(urls: Iterable[dict], handler: Callable[[Exception], bool] = wds.warn_and_continue):
     """Samples of the shards at `urls`: local files and `pipe:` through webdataset's own openers,
     object stores (`s3://`, `gs://`, `hf://`) and `http(s)://` through fsspec, which reads the usual
@@ -156,9 +134,9 @@ def tar_samples(urls: Iterable[dict], handler: Callable[[Exception], bool] = wds
 def _opened(urls: Iterable[dict], handler: Callable[[Exception], bool]) -> Iterator[dict]:
     for item in urls:
         url = item["url"]
-        if url.partition("://")[0] in FSSPEC_SCHEMES:
+        if is_fsspec_url(url):
             try:  # a shard that cannot be opened goes to `handler`, as webdataset's opener does it
-                stream = fsspec.open(url, "rb", skip_instance_cache=True, **fsspec_options(url)).open()
+                stream = open_url(url).open()
             except Exception as exc:
                 exc.args = (*exc.args, url)
                 if handler(exc):

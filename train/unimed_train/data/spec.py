@@ -10,10 +10,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import braceexpand
-import fsspec
 
 from unimed_train.cli import UsageError
-from unimed_train.data.sharding import fsspec_options, http_failure
+from unimed_train.data.remote import http_failure, is_fsspec_url, open_url, reason, url_to_fs
 
 
 @dataclass(frozen=True)
@@ -56,8 +55,12 @@ def parse_spec(spec: str) -> list[Source]:
 
 def check_shards(spec: str) -> list[Source]:
     """`parse_spec`, then a UsageError listing the local shards that do not exist (before webdataset
-    fails on the first one deep in a worker). URLs and pipes (`scheme:...`) are left to webdataset."""
+    fails on the first one deep in a worker); of a remote source, the first shard is looked up.
+    Pipes (`pipe:...`) are left to webdataset."""
     sources = parse_spec(spec)
+    for source in sources:
+        if is_fsspec_url(source.urls[0]):
+            _check_remote(source)
     missing = [u for s in sources for u in s.urls if not _is_remote(u) and not os.path.isfile(u)]
     if missing:
         shown = ", ".join(missing[:3]) + (", ..." if len(missing) > 3 else "")
@@ -95,10 +98,28 @@ def _read_sizes(path: str) -> dict | None:
     if path.startswith("pipe:"):
         return None
     try:
-        with fsspec.open(path, "rt", skip_instance_cache=True, **fsspec_options(path)) as handle:
+        with open_url(path, "rt") as handle:
             return json.load(handle)
     except FileNotFoundError as e:
         failure = http_failure(path, e)
         if failure is None:
             return None
-        raise UsageError(f"{path}: cannot read ({type(failure).__name__}: {failure})") from None
+        raise UsageError(f"{path}: cannot read ({reason(failure)})") from None
+    except Exception as e:  # unreachable store, refused credentials, not JSON: one line naming the URL
+        raise UsageError(f"{path}: cannot read ({reason(e)})") from None
+
+
+def _check_remote(source: Source) -> None:
+    """The first shard of a remote source is there: a mistyped prefix or bucket is one error now,
+    not a `sizes.json` said to be absent and every shard skipped later."""
+    url = source.urls[0]
+    try:
+        fs, path = url_to_fs(url)
+        fs.info(path)
+    except FileNotFoundError as e:
+        failure = http_failure(url, e)
+        if failure is None:
+            raise UsageError(f"{url}: not found (the first shard of {source.pattern})") from None
+        raise UsageError(f"{url}: cannot read ({reason(failure)})") from None
+    except Exception as e:
+        raise UsageError(f"{url}: cannot read ({reason(e)})") from None

@@ -20,12 +20,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import fsspec
 import numpy as np
 import torch
 import webdataset as wds
 
-from unimed_train.data.sharding import fsspec_options, http_failure, tar_samples
+from unimed_train.data.remote import http_failure, reason, url_to_fs
+from unimed_train.data.sharding import tar_samples
 
 SPLITS = ("train", "val", "test")
 KINDS = ("classification", "multilabel", "retrieval")
@@ -65,7 +65,7 @@ class _Remote:
     def __init__(self, url: str, fs: Any = None, path: str = ""):
         self.url = url.rstrip("/")
         if fs is None:  # a fresh client, which reads the credentials and endpoint the environment has now
-            fs, path = fsspec.core.url_to_fs(self.url, skip_instance_cache=True, **fsspec_options(self.url))
+            fs, path = url_to_fs(self.url)
         self.fs, self.path = fs, path
 
     def __truediv__(self, part: str) -> _Remote:
@@ -219,7 +219,7 @@ def load_evalset(path: str | Path) -> EvalSet:
     except EvalSetError:
         raise
     except Exception as e:  # network, credentials, unknown scheme: one line naming the URL
-        raise EvalSetError(url, f"cannot read ({type(e).__name__}: {' '.join(str(e).split())})") from None
+        raise EvalSetError(url, f"cannot read ({reason(e)})") from None
 
 
 def _load(root: Path | _Remote) -> EvalSet:
