@@ -80,11 +80,14 @@ def test_the_size_bucket_is_the_hubs(samples, bucket):
 
 
 def test_datasets_loads_the_train_split_the_header_names(demo_out, tmp_path, monkeypatch):
-    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     import datasets
+    import huggingface_hub.constants
 
-    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", True)
+    # Offline for this test only: both libraries read the switch once, at import, so the environment
+    # variable would outlive the test (and turn later tests offline).
+    for module, name in [(huggingface_hub.constants, "HF_HUB_OFFLINE"), (datasets.config, "HF_HUB_OFFLINE")]:
+        monkeypatch.setattr(module, name, True)
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_OFFLINE", True)
     header = front_matter((demo_out / "README.md").read_text())
     train = next(f["path"] for f in header["configs"][0]["data_files"] if f["split"] == "train")
     loaded = datasets.load_dataset(

@@ -33,7 +33,11 @@ def sent_and_kept(output: str) -> tuple[int, int]:
 def load_from_hub(hub, monkeypatch, tmp_path):
     """`datasets.load_dataset` of a repo on the stand-in, as a user loads one from the Hub by its name."""
     import datasets
+    import huggingface_hub.constants
 
+    for module, name in [(huggingface_hub.constants, "HF_HUB_OFFLINE"), (datasets.config, "HF_HUB_OFFLINE")]:
+        monkeypatch.setattr(module, name, False)  # the stand-in is on loopback, whatever the environment says
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_OFFLINE", False)
     # datasets, like huggingface_hub, read HF_ENDPOINT when it was first imported
     monkeypatch.setattr(datasets.config, "HF_ENDPOINT", hub.url)
     monkeypatch.setattr(
