@@ -40,9 +40,15 @@ class TrainConfig:
     w_cross: float = opt(1.0, "distill: cross-modal InfoNCE weight")
     teachers: list[str] = field(
         default_factory=list,
-        metadata={"help": "distill: comma list of teacher names in the shards", "choices": None},
+        metadata={
+            "help": "distill: comma list of teacher names in the shards (default: those of the "
+            "teachers.json beside them)",
+            "choices": None,
+        },
     )
-    teacher_dim: int = opt(512, "distill: teacher feature width")
+    teacher_dim: int = opt(
+        512, "distill: feature width of teachers that no teachers.json beside the shards lists"
+    )
     batch_size: int = opt(64, "samples per rank per step (before accumulation)")
     steps: int | None = opt(None, "optimizer steps (default: --epochs worth)")
     epochs: int = opt(1, "passes over the data when --steps is not given")
@@ -72,8 +78,16 @@ class TrainConfig:
 
     @property
     def teacher_dims(self) -> dict[str, int]:
-        """Feature width of each distillation teacher (all `teacher_dim` wide)."""
-        return {name: self.teacher_dim for name in self.teachers}
+        """Feature width of each distillation teacher: from the `teachers.json` beside the shards
+        (which `python -m unimed_train.teachers` writes), else `teacher_dim`."""
+        widths = self.teacher_widths()
+        return {name: widths.get(name, self.teacher_dim) for name in self.teachers}
+
+    def teacher_widths(self) -> dict[str, int]:
+        """Teacher name -> width, from the `teachers.json` files beside the shards of `train_data`."""
+        from unimed_train.data.spec import teacher_widths  # imports torch: not for --help
+
+        return teacher_widths(self.train_data)
 
     def check(self) -> TrainConfig:
         """Raise UsageError for option values that cannot work together."""

@@ -27,7 +27,8 @@ def caption_index(seed: int, epoch: int, key: str, n: int) -> int:
     return seed_int("caption", int(seed), int(epoch), str(key)) % n
 
 
-def _captions(sample: dict) -> list[str]:
+def sample_captions(sample: dict) -> list[str]:
+    """The captions one is drawn from (the teacher features have one text row for each)."""
     if "json" not in sample:
         return []
     meta = json.loads(sample["json"])
@@ -51,7 +52,7 @@ class ToSample:
         data = next((sample[e] for e in IMAGE_EXTS if e in sample), None)
         if data is None:
             return None
-        captions = _captions(sample)
+        captions = sample_captions(sample)
         choice = None
         if captions:
             choice = caption_index(self.seed, self.epoch.get_value(), key, len(captions))

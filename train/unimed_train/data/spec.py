@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -80,7 +81,7 @@ def dataset_size(sources: Sequence[Source]) -> int | None:
     total = 0
     for src in sources:
         path = f"{src.urls[0].rsplit('/', 1)[0]}/sizes.json"
-        sizes = _read_sizes(path)
+        sizes = _read_json(path)
         if sizes is None:
             return None
         for url in src.urls:
@@ -91,8 +92,28 @@ def dataset_size(sources: Sequence[Source]) -> int | None:
     return total
 
 
-def _read_sizes(path: str) -> dict | None:
-    """A `sizes.json`, local or remote (fsspec: `s3://`, `https://`, `hf://`...); None if absent."""
+@functools.lru_cache(maxsize=8)
+def teacher_widths(spec: str) -> dict[str, int]:
+    """Teacher name -> feature width, from the `teachers.json` beside each source's shards (as
+    `python -m unimed_train.teachers` writes it), in the order listed; {} where there is none.
+    Read once per spec: the objective and the loader both ask."""
+    widths: dict[str, int] = {}
+    for src in parse_spec(spec):
+        path = f"{src.urls[0].rsplit('/', 1)[0]}/teachers.json"
+        listed = _read_json(path)
+        try:
+            found = {str(t["name"]): int(t["width"]) for t in (listed or {}).get("teachers", [])}
+        except (AttributeError, KeyError, TypeError, ValueError):
+            raise UsageError(f"{path}: not a teachers.json of python -m unimed_train.teachers") from None
+        for name, width in found.items():
+            if widths.setdefault(name, width) != width:
+                raise UsageError(f"{path}: teacher {name} is {width} wide here, {widths[name]} elsewhere")
+    return widths
+
+
+def _read_json(path: str) -> dict | None:
+    """A `sizes.json` or `teachers.json`, local or remote (fsspec: `s3://`, `https://`, `hf://`...);
+    None if absent."""
     if not _is_remote(path):
         return json.loads(Path(path).read_text()) if os.path.isfile(path) else None
     if path.startswith("pipe:"):

@@ -4,9 +4,12 @@ Shards carry optional members `<teacher>.img.npy` (a `[D]` vector) and `<teacher
 the primary caption's embedding, or `[n_captions, D]`, one row per `json["captions"]` entry, the
 chosen caption's row is used). Each sample gets one teacher among those it has both members of,
 chosen by a hash of its key, so batches have one shape whatever the number of teachers:
-`teacher_img`, `teacher_txt` `[B, D]` float32 (zeros where a sample has no teacher),
+`teacher_img`, `teacher_txt` `[B, D]` float32 with `D` the widest teacher's width (a narrower
+teacher's features fill the first columns; zeros where a sample has no teacher),
 `has_teacher` `BoolTensor[B]` and `teacher` `LongTensor[B]` (the index into the teacher list).
 Each teacher is projected to the student width (`teacher_proj`) when the sizes differ.
+`python -m unimed_train.teachers` writes such shards, and a `teachers.json` beside them with
+each teacher's width (`TrainConfig.teacher_dims` reads it).
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from unimed_train.cli import UsageError
@@ -30,11 +34,18 @@ class Distill(Objective):
     def __init__(self, config, model: nn.Module, extras: nn.ModuleDict, *, rank: int, world_size: int):
         super().__init__(config, model, extras, rank=rank, world_size=world_size)
         self.teachers = list(config.teachers)
+        self.widths = [int(config.teacher_dims[name]) for name in self.teachers]
 
     @classmethod
     def check_config(cls, config) -> None:
+        """No `--teachers`: every teacher of the `teachers.json` beside the shards."""
         if not config.teachers:
-            raise UsageError("--loss distill needs --teachers NAME[,NAME...]")
+            config.teachers = list(config.teacher_widths())
+        if not config.teachers:
+            raise UsageError(
+                "--loss distill needs --teachers NAME[,NAME...] (or shards with a teachers.json "
+                "beside them, as python -m unimed_train.teachers writes)"
+            )
 
     @classmethod
     def extra_modules(cls, config, embed_dim: int) -> dict[str, nn.Module]:
@@ -56,7 +67,9 @@ class Distill(Objective):
         projections = [self.extras["teacher_proj"][_module_key(name)] for name in self.teachers]
         rows = torch.arange(len(batch["key"]), device=batch["teacher"].device)
         teacher_image, teacher_text = (
-            torch.stack([p(batch[k].float()) for p in projections])[batch["teacher"], rows]
+            torch.stack([p(batch[k][:, :w].float()) for p, w in zip(projections, self.widths, strict=True)])[
+                batch["teacher"], rows
+            ]
             for k in ("teacher_img", "teacher_txt")
         )
         return self.loss(image, text, scale, teacher_image, teacher_text, batch["has_teacher"])
@@ -77,13 +90,21 @@ def _module_key(name: str) -> str:
     return str(name).replace(".", "_")
 
 
+def teacher_name_problem(name: str) -> str | None:
+    """Why `name` cannot name a teacher: its members are `<key>.<name>.img.npy`, and WebDataset
+    splits a member's name at the first dot (None when it can)."""
+    if not name or "." in name or "/" in name or name != name.lower() or name != name.strip():
+        return "a teacher name is lower case, without dots, slashes or surrounding spaces"
+    return None
+
+
 class TeacherFeatures:
     """The loader's teacher members: decoded per sample, then one teacher per sample in a batch."""
 
     def __init__(self, teachers: Sequence[str], dims: Mapping[str, int] | None, urls: Sequence[str]):
         for t in teachers:
-            if not t or "." in t or "/" in t or t != t.lower():
-                raise UsageError(f"teacher key must be lower case without dots or slashes: {t!r}")
+            if teacher_name_problem(t):
+                raise UsageError(f"teacher key {t!r}: {teacher_name_problem(t)}")
         self.teachers = tuple(teachers)
         self.dims = {(t, i): int(dims[t]) for t in self.teachers if t in (dims or {}) for i in (0, 1)}
         missing = [t for t in self.teachers if (t, 0) not in self.dims]
@@ -111,8 +132,11 @@ class TeacherFeatures:
             images.append(self._features(t, 0, pairs))
             texts.append(self._features(t, 1, pairs))
             has.append([a is not None and b is not None for a, b in pairs])
-        if len({(i.shape[1], x.shape[1]) for i, x in zip(images, texts, strict=True)}) > 1:
-            raise ValueError(f"teachers {', '.join(self.teachers)}: feature sizes differ")
+        for t, i, x in zip(self.teachers, images, texts, strict=True):
+            if i.shape[1] != x.shape[1]:
+                raise ValueError(f"teacher {t!r}: image and text features differ in size")
+        width = max(i.shape[1] for i in images)
+        images, texts = ([F.pad(f, (0, width - f.shape[1])) for f in fs] for fs in (images, texts))
         choice, mask = [], []
         for i, s in enumerate(samples):
             available = [t for t, flags in enumerate(has) if flags[i]]
@@ -128,16 +152,18 @@ class TeacherFeatures:
 
     def _features(self, t: str, which: int, pairs: list) -> torch.Tensor:
         vals = [p[which] for p in pairs]
-        dim = next((v.shape[0] for v in vals if v is not None), None)
+        dim = self.dims.get((t, which))
         if dim is None:
-            dim = self.dims.get((t, which), 0)
-        else:
+            dim = next((v.shape[0] for v in vals if v is not None), 0)
             self.dims[(t, which)] = dim
         out = torch.zeros(len(vals), dim, dtype=torch.float32)
         for i, v in enumerate(vals):
             if v is not None:
                 if v.shape[0] != dim:
-                    raise ValueError(f"teacher {t!r}: feature sizes differ ({v.shape[0]} vs {dim})")
+                    raise ValueError(
+                        f"teacher {t!r}: features of width {v.shape[0]}, expected {dim} "
+                        "(--teacher-dim, or the teachers.json beside the shards)"
+                    )
                 out[i] = torch.from_numpy(v)
         return out
 
