@@ -32,6 +32,7 @@ class Sample:
 
     key: str
     members: dict[str, bytes]
+    meta: object = None  # the parsed json member (None without one, or when it is not JSON)
     image: Image.Image | None = None
     texts: list[str] = field(default_factory=list)
     modality: str | None = None
@@ -46,10 +47,10 @@ class Sample:
 
     def output(self) -> dict[str, bytes]:
         """The members to write: the originals, the features, and `available_teachers` in the json."""
-        meta = json.loads(self.members["json"]) if "json" in self.members else {}
         members = {**self.members, **self.added}
-        if isinstance(meta, dict):
-            meta["available_teachers"] = list(self.teachers)
+        meta = {} if "json" not in self.members else self.meta
+        if isinstance(meta, dict):  # other json (a list, not JSON at all) is kept as it was
+            meta = {**meta, "available_teachers": list(self.teachers)}
             members["json"] = json.dumps(meta, ensure_ascii=False).encode("utf-8")
         return members
 
@@ -83,11 +84,11 @@ def prepare(sample: Sample) -> Sample:
     and modality; `problem` says why no teacher can read the sample."""
     data = next((sample.members[e] for e in IMAGE_EXTS if e in sample.members), None)
     try:
-        meta = json.loads(sample.members["json"]) if "json" in sample.members else {}
+        sample.meta = json.loads(sample.members["json"]) if "json" in sample.members else None
     except ValueError as exc:
         sample.problem = f"json: {reason(exc)}"
         return sample
-    sample.modality = meta.get("modality") if isinstance(meta, dict) else None
+    sample.modality = sample.meta.get("modality") if isinstance(sample.meta, dict) else None
     sample.texts = sample_captions(sample.members)
     if not sample.texts and "txt" in sample.members:
         sample.texts = [t for t in [sample.members["txt"].decode("utf-8", "replace")] if t.strip()]
