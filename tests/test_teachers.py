@@ -24,7 +24,7 @@ from unimed_train.main import main as train
 from unimed_train.model import build_model
 from unimed_train.teachers.__main__ import main as teachers_main
 
-from tests.tiny_models import TINY, shards, tiny_argv
+from tests.tiny_models import TINY, shards, tiny_argv, tiny_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
 NARROW_MODALITIES = ["mri", "ct"]
@@ -205,8 +205,9 @@ def test_two_torchrun_ranks_split_the_shards_and_write_the_same_bytes(
     assert "35 samples in " in finished.stderr and "on 2 rank(s)" in finished.stderr
 
 
-def test_a_failing_teacher_is_an_error_row_and_the_sample_keeps_the_other(demo_out, teachers_yaml, tmp_path):
-    """A teacher giving NaN features (every sample) and a corrupt image (every teacher)."""
+def test_a_failing_teacher_is_an_error_row_and_the_sample_keeps_the_others(demo_out, teachers_yaml, tmp_path):
+    """A teacher giving NaN features (on every sample) and a corrupt image (for every teacher); the
+    third teacher is one of our trainer's checkpoints."""
     from unimed_data.wds_tar import add_sample
 
     folder = tmp_path / "in"
@@ -217,26 +218,36 @@ def test_a_failing_teacher_is_an_error_row_and_the_sample_keeps_the_other(demo_o
         for key, members in demo.items():
             add_sample(tar, key, {**members, "jpg": b"not an image"} if key == corrupt else members)
     broken = teacher_dir(tmp_path / "broken", 16, 2, broken=True)
-    wide = [line for line in teachers_yaml.read_text().splitlines() if "name: wide" in line]
+    ours = tiny_checkpoint(tmp_path / "run" / "latest.pt")
+    wide = next(line for line in teachers_yaml.read_text().splitlines() if "name: wide" in line)
     config = tmp_path / "teachers.yaml"
-    config.write_text(f"{wide[0]}\n- {{name: broken, pretrained: '{broken}'}}\n")
+    config.write_text(
+        f"{wide}\n- {{name: broken, pretrained: '{broken}'}}\n- {{name: ours, pretrained: '{ours}'}}\n"
+    )
     out = tmp_path / "out"
     run_teachers("--teachers", config, "--shards", folder / "one.tar", "--out", out, "--batch-size", "3")
     rows = [json.loads(line) for line in (out / "errors" / "one.jsonl").read_text().splitlines()]
-    assert {(r["shard"], r["teacher"]) for r in rows} == {("one.tar", "wide"), ("one.tar", "broken")}
-    by_key = {(r["key"], r["teacher"]): r["reason"] for r in rows}
-    assert by_key[(corrupt, "wide")].startswith("image: ") and by_key[(corrupt, "broken")].startswith(
-        "image: "
+    assert {r["shard"] for r in rows} == {"one.tar"}
+    reasons = {(r["key"], r["teacher"]): r["reason"] for r in rows}
+    assert len(reasons) == len(rows) == len(demo) + 2  # broken on every sample, the other two on one
+    assert all(reasons[(corrupt, t)].startswith("image: ") for t in ("wide", "broken", "ours"))
+    assert all(reasons[(key, "broken")] == "non-finite features" for key in demo if key != corrupt)
+    for key, members in samples(out / "one.tar").items():
+        kept = [] if key == corrupt else ["wide", "ours"]
+        assert json.loads(members["json"])["available_teachers"] == kept
+        assert {m for m in members if m.endswith(".npy")} == {
+            f"{t}.{w}.npy" for t in kept for w in ("img", "txt")
+        }
+
+
+def test_a_shard_that_is_no_tar_is_one_error_line(teachers_yaml, tmp_path, capsys):
+    (tmp_path / "bad.tar").write_bytes(b"not a tar")
+    with pytest.raises(SystemExit) as stopped:
+        run_teachers("--teachers", teachers_yaml, "--shards", tmp_path / "bad.tar", "--out", tmp_path / "out")
+    err = capsys.readouterr().err.strip().splitlines()
+    assert stopped.value.code == 2 and err[-1].startswith(
+        f"error: {tmp_path / 'bad.tar'}: cannot read this shard"
     )
-    assert {k for k, t in by_key if t == "broken"} == set(demo) and {k for k, t in by_key if t == "wide"} == {
-        corrupt
-    }
-    assert by_key[(next(k for k in demo if k != corrupt), "broken")] == "non-finite features"
-    written = samples(out / "one.tar")
-    for key, members in written.items():
-        has = json.loads(members["json"])["available_teachers"]
-        assert has == ([] if key == corrupt else ["wide"])
-        assert ("wide.img.npy" in members) == (key != corrupt) and "broken.img.npy" not in members
 
 
 @pytest.mark.parametrize(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import json
 import math
 import os
@@ -92,11 +91,9 @@ def dataset_size(sources: Sequence[Source]) -> int | None:
     return total
 
 
-@functools.lru_cache(maxsize=8)
 def teacher_widths(spec: str) -> dict[str, int]:
     """Teacher name -> feature width, from the `teachers.json` beside each source's shards (as
-    `python -m unimed_train.teachers` writes it), in the order listed; {} where there is none.
-    Read once per spec: the objective and the loader both ask."""
+    `python -m unimed_train.teachers` writes it), in the order listed; {} where there is none."""
     widths: dict[str, int] = {}
     for src in parse_spec(spec):
         path = f"{src.urls[0].rsplit('/', 1)[0]}/teachers.json"

@@ -66,12 +66,14 @@ class Distill(Objective):
         image, text, scale = self.embed(batch)
         projections = [self.extras["teacher_proj"][_module_key(name)] for name in self.teachers]
         rows = torch.arange(len(batch["key"]), device=batch["teacher"].device)
-        teacher_image, teacher_text = (
-            torch.stack([p(batch[k][:, :w].float()) for p, w in zip(projections, self.widths, strict=True)])[
-                batch["teacher"], rows
-            ]
-            for k in ("teacher_img", "teacher_txt")
-        )
+
+        def projected(features: torch.Tensor) -> torch.Tensor:
+            """Each sample's features through its own teacher's projection (each teacher's
+            features are the first `width` columns)."""
+            every = [p(features[:, :w].float()) for p, w in zip(projections, self.widths, strict=True)]
+            return torch.stack(every)[batch["teacher"], rows]
+
+        teacher_image, teacher_text = projected(batch["teacher_img"]), projected(batch["teacher_txt"])
         return self.loss(image, text, scale, teacher_image, teacher_text, batch["has_teacher"])
 
 
@@ -153,10 +155,11 @@ class TeacherFeatures:
     def _features(self, t: str, which: int, pairs: list) -> torch.Tensor:
         vals = [p[which] for p in pairs]
         dim = self.dims.get((t, which))
-        if dim is None:
-            dim = next((v.shape[0] for v in vals if v is not None), 0)
-            self.dims[(t, which)] = dim
-        out = torch.zeros(len(vals), dim, dtype=torch.float32)
+        if dim is None:  # no width given: the first features seen set it
+            dim = next((v.shape[0] for v in vals if v is not None), None)
+            if dim is not None:
+                self.dims[(t, which)] = dim
+        out = torch.zeros(len(vals), dim or 0, dtype=torch.float32)
         for i, v in enumerate(vals):
             if v is not None:
                 if v.shape[0] != dim:

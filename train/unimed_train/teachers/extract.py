@@ -7,6 +7,7 @@ import json
 import os
 import shutil
 import sys
+import tarfile
 import time
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Executor, ThreadPoolExecutor
@@ -35,9 +36,9 @@ class Options:
     teachers: Path
     shards: str
     out: Path
-    batch_size: int = 64
-    workers: int = 4
-    force: bool = False
+    batch_size: int
+    workers: int
+    force: bool
 
 
 def list_shards(pattern: str) -> list[Path]:
@@ -139,7 +140,7 @@ def _read(path: Path) -> Iterator[Sample]:
     shards are kept: a rerun goes on from there)."""
     try:
         yield from read_samples(path)
-    except (OSError, EOFError, ValueError) as exc:  # tarfile's errors, a cut file
+    except (OSError, EOFError, tarfile.TarError) as exc:  # not a tar, a cut file
         raise UsageError(f"{path}: cannot read this shard ({reason(exc)})") from None
 
 
