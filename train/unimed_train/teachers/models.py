@@ -23,6 +23,8 @@ Features = tuple[np.ndarray, np.ndarray]  # image [D], text [n_captions, D], flo
 
 @dataclass
 class Teacher:
+    """A teacher model loaded once per process and used on every shard of its rank."""
+
     spec: TeacherSpec
     built: Built
     device: torch.device
