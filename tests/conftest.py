@@ -153,6 +153,15 @@ def build(demo_out: Path, tmp_path: Path) -> Path:
     return out
 
 
+def free_port() -> int:
+    """A loopback port nothing listens on now (for a rendezvous a test starts)."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
 def sha256sums(text: str) -> dict[str, str]:
     """A SHA256SUMS file's text as name -> digest."""
     return {name: digest for digest, name in (line.split("  ", 1) for line in text.splitlines())}

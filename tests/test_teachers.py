@@ -24,6 +24,7 @@ from unimed_train.main import main as train
 from unimed_train.model import build_model
 from unimed_train.teachers.__main__ import main as teachers_main
 
+from tests.conftest import free_port
 from tests.tiny_models import TINY, shards, tiny_argv, tiny_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
@@ -181,7 +182,6 @@ def test_two_torchrun_ranks_split_the_shards_and_write_the_same_bytes(
     demo_out, teachers_yaml, extracted, tmp_path
 ):
     """Rank r takes shards [r::2]; rank 0 writes teachers.json and sizes.json."""
-    from tests.test_train_main import free_port
 
     out = tmp_path / "out"
     torchrun = [

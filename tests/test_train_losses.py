@@ -9,7 +9,6 @@ ranks of the gradient of a shared scalar (the logit scale) equals the one-proces
 from __future__ import annotations
 
 import math
-import socket
 from pathlib import Path
 
 import pytest
@@ -26,6 +25,8 @@ from unimed_train.losses import (
     all_gather,
     gather_features,
 )
+
+from tests.conftest import free_port
 
 BIOMEDICA_DEMO = Path(__file__).resolve().parents[2] / "shared" / "data" / "biomedica_demo"
 WORLD = 2
@@ -100,16 +101,10 @@ def _worker(rank: int, world_size: int, port: int, out_dir: str) -> None:
         dist.destroy_process_group()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def two_rank_results(tmp_path_factory) -> list[dict[str, torch.Tensor]]:
     out_dir = tmp_path_factory.mktemp("dist")
-    mp.spawn(_worker, args=(WORLD, _free_port(), str(out_dir)), nprocs=WORLD, join=True)
+    mp.spawn(_worker, args=(WORLD, free_port(), str(out_dir)), nprocs=WORLD, join=True)
     return [torch.load(out_dir / f"rank{r}.pt") for r in range(WORLD)]
 
 

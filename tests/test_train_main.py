@@ -12,6 +12,7 @@ pytest.importorskip("open_clip", reason="needs the `train` extra")
 
 from unimed_train.main import main
 
+from tests.conftest import free_port
 from tests.tiny_models import shards, tiny_argv, tiny_local_dir
 
 
@@ -170,14 +171,6 @@ def test_distillation_on_the_real_biomedica_teacher_features(tmp_path: Path, sha
     logged = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert len(logged) == 4 and all({"clip", "fd", "cross"} <= set(r) for r in logged)
     assert all(r["fd"] > 0 and r["loss"] == r["loss"] for r in logged)
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def test_two_processes_with_torchrun_and_gloo(tmp_path: Path, demo_out: Path):
