@@ -1,4 +1,6 @@
-"""Export a model as an open_clip model folder: `open_clip_config.json` + `open_clip_model.safetensors`.
+"""Export a model as an open_clip model folder: `open_clip_config.json` + `open_clip_model.safetensors`
+(+ the tokenizer's files where the text tower is a Hugging Face one, as open_clip reads a `local-dir:`
+HF tokenizer from the folder itself).
 
 That folder is what open_clip loads as `local-dir:PATH` and, pushed to the Hugging Face hub, as
 `hf-hub:org/name`, so a model trained here can be shared and evaluated by tools that know nothing of
@@ -12,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -23,6 +26,18 @@ if TYPE_CHECKING:
 
 WEIGHTS = "open_clip_model.safetensors"
 CONFIG = "open_clip_config.json"
+# What `save_pretrained` writes for the tokenizers of Hugging Face text towers (BERT-style, BPE, SentencePiece).
+TOKENIZER_FILES = (
+    *("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json"),
+    *(
+        "vocab.txt",
+        "vocab.json",
+        "merges.txt",
+        "spiece.model",
+        "sentencepiece.bpe.model",
+        "chat_template.jinja",
+    ),
+)
 INTERRUPTED = "stopped by Ctrl-C; each file is renamed into place only when complete: rerun the same command"
 
 
@@ -46,7 +61,22 @@ def save_local_dir(model: nn.Module, model_cfg: dict, path: str | os.PathLike) -
     tmp = path / f".{CONFIG}.tmp"
     tmp.write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
     os.replace(tmp, path / CONFIG)
+    _save_hf_tokenizer(model_cfg, path)
     return f"local-dir:{path}"
+
+
+def _save_hf_tokenizer(model_cfg: dict, path: Path) -> None:
+    """The text tower's Hugging Face tokenizer beside the weights: open_clip loads a `local-dir:`
+    model's HF tokenizer from that folder, not from `hf_tokenizer_name`."""
+    name = (model_cfg.get("text_cfg") or {}).get("hf_tokenizer_name")
+    if not name:
+        return
+    from transformers import AutoTokenizer
+
+    with tempfile.TemporaryDirectory(dir=path, prefix=".tokenizer-") as scratch:
+        AutoTokenizer.from_pretrained(name).save_pretrained(scratch)
+        for written in sorted(Path(scratch).iterdir()):
+            os.replace(written, path / written.name)
 
 
 def export_checkpoint(checkpoint: str | os.PathLike, out: str | os.PathLike, *, force: bool = False) -> str:
@@ -59,7 +89,7 @@ def export_checkpoint(checkpoint: str | os.PathLike, out: str | os.PathLike, *, 
     if saved_config(checkpoint) is None:
         raise UsageError(f"{checkpoint}: not a checkpoint of unimed_train.main (no saved config)")
     built = load_model(ModelSpec("export", pretrained=str(checkpoint)))
-    claim_output(Path(out), "export", (CONFIG, WEIGHTS), force=force)  # once loading worked
+    claim_output(Path(out), "export", (CONFIG, WEIGHTS, *TOKENIZER_FILES), force=force)  # once loading worked
     name = save_local_dir(built.model, built.model_cfg, out)
     settle_output(Path(out))
     return name

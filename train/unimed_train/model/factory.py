@@ -142,6 +142,22 @@ def _no_random_init_notice() -> Iterator[None]:
         logging.root.removeFilter(notice)
 
 
+def _schema_cfg(source: _Source, cache_dir: str | None) -> dict | None:
+    """The architecture in an hf-hub:/local-dir: source's open_clip_config.json (open_clip has just
+    read it, so a hub file comes from its cache); None for other sources."""
+    if not source.schema:
+        return None
+    if source.name.startswith("local-dir:"):
+        path = Path(source.name.removeprefix("local-dir:")) / "open_clip_config.json"
+    else:
+        from huggingface_hub import hf_hub_download
+
+        path = hf_hub_download(
+            source.name.removeprefix("hf-hub:"), "open_clip_config.json", cache_dir=cache_dir
+        )
+    return json.loads(Path(path).read_text(encoding="utf-8")).get("model_cfg")
+
+
 def _infer_embed_dim(model: nn.Module, cfg: dict | None) -> int:
     if cfg is not None and "embed_dim" in cfg:
         return int(cfg["embed_dim"])
@@ -203,7 +219,7 @@ def build_model(
     ctx = int(getattr(tokenizer, "context_length", None) or context_length or DEFAULT_CONTEXT_LENGTH)
     if grad_checkpointing:
         model.set_grad_checkpointing(True)
-    embed_dim = _infer_embed_dim(model, source.cfg)
+    embed_dim = _infer_embed_dim(model, source.cfg or _schema_cfg(source, cache_dir))
     built = Built(
         model, preprocess_train, preprocess_val, tokenizer, embed_dim, ctx, source.cfg, load_report=report
     )
