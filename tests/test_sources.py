@@ -11,6 +11,8 @@ from unimed_data.sources import render_sources, source_rows
 NEW_LAYOUTS = {"rocov2", "pmc_oa", "quilt", "llava_med", "mimic_cxr", "openi"}
 UNIMED_MODALITIES = {"xray", "ct", "mri", "ultrasound", "pathology", "fundus"}
 CONFIRMED_EVAL_SETS = 21  # UniMed-CLIP's eval catalog minus the skipped imagenet, radimagenet, SICAPv2
+# Linear-probe sets (MedSLIP's CBIS-DDSM tasks): the source's train/test CSVs, val carved from train.
+PROBE_EVAL_SETS = {"cbis-ddsm", "cbis-calc", "cbis-mass"}
 
 # UniMed's retinal table (docs/UniMed-DATA.md): FLAIR number -> the bundled manifest reading that set's CSV.
 UNIMED_RETINA_TABLE = {
@@ -74,6 +76,7 @@ def test_every_unimed_modality_has_a_pretraining_source():
 
 
 def test_eval_sets_have_a_fixed_test_split_and_cover_six_modalities():
+    """Zero-shot sets are all test; probe sets keep the source's split with a patient-level val."""
     import yaml
 
     evals = [
@@ -81,9 +84,12 @@ def test_eval_sets_have_a_fixed_test_split_and_cover_six_modalities():
         for d in (yaml.safe_load(p.read_text(encoding="utf-8")) for p in bundled_manifest_paths())
         if d.get("role") == "eval"
     ]
-    assert len(evals) >= CONFIRMED_EVAL_SETS
+    assert len(evals) >= CONFIRMED_EVAL_SETS + len(PROBE_EVAL_SETS)
     for data in evals:
-        assert data["split"] == {"by": "fixed", "split": "test"}, data["name"]
+        if data["name"] in PROBE_EVAL_SETS:
+            assert data["split"] == {"by": "column", "val_fraction": 0.1}, data["name"]
+        else:
+            assert data["split"] == {"by": "fixed", "split": "test"}, data["name"]
     assert {d["modality"] for d in evals} == UNIMED_MODALITIES
 
 

@@ -100,3 +100,20 @@ def test_fixed_rule_puts_everything_in_one_split():
     assert {
         assign_split(rule, item_id=i, patient=p, source_split="train", seed=0) for i, p in ITEMS[:20]
     } == {"test"}
+
+
+def test_column_rule_moves_a_seeded_patient_slice_of_train_to_val():
+    """CBIS-DDSM publishes train and test only: `val_fraction` of the train patients become val."""
+    rule = ColumnSplit(by="column", val_fraction=0.25)
+
+    def split(patient: str, source: str, seed: int = 0, item: str = "a.dcm") -> str:
+        return assign_split(rule, item_id=item, patient=patient, source_split=source, seed=seed)
+
+    patients = [f"P_{n:05d}" for n in range(400)]
+    train = Counter(split(p, "train") for p in patients)
+    assert set(train) == {"train", "val"} and 0.2 < train["val"] / 400 < 0.3
+    assert {split(p, "test") for p in patients} == {"test"}  # the official test stays whole
+    assert all(split(p, "train", item="b.dcm") == split(p, "train") for p in patients)  # per patient
+    assert [split(p, "train", seed=1) for p in patients] != [split(p, "train") for p in patients]
+    with pytest.raises(ValidationError):
+        ColumnSplit(by="column", val_fraction=1.0)

@@ -3,7 +3,9 @@
 - `hash` (default): a hash of (seed, group) placed on the cumulative fractions. The group is the
   patient when the item has one, else the item id, so a patient never straddles two splits, and the
   answer depends on nothing but the seed and the group: not on row order, not on other items.
-- `column`: the source says (a split column, or one CSV per split); values are normalised.
+- `column`: the source says (a split column, or one CSV per split); values are normalised. With
+  `val_fraction`, that fraction of the source's train groups (patients) moves to val by the same
+  seeded hash, for sources that publish train and test only (CBIS-DDSM) but a probe needs a val.
 - `fixed`: everything in one split, e.g. an evaluation-only set in `test`.
 """
 
@@ -13,7 +15,7 @@ import hashlib
 import math
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Discriminator, Tag, field_validator
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, field_validator
 
 from unimed_data.schema import SPLITS
 
@@ -51,6 +53,7 @@ class ColumnSplit(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     by: Literal["column"]
+    val_fraction: float = Field(0.0, ge=0.0, lt=1.0)  # of the source's train groups, moved to val
 
 
 class FixedSplit(BaseModel):
@@ -106,7 +109,13 @@ def assign_split(
     if isinstance(rule, ColumnSplit):
         if source_split is None:
             raise ValueError("split rule is 'column' but the source gives no split for this item")
-        return normalise_split(source_split)
+        split = normalise_split(source_split)
+        if (
+            split == "train"
+            and hash_unit(seed, patient if patient is not None else item_id) < rule.val_fraction
+        ):
+            return "val"
+        return split
     point = hash_unit(seed, patient if patient is not None else item_id)
     splits = [split for split in SPLITS if rule.fractions.get(split, 0.0) > 0]
     edge = 0.0

@@ -15,6 +15,7 @@ from pydantic import Field
 
 from unimed_data.layouts import (
     captions,
+    cbis_ddsm,
     chexpert,
     csv_label,
     flair,
@@ -30,6 +31,7 @@ from unimed_data.layouts import (
     unimed_retina,
 )
 from unimed_data.layouts.captions import CaptionsLayout
+from unimed_data.layouts.cbis_ddsm import CbisDdsmLayout
 from unimed_data.layouts.chexpert import ChexpertLayout
 from unimed_data.layouts.csv_label import CsvLabelLayout
 from unimed_data.layouts.flair import FlairLayout
@@ -64,7 +66,8 @@ Layout = Annotated[
     | OpenILayout
     | UnimedCsvLayout
     | UnimedOpenILayout
-    | UnimedRetinaLayout,
+    | UnimedRetinaLayout
+    | CbisDdsmLayout,
     Field(discriminator="type"),
 ]
 
@@ -83,6 +86,7 @@ _MODULES = {
     "unimed_csv": unimed_csv,
     "unimed_openi": unimed_openi,
     "unimed_retina": unimed_retina,
+    "cbis_ddsm": cbis_ddsm,
 }
 LAYOUT_TYPES = tuple(_MODULES)
 

@@ -28,7 +28,7 @@ from sklearn.metrics import (
 )
 from sklearn.model_selection import StratifiedShuffleSplit
 
-from .metrics import _l2n, multilabel_metrics
+from .metrics import _l2n, multilabel_metrics, positive_class
 
 __all__ = ["DEFAULT_CS", "few_shot_indices", "linear_probe"]
 
@@ -183,7 +183,8 @@ def linear_probe(
     """Fit and score a logistic-regression probe; returns MedSLIP-style metrics as plain Python values.
 
     Multi-class (``train_y`` (N,) int): ``accuracy``, ``balanced_accuracy``, ``macro_auroc``
-    (one-vs-rest over test classes; the AUROC itself when binary), macro ``f1``/``precision``/``recall``.
+    (one-vs-rest over test classes; the AUROC itself when binary), macro ``f1``/``precision``/``recall``;
+    a binary probe adds ``positive`` and its ``positive_precision``/``positive_recall``.
     Multi-label (``multilabel=True``, targets (N, C) in {0, 1}, -1 = unknown and masked per class):
     ``macro_auroc``, ``mean_average_precision``, macro ``f1``/``precision``/``recall`` at threshold 0.5
     (over known targets), ``per_class_auroc``. Both also give ``C`` (chosen), ``val_score`` (its
@@ -279,7 +280,17 @@ def _probe_multiclass(
         "recall": float(r),
         **_common_fields(best_c, best, fit_y, val_y, test_y, k_shot, val_source),
         "unseen_in_train": unseen_names,
+        **(_positive_fields(test_y, pred, classnames) if n_classes == 2 else {}),
     }
+
+
+def _positive_fields(test_y: np.ndarray, pred: np.ndarray, classnames: list[str] | None) -> dict:
+    """A binary probe's precision and recall of its positive class (MedSLIP's malignant columns;
+    `metrics.positive_class` picks it), beside the macro ones; appended, so earlier keys keep their place."""
+    pos = positive_class(classnames)
+    p, r, _, _ = precision_recall_fscore_support(test_y, pred, labels=[pos], average=None, zero_division=0)
+    name = classnames[pos] if classnames is not None else str(pos)
+    return {"positive": name, "positive_precision": float(p[0]), "positive_recall": float(r[0])}
 
 
 def _final_fit_data(tr_x, tr_y, val_x, val_y, k_shot: int | None) -> tuple[np.ndarray, np.ndarray]:

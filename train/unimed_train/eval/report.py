@@ -202,11 +202,46 @@ def markdown(entries: Sequence[dict]) -> str:
             for value, partial in [*(per[m] for m in modalities), overall]:
                 row.append(_fmt(value) + ("*" if partial and value is not None else ""))
             lines.append("| " + " | ".join(row) + " |")
+    lines += binary_probe_markdown(entries)
     errors = [e for e in entries if e["status"] == "error"]
     if errors:
         lines += ["", "## Errors", ""]
         lines += [f"- {e['model']} / {e['dataset']} / {e['task']}: {e['error']}" for e in errors]
     return "\n".join(lines) + "\n"
+
+
+BINARY_PROBE_COLUMNS = (
+    ("macro AUROC", "macro_auroc"),
+    ("F1", "f1"),
+    ("precision", "precision"),
+    ("recall", "recall"),
+    ("precision (positive)", "positive_precision"),
+    ("recall (positive)", "positive_recall"),
+)
+
+
+def binary_probe_markdown(entries: Sequence[dict]) -> list[str]:
+    """MedSLIP's probe table: a row per model x binary set x probe (full data, then k-shot) with
+    macro AUROC, F1, precision, recall and the positive class's precision and recall; empty when no
+    probe entry is binary, so reports without one keep their bytes."""
+    rows = [
+        e
+        for e in entries
+        if base_task(e["task"]) == "linear_probe" and e["status"] == "ok" and "positive" in e["metrics"]
+    ]
+    if not rows:
+        return []
+    rows.sort(key=lambda e: (e["dataset"], _task_key(e["task"])))
+    header = ["model", "set", "probe", "positive", *(name for name, _ in BINARY_PROBE_COLUMNS)]
+    lines = ["", "## Binary linear probes (MedSLIP's table)", ""]
+    lines.append("F1, precision and recall: macro over the test classes; (positive): of the positive class.")
+    lines += ["", "| " + " | ".join(header) + " |", "|" + "|".join(["---"] * 4 + ["---:"] * 6) + "|"]
+    for e in rows:
+        values = [_fmt(e["metrics"].get(key)) for _, key in BINARY_PROBE_COLUMNS]
+        lines.append(
+            "| " + " | ".join([e["model"], e["dataset"], e["task"], e["metrics"]["positive"], *values]) + " |"
+        )
+    return lines
 
 
 def _png(fig) -> bytes:
