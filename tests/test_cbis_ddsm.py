@@ -198,15 +198,24 @@ def _patients(name: str, raw: Path) -> dict[str, str]:
     }
 
 
+def val_half_manifest(tmp_path: Path, name: str) -> Path:
+    """The bundled manifest with half the train patients in val, so a small tree has a val split."""
+    manifest = tmp_path / f"{name}.yaml"
+    manifest.write_text(find_manifest(name).read_text().replace("val_fraction: 0.1", "val_fraction: 0.5"))
+    return manifest
+
+
 @pytest.mark.parametrize(("name", "counts"), [("cbis-calc", (8, 3, 2)), ("cbis-mass", (4, 2, 0))])
 def test_evalset_writes_medslip_task_with_patient_level_splits(raw: Path, tmp_path: Path, name, counts):
-    manifest = tmp_path / f"{name}.yaml"  # the bundled manifest, with a val slice a small tree can show
-    manifest.write_text(find_manifest(name).read_text().replace("val_fraction: 0.1", "val_fraction: 0.5"))
+    manifest = val_half_manifest(tmp_path, name)
     out = tmp_path / name
     result = run_cli("evalset", manifest, "--root", raw, "--with-train", "--out", out, "--workers", "1")
     assert result.exit_code == 0, result.output
     info = json.loads((out / "info.json").read_text())
-    assert (out / "classnames.txt").read_text().splitlines() == ["benign", "malignant"]
+    word = {"cbis-calc": "calcification", "cbis-mass": "mass"}[name]
+    assert (out / "classnames.txt").read_text().splitlines() == [f"benign {word}", f"malignant {word}"]
+    prompts = json.loads((out / "prompts.json").read_text())  # mammography templates, not chest X-ray ones
+    assert prompts[f"malignant {word}"][0] == f"a mammogram showing malignant {word}."
     train_val, test, errors = counts
     assert info["splits"]["train"] + info["splits"]["val"] == train_val and info["splits"]["test"] == test
     assert info["splits"]["val"] > 0 and info["errors"] == errors
@@ -258,3 +267,37 @@ def test_probe_reports_medslips_binary_table_with_a_known_answer():
         == "| m | cbis-calc | linear_probe | malignant | 70.83 | 70.83 | 70.83 | 70.83 | 75.00 | 75.00 |"
     )
     assert binary_probe_markdown([{**entry, "metrics": {"accuracy": 1.0}}]) == []
+
+
+def test_evaluator_writes_the_binary_probe_table_for_cbis_calc(raw: Path, tmp_path: Path):
+    """The set as written, probed with a tiny random model: results.json has the malignant class's
+    precision and recall, results.md MedSLIP's table."""
+    pytest.importorskip("open_clip", reason="needs the `train` extra")
+    from unimed_train.eval.__main__ import main
+
+    from tests.tiny_models import tiny_local_dir
+
+    evalset = tmp_path / "cbis-calc"
+    args = ("evalset", val_half_manifest(tmp_path, "cbis-calc"), "--root", raw, "--with-train")
+    assert run_cli(*args, "--out", evalset, "--workers", "1").exit_code == 0
+    report = tmp_path / "report"
+    argv = ["--pretrained", tiny_local_dir(tmp_path / "model"), "--label", "tiny", "--data", str(evalset)]
+    argv += ["--task", "linear_probe", "--out", str(report), "--workers", "0", "--batch-size", "4"]
+    assert main(argv) == 0
+    (entry,) = json.loads((report / "results.json").read_text())
+    assert entry["status"] == "ok" and entry["metrics"]["positive"] == "malignant calcification"
+    wanted = {"macro_auroc", "f1", "precision", "recall", "positive_precision", "positive_recall"}
+    assert wanted <= set(entry["metrics"])
+    md = (report / "results.md").read_text()
+    assert "## Binary linear probes (MedSLIP's table)" in md
+    assert "| tiny | cbis-calc | linear_probe | malignant calcification | " in md
+
+
+def test_a_manifest_naming_templates_that_are_not_bundled_stops_evalset(raw: Path, tmp_path: Path):
+    manifest = tmp_path / "cbis-calc.yaml"
+    manifest.write_text(
+        find_manifest("cbis-calc").read_text().replace("templates: mammography", "templates: nosuch")
+    )
+    result = run_cli("evalset", manifest, "--root", raw, "--out", tmp_path / "out", "--workers", "1")
+    assert result.exit_code != 0
+    assert "nosuch.txt: cannot read templates" in result.output

@@ -47,6 +47,9 @@ class Manifest(BaseModel):
     # e.g. `_chexpert_`; a part without one gets its primary caption alone.
     unimed_tag: str | None = Field(None, pattern=r"^_[a-z0-9_]+_$")
     classes: dict[str, str] = {}  # raw label -> readable clinical name
+    # Zero-shot templates of `evalset` from this source: bundled `prompts/eval/<templates>.txt` instead
+    # of the modality's (mammograms are X-rays, but not chest radiographs).
+    templates: str | None = Field(None, pattern=r"^[a-z0-9_-]+$")
     definitions: dict[str, str] = {}  # readable label -> short definition, for caption prompts
     split: SplitRule = HashSplit()
     role: Role = "pretrain"  # eval: an evaluation-only set, excluded from pretraining builds

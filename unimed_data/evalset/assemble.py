@@ -61,6 +61,7 @@ def write_evalset(
     out = out.resolve()
     _claim(out, collected.read_from, force)
     plan = plan_retrieval(collected) if task == "retrieval" else plan_classification(collected)
+    templates = templates or collected.templates
     prompt_lines = load_templates(collected.modality, templates) if plan.task != "retrieval" else []
     errors = [*collected.errors, *plan.errors]
     by_split: dict[str, list[Candidate]] = defaultdict(list)

@@ -57,6 +57,7 @@ class Collected:
     classes: list[str] | None = None
     readable: dict[str, str] = field(default_factory=dict)  # class -> wording the templates are filled with
     info: dict = field(default_factory=dict)  # further info.json fields (never replacing the standard ones)
+    templates: Path | None = None  # the source's own zero-shot templates; `--templates` wins
 
 
 @dataclass(frozen=True)

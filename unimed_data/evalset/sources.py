@@ -17,6 +17,7 @@ import tempfile
 from collections import defaultdict
 from pathlib import Path
 
+from unimed_data.bundled import bundled
 from unimed_data.dataset_folders import dataset_root
 from unimed_data.evalset.samples import Candidate, Collected, EvalSetError
 from unimed_data.layouts import LayoutError
@@ -159,6 +160,7 @@ def from_manifest(
         definitions=dict(manifest.definitions),
         unlabelled_are_negatives=True,
         read_from=[root],
+        templates=bundled("prompts") / "eval" / f"{manifest.templates}.txt" if manifest.templates else None,
     )
 
 
