@@ -301,3 +301,11 @@ def test_a_manifest_naming_templates_that_are_not_bundled_stops_evalset(raw: Pat
     result = run_cli("evalset", manifest, "--root", raw, "--out", tmp_path / "out", "--workers", "1")
     assert result.exit_code != 0
     assert "nosuch.txt: cannot read templates" in result.output
+
+
+def test_a_missing_csv_is_one_error_line_naming_it(tmp_path: Path):
+    (tmp_path / "raw" / "cbis-ddsm").mkdir(parents=True)
+    result = run_cli("evalset", "cbis-calc", "--root", tmp_path / "raw", "--out", tmp_path / "out")
+    assert result.exit_code != 0
+    lines = [line for line in result.output.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1 and "calc_case_description_train_set.csv: annotation file not found" in lines[0]

@@ -36,7 +36,7 @@ PATHOLOGIES = {"MALIGNANT": "malignant", "BENIGN": "benign", "BENIGN_WITHOUT_CAL
 TYPES = {"calcification": "calc", "mass": "mass"}  # abnormality type -> CSV prefix
 SPLITS = ("train", "test")
 PATH_COLUMNS = {"full": "image file path", "cropped": "cropped image file path"}
-COLUMNS = ("patient_id", "abnormality id", "abnormality type", "pathology", *PATH_COLUMNS.values())
+COLUMNS = ("patient_id", "abnormality type", "pathology", *PATH_COLUMNS.values())
 CROPPED = "cropped images"  # the SeriesDescription of an abnormality's cropped image
 
 
