@@ -74,3 +74,61 @@ def test_a_missing_column_is_a_file_level_error_naming_the_file(root):
 def test_a_missing_csv_is_a_file_level_error(tmp_path):
     with pytest.raises(LayoutError, match=r"Data_Entry\.csv: annotation file not found"):
         list(iter_items(manifest(label_column="Finding Labels"), tmp_path))
+
+
+def _nih_lists(root: Path, train: list[str], test: list[str]) -> dict:
+    (root / "train_val_list.txt").write_text("\n".join(train) + "\n")
+    (root / "test_list.txt").write_text("\n".join(test) + "\n")
+    return {
+        "label_column": "Finding Labels",
+        "multi_label_separator": "|",
+        "split_lists": {"train": "train_val_list.txt", "test": "test_list.txt"},
+    }
+
+
+def test_split_lists_give_each_image_its_split_and_filter_unlisted_ones(root):
+    (root / "Data_Entry.csv").write_text(NIH_CSV.split("\n00000004")[0] + "\n")
+    layout = _nih_lists(
+        root, ["00000001_000.png", "00000001_001.png"], ["00000002_000.png", "00000001_001.png"]
+    )
+    entries = list(iter_items(manifest(**layout), root))
+    assert [(type(e).__name__, e.item_id) for e in entries] == [
+        ("Item", "00000001_000.png"),
+        ("ItemError", "00000001_001.png"),
+        ("Item", "00000002_000.png"),
+        ("Filtered", "00000003_000.png"),
+    ]
+    assert [e.split for e in entries if isinstance(e, Item)] == [
+        "train",
+        "test",
+    ]  # the CSV's Split column is not read
+    assert entries[1].reason == "Data_Entry.csv:3: 00000001_001.png is in lists ['train', 'test']"
+
+
+def test_a_listed_image_missing_from_the_csv_stops_the_dataset(root):
+    (root / "Data_Entry.csv").write_text(NIH_CSV.split("\n00000002")[0] + "\n")
+    layout = _nih_lists(root, ["00000001_000.png", "00000001_001.png"], ["00000099_000.png"])
+    with pytest.raises(LayoutError, match=r"split lists name 1 image\(s\) not in column 'Image Index'"):
+        list(iter_items(manifest(**layout), root))
+    (root / "test_list.txt").unlink()
+    with pytest.raises(LayoutError, match=r"test_list\.txt: annotation file not found"):
+        list(iter_items(manifest(**layout), root))
+
+
+def test_the_nih_eval_view_reads_the_source_folder_with_the_official_lists():
+    from unimed_data.manifest import find_manifest, load_manifest
+
+    view, source = (
+        load_manifest(find_manifest(name)) for name in ("nih-chestxray14-eval", "nih-chestxray14")
+    )
+    assert view.root == source.name and view.role == "eval" and view.split.by == "column"
+    assert view.layout.split_lists == {"train": "train_val_list.txt", "test": "test_list.txt"}
+    assert view.layout.model_dump(exclude={"split_lists"}) == source.layout.model_dump(
+        exclude={"split_lists"}
+    )
+    assert view.classes == source.classes
+
+
+def test_split_column_and_split_lists_exclude_each_other():
+    with pytest.raises(ValueError, match="give split_column or split_lists, not both"):
+        manifest(label_column="Finding Labels", split_column="Split", split_lists={"test": "test_list.txt"})

@@ -187,3 +187,26 @@ def test_missing_folder_is_a_layout_error(tmp_path):
     assert openi.annotation_files(layout(), tmp_path / "nowhere") == [
         tmp_path / "nowhere" / "ecgen-radiology"
     ]
+
+
+def test_the_open_i_eval_view_reads_the_source_folder_and_splits_per_report():
+    from unimed_data.manifest import find_manifest, load_manifest
+    from unimed_data.splits import assign_split
+
+    view, source = (load_manifest(find_manifest(name)) for name in ("openi-nlmcxr-eval", "openi-nlmcxr"))
+    assert view.root == source.name and view.role == "eval" and view.layout == source.layout
+    assert view.split.fractions["test"] > 0
+    splits = {
+        assign_split(
+            view.split, item_id=f"images/CXR{n}_{image}.png", patient=f"CXR{n}", source_split=None, seed=0
+        )
+        for n in range(1, 40)
+        for image in (1, 2)
+    }
+    assert splits == {"train", "val", "test"}
+    for n in range(1, 40):  # both images of a report land in one split
+        first, second = (
+            assign_split(view.split, item_id=f"i{image}", patient=f"CXR{n}", source_split=None, seed=0)
+            for image in (1, 2)
+        )
+        assert first == second

@@ -75,8 +75,10 @@ def test_every_unimed_modality_has_a_pretraining_source():
     assert pretrain >= UNIMED_MODALITIES
 
 
-def test_eval_sets_have_a_fixed_test_split_and_cover_six_modalities():
-    """Zero-shot sets are all test; probe sets keep the source's split with a patient-level val."""
+def test_eval_sets_have_a_test_split_and_cover_six_modalities():
+    """UniMed-CLIP's zero-shot sets are all test; probe sets keep their source's split (MedSLIP's CBIS
+    sets by column with a patient-level val, WhyXrayCLIP's by column or a hash where the source has
+    none), and every eval set has a test split."""
     import yaml
 
     evals = [
@@ -84,13 +86,25 @@ def test_eval_sets_have_a_fixed_test_split_and_cover_six_modalities():
         for d in (yaml.safe_load(p.read_text(encoding="utf-8")) for p in bundled_manifest_paths())
         if d.get("role") == "eval"
     ]
-    assert len(evals) >= CONFIRMED_EVAL_SETS + len(PROBE_EVAL_SETS)
+    fixed = [d for d in evals if d["split"].get("by") == "fixed"]
+    assert len(fixed) >= CONFIRMED_EVAL_SETS
+    for data in fixed:
+        assert data["split"] == {"by": "fixed", "split": "test"}, data["name"]
     for data in evals:
         if data["name"] in PROBE_EVAL_SETS:
             assert data["split"] == {"by": "column", "val_fraction": 0.1}, data["name"]
-        else:
-            assert data["split"] == {"by": "fixed", "split": "test"}, data["name"]
+        assert data["split"]["by"] in ("fixed", "column", "hash"), data["name"]
+        assert data["split"].get("fractions", {"test": 1}).get("test", 0) > 0, data["name"]
     assert {d["modality"] for d in evals} == UNIMED_MODALITIES
+
+
+@pytest.mark.parametrize(
+    "name", ["pediatric-pneumonia", "covid-qu-ex", "nih-chestxray14-eval", "openi-nlmcxr-eval", "vindr-cxr"]
+)
+def test_whyxrayclip_sets_are_xray_eval_manifests_with_download_instructions(name):
+    manifest = _manifest(name)
+    assert manifest.modality == "xray" and manifest.role == "eval" and manifest.download
+    assert manifest.name in {row["name"] for row in source_rows(_loadable())}
 
 
 def test_source_rows_for_a_known_manifest():

@@ -29,6 +29,7 @@ from unimed_data.layouts import (
     unimed_csv,
     unimed_openi,
     unimed_retina,
+    vindr_cxr,
 )
 from unimed_data.layouts.captions import CaptionsLayout
 from unimed_data.layouts.cbis_ddsm import CbisDdsmLayout
@@ -46,6 +47,7 @@ from unimed_data.layouts.rocov2 import Rocov2Layout
 from unimed_data.layouts.unimed_csv import UnimedCsvLayout
 from unimed_data.layouts.unimed_openi import UnimedOpenILayout
 from unimed_data.layouts.unimed_retina import UnimedRetinaLayout
+from unimed_data.layouts.vindr_cxr import VindrCxrLayout
 
 if TYPE_CHECKING:
     from unimed_data.manifest import Manifest
@@ -67,7 +69,8 @@ Layout = Annotated[
     | UnimedCsvLayout
     | UnimedOpenILayout
     | UnimedRetinaLayout
-    | CbisDdsmLayout,
+    | CbisDdsmLayout
+    | VindrCxrLayout,
     Field(discriminator="type"),
 ]
 
@@ -87,6 +90,7 @@ _MODULES = {
     "unimed_openi": unimed_openi,
     "unimed_retina": unimed_retina,
     "cbis_ddsm": cbis_ddsm,
+    "vindr_cxr": vindr_cxr,
 }
 LAYOUT_TYPES = tuple(_MODULES)
 

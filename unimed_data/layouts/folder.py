@@ -5,6 +5,11 @@ The class is the image's parent folder, so a tree grouped first by something els
 `<anatomy>/<label>/`, or `<ward>/<class>/`) gets its labels. The folder name is the raw label: the
 manifest words it (its `classes:` mapping, else `_` read as a space), as for every layout.
 
+With `tree` (e.g. `{split}/{class}/images`), the folders between `path` and each image must match
+that pattern, one segment per folder: `{class}` names the class, `{split}` the source's split
+(`train`, `Val`, ...; read by `split: {by: column}`), `*` any folder, anything else that folder
+exactly. Images elsewhere (COVID-QU-Ex's `lung masks/`, a duplicated copy of the tree) are `Filtered`.
+
 Files are visited in sorted order so the records come out the same on every machine. Files without
 an extension are kept only when they carry the DICOM magic (`DICM` at byte 128), because many
 scanners export DICOM with bare names such as `IM000001`.
@@ -19,7 +24,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, field_validator
 
-from unimed_data.layouts.item import Item, ItemError, LayoutError, RelPath
+from unimed_data.layouts.item import Filtered, Item, ItemError, LayoutError, RelPath
 
 DEFAULT_EXTENSIONS = [".dcm", ".dicom", ".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp"]
 
@@ -30,6 +35,17 @@ class FolderLayout(BaseModel):
     type: Literal["folder"]
     path: RelPath = "."
     extensions: list[str] = DEFAULT_EXTENSIONS
+    tree: str | None = None  # folders under `path`, e.g. `{split}/{class}/images`; default: class = parent
+
+    @field_validator("tree")
+    @classmethod
+    def _one_class_segment(cls, tree: str | None) -> str | None:
+        if tree is None:
+            return None
+        segments = tree.strip("/").split("/")
+        if segments.count("{class}") != 1 or segments.count("{split}") > 1 or "" in segments:
+            raise ValueError("tree must name {class} once and {split} at most once, e.g. {split}/{class}")
+        return "/".join(segments)
 
     @field_validator("extensions")
     @classmethod
@@ -40,6 +56,20 @@ class FolderLayout(BaseModel):
 def folder_class(image: Path) -> str:
     """The raw class of an image in a folder-per-class tree."""
     return image.parent.name
+
+
+def _match_tree(tree: str, folders: tuple[str, ...]) -> dict[str, str] | None:
+    """The `{class}`/`{split}` values of an image's folders under the tree pattern, or None if they differ."""
+    segments = tree.split("/")
+    if len(segments) != len(folders):
+        return None
+    found = {}
+    for segment, folder in zip(segments, folders, strict=True):
+        if segment in ("{class}", "{split}"):
+            found[segment[1:-1]] = folder
+        elif segment not in ("*", folder):
+            return None
+    return found
 
 
 def is_dicom(path: Path) -> bool:
@@ -70,7 +100,7 @@ def annotation_files(layout: FolderLayout, dataset_root: Path) -> list[Path]:
     return [top, *(Path(folder) / name for folder, dirs, _ in os.walk(top) for name in dirs)]
 
 
-def iter_items(layout: FolderLayout, dataset_root: Path) -> Iterator[Item | ItemError]:
+def iter_items(layout: FolderLayout, dataset_root: Path) -> Iterator[Item | ItemError | Filtered]:
     top = dataset_root / layout.path
     if not top.is_dir():
         raise LayoutError(f"{layout.path}: image folder not found under {dataset_root}")
@@ -84,7 +114,16 @@ def iter_items(layout: FolderLayout, dataset_root: Path) -> Iterator[Item | Item
         except OSError as exc:
             yield ItemError(relpath, relpath, f"{relpath}: unreadable ({exc.strerror})")
             continue
-        if path.parent == top:
+        if layout.tree is not None:
+            yield _tree_item(layout.tree, relpath, path.parent.relative_to(top).parts)
+        elif path.parent == top:
             yield ItemError(relpath, relpath, f"{relpath}: image is not inside a class folder")
         else:
             yield Item(item_id=relpath, source_path=relpath, labels=[folder_class(path)])
+
+
+def _tree_item(tree: str, relpath: str, folders: tuple[str, ...]) -> Item | Filtered:
+    found = _match_tree(tree, folders)
+    if found is None:
+        return Filtered(relpath, f"not in the tree {tree}")
+    return Item(item_id=relpath, source_path=relpath, labels=[found["class"]], split=found.get("split"))
