@@ -13,6 +13,7 @@ COMMANDS = [
     "caption",
     "shard",
     "evalset",
+    "prompts",
     "validate",
     "stats",
     "download",

@@ -245,3 +245,20 @@ def test_identity_changes_when_a_template_changes(tmp_path):
     (tmp_path / "captions").mkdir()
     (tmp_path / "captions" / "xray.j2").write_text("An X-ray.\n")
     assert PromptBuilder(tmp_path).identity == edited
+
+
+def test_the_class_prompts_template_has_its_own_identity(tmp_path):
+    """Editing the eval class prompts re-asks no caption, and the other way round."""
+    bundled = PromptBuilder()
+    (tmp_path / "llm").mkdir()
+    source = bundled.folders[-1] / "llm" / "class_prompts.j2"
+    (tmp_path / "llm" / "class_prompts.j2").write_text(source.read_text().replace("senior", "careful"))
+    edited = PromptBuilder(tmp_path)
+    assert edited.identity == bundled.identity
+    assert edited.class_prompts_identity != bundled.class_prompts_identity
+    assert (
+        "careful clinician"
+        in edited.class_messages("xray", "pneumonia", ["normal", "pneumonia"], 3)[0]["content"]
+    )
+    (tmp_path / "llm" / "labels_xray.j2").write_text("changed\n---USER---\nx\n")
+    assert PromptBuilder(tmp_path).class_prompts_identity == edited.class_prompts_identity

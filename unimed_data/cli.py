@@ -1,4 +1,5 @@
-"""The `unimed-data` command line: build, the stages one by one, evalset, validate, stats, download, publish.
+"""The `unimed-data` command line: build, the stages one by one, evalset, prompts, validate, stats,
+download, publish.
 
 Expected failures (bad input data, a missing folder, a wrong option) end as one `error:` line and
 exit 2; `main`, the console-script entry, shows anything else with its traceback as a bug. Ctrl-C
@@ -22,8 +23,9 @@ from typer.core import TyperGroup
 
 from unimed_data import cli_common as opt
 from unimed_data import terminal
-from unimed_data.cli_common import OFF, ONE_SOURCE, fail, os_problem, print_error_rows
+from unimed_data.cli_common import OFF, ONE_SOURCE, fail, os_problem, print_caption_plan, print_error_rows
 from unimed_data.cli_evalset import evalset
+from unimed_data.cli_prompts import prompts
 from unimed_data.cli_publish import publish
 from unimed_data.cli_sources import download, sources
 from unimed_data.config import BuildConfig, ConfigError
@@ -83,7 +85,7 @@ def _run(stages: tuple[str, ...], given: dict) -> None:
         with tempfile.TemporaryDirectory(prefix="unimed-plan-") as scratch:
             plan = _guarded(plan_build, given, Path(scratch))
             if given.dry_run:
-                _print_caption_plan(_guarded(plan_captions, plan.config, out, plan.datasets))
+                print_caption_plan(_guarded(plan_captions, plan.config, out, plan.datasets))
                 return
             stats = _guarded(run_stages, plan.config, out, plan.datasets, stages, left_out=plan.left_out)
     except typer.Exit:
@@ -114,14 +116,6 @@ def _guarded(step, *args, **kwargs):
         fail(str(exc))
     except OSError as exc:
         fail(os_problem(exc))
-
-
-def _print_caption_plan(plan: dict) -> None:
-    examples = plan.pop("example_prompts", [])
-    sys.stdout.write(json.dumps(plan, indent=2) + "\n")
-    for messages in examples:
-        for message in messages:
-            sys.stdout.write(f"--- {message['role']} ---\n{message['content']}\n")
 
 
 def _report(stages: tuple[str, ...], out: Path, config: BuildConfig, stats: dict | None) -> None:
@@ -283,4 +277,5 @@ def stats(
 app.command()(download)
 app.command()(sources)
 app.command()(evalset)
+app.command()(prompts)
 app.command()(publish)

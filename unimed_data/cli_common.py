@@ -7,6 +7,8 @@ anything else as a bug.
 
 from __future__ import annotations
 
+import json
+import sys
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Annotated
@@ -263,6 +265,15 @@ def fail(message: str) -> None:
 def os_problem(exc: OSError) -> str:
     """`path: reason` for a file-system error, without Python's `[Errno N]` noise."""
     return f"{exc.filename}: {exc.strerror}" if exc.filename and exc.strerror else str(exc)
+
+
+def print_caption_plan(plan: dict) -> None:
+    """A `--dry-run`'s plan (calls, cache hits, tokens, cost) as JSON, then its example prompts."""
+    examples = plan.pop("example_prompts", [])
+    sys.stdout.write(json.dumps(plan, indent=2) + "\n")
+    for messages in examples:
+        for message in messages:
+            sys.stdout.write(f"--- {message['role']} ---\n{message['content']}\n")
 
 
 def print_error_rows(rows: Iterable[dict], more: str, limit: int = 5) -> None:

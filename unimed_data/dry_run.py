@@ -5,11 +5,11 @@ without the network.
 from __future__ import annotations
 
 import secrets
-import shutil
 import tempfile
 from pathlib import Path
 
 from unimed_data.captions import cache_file
+from unimed_data.captions.cache import scratch_copy
 from unimed_data.config import BuildConfig
 from unimed_data.executor import LocalExecutor
 from unimed_data.pipeline import Dataset, prepare
@@ -30,12 +30,7 @@ def plan_captions(config: BuildConfig, out: Path, datasets: list[Dataset]) -> di
     with tempfile.TemporaryDirectory(prefix="unimed-dry-run-") as scratch:
         cache = cache_file(config.captions, ws.caption_cache)
         config = config.model_copy(deep=True)
-        config.captions.llm.cache_dir = Path(scratch) / "llm-cache"
-        if cache.exists():  # a copy: even reading SQLite's WAL database touches files beside it
-            config.captions.llm.cache_dir.mkdir()
-            for part in (cache, cache.with_name(f"{cache.name}-wal")):
-                if part.exists():
-                    shutil.copy2(part, config.captions.llm.cache_dir / part.name)
+        config.captions.llm.cache_dir = scratch_copy(cache, Path(scratch) / "llm-cache").parent
         captioner = prepare(config, ws, datasets)
         scratch_ws = Workspace(Path(scratch))
         salt = secrets.token_hex(32)  # caption units hold no patient id

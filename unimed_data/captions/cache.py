@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 import sqlite3
 import time
 from pathlib import Path
@@ -17,6 +18,17 @@ from pathlib import Path
 
 def cache_key(payload: dict) -> str:
     return hashlib.sha256(json.dumps(payload, sort_keys=True, ensure_ascii=False).encode("utf-8")).hexdigest()
+
+
+def scratch_copy(path: Path, folder: Path) -> Path:
+    """A copy of the cache file `path` (and its WAL) in `folder`, for a dry run that must write
+    nothing: even reading a WAL database touches files beside it. Returns the copy's path, which
+    does not exist when `path` does not."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for part in (path, path.with_name(f"{path.name}-wal")):
+        if part.exists():
+            shutil.copy2(part, folder / part.name)
+    return folder / path.name
 
 
 class CaptionCache:

@@ -42,11 +42,16 @@ class OpenAICaptioner:
         templates_dir: Path | None = None,
         hints: dict[str, DatasetHints] | None = None,
         limit: int | None = None,
+        requests: RequestBuilder | None = None,
     ):
+        """`requests` decides what a unit asks for: its captions (by default, from `per_record` and
+        `templates_dir`), or an evaluation class's prompts (`ClassPromptRequests`)."""
         self.settings = settings
         self.limit = limit
         self.hints = hints or {}
-        self.requests = RequestBuilder(settings, per_record=per_record, templates_dir=templates_dir)
+        self.requests = requests or RequestBuilder(
+            settings, per_record=per_record, templates_dir=templates_dir
+        )
         self.cache_path = cache_path
         self.count_tokens: Callable[[str], int] = make_token_counter(settings.tokenizer)
         self.usage = Usage()

@@ -1,9 +1,9 @@
 """Chat prompts for the LLM caption backend, rendered from Jinja2 templates.
 
 A label unit renders `llm/labels_<modality>.j2` (or `llm/labels_generic.j2`), a report unit
-`llm/report_findings.j2`. Each template holds the system message, a line `---USER---`, then the
-user message. Templates in a user folder win over the bundled ones by path, as for the offline
-template backend.
+`llm/report_findings.j2`; an evaluation set's class renders `llm/class_prompts.j2` (`unimed-data
+prompts`). Each template holds the system message, a line `---USER---`, then the user message.
+Templates in a user folder win over the bundled ones by path, as for the offline template backend.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import re
+from collections.abc import Callable
 from pathlib import Path
 
 import jinja2
@@ -25,6 +26,7 @@ USER_MARKER = "---USER---"
 
 REPORT_TEMPLATE = "llm/report_findings.j2"
 GENERIC_LABELS_TEMPLATE = "llm/labels_generic.j2"
+CLASS_PROMPTS_TEMPLATE = "llm/class_prompts.j2"
 
 _BLANK_RUNS = re.compile(r"\n{3,}")
 
@@ -54,14 +56,25 @@ class PromptBuilder:
 
     @functools.cached_property
     def identity(self) -> str:
-        """SHA-256 over the names and texts of the `llm/` templates of both folders: a template
-        edit changes it, and so the cache key of the captions. Read once: every request's cache
-        key needs it, and the templates do not change during a run."""
+        """SHA-256 over the names and texts of the caption templates (every `llm/` template but the
+        class prompts one) of both folders: a template edit changes it, and so the cache key of the
+        captions, while editing the class prompts re-bills no caption. Read once: every request's
+        cache key needs it, and the templates do not change during a run."""
+        return self._digest(lambda name: name != CLASS_PROMPTS_TEMPLATE)
+
+    @functools.cached_property
+    def class_prompts_identity(self) -> str:
+        """`identity` of the class prompts template alone: part of the class prompts' cache keys."""
+        return self._digest(lambda name: name == CLASS_PROMPTS_TEMPLATE)
+
+    def _digest(self, chosen: Callable[[str], bool]) -> str:
         digest = hashlib.sha256()
         for folder in self.folders:
             tag = "bundled" if folder == self.folders[-1] else "user"
             for path in sorted((folder / "llm").rglob("*.j2")):
-                digest.update(f"{tag}\0{path.relative_to(folder)}\0{path.read_text()}\0".encode())
+                name = path.relative_to(folder)
+                if chosen(name.as_posix()):
+                    digest.update(f"{tag}\0{name}\0{path.read_text()}\0".encode())
         return digest.hexdigest()
 
     def template_name(self, unit: CaptionUnit) -> str:
@@ -97,7 +110,25 @@ class PromptBuilder:
                 "definitions": _definitions_for((*unit.labels, *unit.uncertain), definitions),
                 "count": count,
             }
-        name = self.template_name(unit)
+        return self._render(self.template_name(unit), context)
+
+    def class_messages(
+        self, modality: str, wording: str, classes: list[str], count: int
+    ) -> list[dict[str, str]]:
+        """The messages asking for `count` zero-shot prompts of one class of an evaluation set:
+        `wording` is the class as a reader words it, `classes` every class of the set (so the
+        descriptions can tell them apart), `modality` a modality id (`xray`)."""
+        if count < 1:
+            raise ValueError(f"count must be at least 1, got {count}")
+        context = {
+            "modality_name": MODALITY_NAMES.get(modality, modality),
+            "classname": wording,
+            "others": [name for name in classes if name != wording],
+            "count": count,
+        }
+        return self._render(CLASS_PROMPTS_TEMPLATE, context)
+
+    def _render(self, name: str, context: dict) -> list[dict[str, str]]:
         system, user = _split(self.env.get_template(name).render(**context), name)
         return [{"role": "system", "content": system}, {"role": "user", "content": user}]
 

@@ -1,5 +1,6 @@
 """What the `openai` backend sends for a unit: chat messages, the cache key of their answer, and the
-request body.
+request body. `RequestBuilder` asks for a unit's captions, `ClassPromptRequests` for the zero-shot
+prompts of an evaluation set's class (`unimed-data prompts`).
 
 The cache key covers everything that decides an answer (model, sampling, validation parameters,
 prompt templates and the rendered messages), so a changed setting asks again and an unchanged one
@@ -56,6 +57,31 @@ class RequestBuilder:
     def request(self, unit: CaptionUnit, hints: DatasetHints) -> tuple[str, list[dict]]:
         """The cache key and chat messages of a unit (`prompts.NothingToCaption` when it has none)."""
         messages = self.prompts.messages(unit, self.per_record, hints.definitions)
+        return cache_key({"identity": self.answer_identity, "messages": messages}), messages
+
+
+class ClassPromptRequests(RequestBuilder):
+    """The messages and cache key asking for the zero-shot prompts of one class of an evaluation
+    set. The unit's one label is the class as a reader words it; `classes` are all the set's
+    classes, so the descriptions can tell them apart."""
+
+    def __init__(self, settings: LLMConfig, *, per_record: int, classes: list[str]):
+        super().__init__(settings, per_record=per_record, templates_dir=None)
+        self.classes = list(classes)
+
+    @property
+    def answer_identity(self) -> dict:
+        """The caption identity with the class prompts template's digest: no caption answer
+        matches a class prompts key."""
+        return {
+            **super().answer_identity,
+            "prompts": self.prompts.class_prompts_identity,
+            "task": "class prompts",
+        }
+
+    def request(self, unit: CaptionUnit, hints: DatasetHints) -> tuple[str, list[dict]]:
+        (wording,) = unit.labels
+        messages = self.prompts.class_messages(unit.modality, wording, self.classes, self.per_record)
         return cache_key({"identity": self.answer_identity, "messages": messages}), messages
 
 
