@@ -115,6 +115,14 @@ def test_a_listed_image_missing_from_the_csv_stops_the_dataset(root):
         list(iter_items(manifest(**layout), root))
 
 
+def test_a_listed_image_with_a_bad_row_is_that_rows_error_not_a_missing_image(root):
+    (root / "Data_Entry.csv").write_text(NIH_CSV.split("\n../outside")[0] + "\n")
+    layout = _nih_lists(root, ["00000001_000.png"], ["00000004_000.png"])  # 00000004 has no label
+    entries = list(iter_items(manifest(**layout), root))
+    errors = [e for e in entries if isinstance(e, ItemError)]
+    assert [e.item_id for e in errors] == ["00000004_000.png"]
+
+
 def test_the_nih_eval_view_reads_the_source_folder_with_the_official_lists():
     from unimed_data.manifest import find_manifest, load_manifest
 

@@ -13,6 +13,10 @@ UNIMED_MODALITIES = {"xray", "ct", "mri", "ultrasound", "pathology", "fundus"}
 CONFIRMED_EVAL_SETS = 21  # UniMed-CLIP's eval catalog minus the skipped imagenet, radimagenet, SICAPv2
 # Linear-probe sets (MedSLIP's CBIS-DDSM tasks): the source's train/test CSVs, val carved from train.
 PROBE_EVAL_SETS = {"cbis-ddsm", "cbis-calc", "cbis-mass"}
+# WhyXrayCLIP's sets keep their source's own split (folders, lists, CSVs) or a hash where it has none.
+SOURCE_SPLIT_EVAL_SETS = {
+    *("pediatric-pneumonia", "covid-qu-ex", "nih-chestxray14-eval", "openi-nlmcxr-eval", "vindr-cxr"),
+}
 
 # UniMed's retinal table (docs/UniMed-DATA.md): FLAIR number -> the bundled manifest reading that set's CSV.
 UNIMED_RETINA_TABLE = {
@@ -93,6 +97,8 @@ def test_eval_sets_have_a_test_split_and_cover_six_modalities():
     for data in evals:
         if data["name"] in PROBE_EVAL_SETS:
             assert data["split"] == {"by": "column", "val_fraction": 0.1}, data["name"]
+        elif data["name"] not in SOURCE_SPLIT_EVAL_SETS:
+            assert data["split"] == {"by": "fixed", "split": "test"}, data["name"]
         assert data["split"]["by"] in ("fixed", "column", "hash"), data["name"]
         assert data["split"].get("fractions", {"test": 1}).get("test", 0) > 0, data["name"]
     assert {d["modality"] for d in evals} == UNIMED_MODALITIES

@@ -29,14 +29,8 @@ CONFIG = "open_clip_config.json"
 # What `save_pretrained` writes for the tokenizers of Hugging Face text towers (BERT-style, BPE, SentencePiece).
 TOKENIZER_FILES = (
     *("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json"),
-    *(
-        "vocab.txt",
-        "vocab.json",
-        "merges.txt",
-        "spiece.model",
-        "sentencepiece.bpe.model",
-        "chat_template.jinja",
-    ),
+    *("vocab.txt", "vocab.json", "merges.txt", "chat_template.jinja"),
+    *("spiece.model", "sentencepiece.bpe.model", "tokenizer.model", "spm.model"),
 )
 INTERRUPTED = "stopped by Ctrl-C; each file is renamed into place only when complete: rerun the same command"
 
@@ -46,6 +40,7 @@ def save_local_dir(model: nn.Module, model_cfg: dict, path: str | os.PathLike) -
     `local-dir:` name that loads it. Files are written to temporary names and renamed."""
     from safetensors.torch import save_file
 
+    tokenizer = _hf_tokenizer(model_cfg)  # first: a tokenizer that cannot load leaves nothing written
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
     state = {name: tensor.detach().cpu().contiguous() for name, tensor in model.state_dict().items()}
@@ -61,22 +56,32 @@ def save_local_dir(model: nn.Module, model_cfg: dict, path: str | os.PathLike) -
     tmp = path / f".{CONFIG}.tmp"
     tmp.write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
     os.replace(tmp, path / CONFIG)
-    _save_hf_tokenizer(model_cfg, path)
+    if tokenizer is not None:
+        _save_tokenizer(tokenizer, path)
     return f"local-dir:{path}"
 
 
-def _save_hf_tokenizer(model_cfg: dict, path: Path) -> None:
-    """The text tower's Hugging Face tokenizer beside the weights: open_clip loads a `local-dir:`
-    model's HF tokenizer from that folder, not from `hf_tokenizer_name`."""
+def _hf_tokenizer(model_cfg: dict):
+    """The text tower's Hugging Face tokenizer, which open_clip reads from a `local-dir:` folder
+    itself (not from `hf_tokenizer_name`); None for open_clip's own text towers."""
     name = (model_cfg.get("text_cfg") or {}).get("hf_tokenizer_name")
     if not name:
-        return
+        return None
     from transformers import AutoTokenizer
 
+    try:
+        return AutoTokenizer.from_pretrained(name)
+    except (OSError, ValueError) as exc:
+        raise UsageError(f"tokenizer {name}: cannot load it to save beside the weights ({exc})") from None
+
+
+def _save_tokenizer(tokenizer, path: Path) -> None:
+    """The tokenizer's files renamed into `path`: only the names an export owns (TOKENIZER_FILES)."""
     with tempfile.TemporaryDirectory(dir=path, prefix=".tokenizer-") as scratch:
-        AutoTokenizer.from_pretrained(name).save_pretrained(scratch)
+        tokenizer.save_pretrained(scratch)
         for written in sorted(Path(scratch).iterdir()):
-            os.replace(written, path / written.name)
+            if written.name in TOKENIZER_FILES:
+                os.replace(written, path / written.name)
 
 
 def export_checkpoint(checkpoint: str | os.PathLike, out: str | os.PathLike, *, force: bool = False) -> str:
@@ -89,7 +94,9 @@ def export_checkpoint(checkpoint: str | os.PathLike, out: str | os.PathLike, *, 
     if saved_config(checkpoint) is None:
         raise UsageError(f"{checkpoint}: not a checkpoint of unimed_train.main (no saved config)")
     built = load_model(ModelSpec("export", pretrained=str(checkpoint)))
-    claim_output(Path(out), "export", (CONFIG, WEIGHTS, *TOKENIZER_FILES), force=force)  # once loading worked
+    has_tokenizer = bool(((built.model_cfg or {}).get("text_cfg") or {}).get("hf_tokenizer_name"))
+    writes = (CONFIG, WEIGHTS, *(TOKENIZER_FILES if has_tokenizer else ()))
+    claim_output(Path(out), "export", writes, force=force)  # once loading worked
     name = save_local_dir(built.model, built.model_cfg, out)
     settle_output(Path(out))
     return name

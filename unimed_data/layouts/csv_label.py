@@ -74,6 +74,8 @@ def _with_listed_split(
     seen: set[str] = set()
     for entry in entries:
         if isinstance(entry, ItemError):
+            if entry.source_path:  # a listed image with a bad row is this error, not missing
+                seen.add(entry.source_path.rsplit("/", 1)[-1])
             yield entry
             continue
         name = entry.source_path.rsplit("/", 1)[-1]
