@@ -12,6 +12,7 @@ import math
 import os
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -238,13 +239,23 @@ def _restore(run: Run, checkpoint: dict, rank: int) -> tuple[int, dict, dict]:
 
 def _claim(config: TrainConfig, out: Path, rank: int, world: int) -> None:
     """Rank 0 claims `out` (see `unimed_data.outputs`) and refuses to restart a run in it without
-    --resume. Under torchrun every rank gets rank 0's outcome, so a refusal stops them all with its
-    error instead of leaving them waiting for rank 0 in DDP."""
+    --resume."""
+
+    def check() -> None:
+        claim_output(out, "train", WRITES, force=config.force)
+        _refuse_restart(config, out)
+
+    rank0_verdict(check, rank, world)
+
+
+def rank0_verdict(check: Callable[[], None], rank: int, world: int) -> None:
+    """Run `check` on rank 0 only and raise its UsageError or OutputError on every rank: under
+    torchrun a refusal then stops them all with its message, instead of leaving the others waiting
+    for rank 0."""
     failure = None
     if rank == 0:
         try:
-            claim_output(out, "train", WRITES, force=config.force)
-            _refuse_restart(config, out)
+            check()
         except (UsageError, OutputError) as exc:
             failure = exc
     if world > 1:

@@ -19,10 +19,10 @@ import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
-from unimed_data.outputs import OutputError, claim_output, settle_output
+from unimed_data.outputs import claim_output, settle_output
 from unimed_train.cli import UsageError
 from unimed_train.data.remote import reason
-from unimed_train.main import init_distributed
+from unimed_train.main import init_distributed, rank0_verdict
 from unimed_train.teachers.config import TeacherSpec, read_teachers
 from unimed_train.teachers.models import Teacher, load_teacher
 from unimed_train.teachers.shards import Sample, ShardWriter, prepare, read_samples
@@ -163,19 +163,12 @@ def _sizes(folder: Path) -> dict:
 def _claim(options: Options, specs: list[TeacherSpec], names: list[str], rank: int, world: int) -> None:
     """Rank 0 claims OUT and refuses one whose shards hold other teachers (a resume would mix
     them); every rank stops with rank 0's refusal."""
-    failure = None
-    if rank == 0:
-        try:
-            claim_output(options.out, KIND, [*names, *OWN], force=options.force)
-            _check_same_teachers(options.out / "teachers.json", specs)
-        except (UsageError, OutputError) as exc:
-            failure = exc
-    if world > 1:
-        shared = [failure]
-        dist.broadcast_object_list(shared, src=0)
-        failure = shared[0]
-    if failure is not None:
-        raise failure
+
+    def check() -> None:
+        claim_output(options.out, KIND, [*names, *OWN], force=options.force)
+        _check_same_teachers(options.out / "teachers.json", specs)
+
+    rank0_verdict(check, rank, world)
 
 
 def _check_same_teachers(path: Path, specs: list[TeacherSpec]) -> None:
