@@ -5,6 +5,7 @@ import base64
 import csv
 import json
 import shutil
+import sys
 import tarfile
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -160,6 +161,14 @@ def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
+
+
+def torchrun(module: str, *arguments, ranks: int = 2) -> list[str]:
+    """The command that runs `python -m module arguments` as `ranks` CPU processes under torchrun
+    (static rendezvous on a free loopback port)."""
+    launcher = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={ranks}"]
+    launcher += ["--master_addr=127.0.0.1", f"--master_port={free_port()}"]
+    return [*launcher, "-m", module, *map(str, arguments)]
 
 
 def sha256sums(text: str) -> dict[str, str]:

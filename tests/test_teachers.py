@@ -24,7 +24,7 @@ from unimed_train.main import main as train
 from unimed_train.model import build_model
 from unimed_train.teachers.__main__ import main as teachers_main
 
-from tests.conftest import free_port
+from tests.conftest import torchrun
 from tests.tiny_models import TINY, shards, tiny_argv, tiny_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
@@ -186,16 +186,8 @@ def test_two_torchrun_ranks_split_the_shards_and_write_the_same_bytes(
     """Rank r takes shards [r::2]; rank 0 writes teachers.json and sizes.json."""
 
     out = tmp_path / "out"
-    torchrun = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nproc_per_node=2",
-        "--master_addr=127.0.0.1",
-    ]
-    torchrun.append(f"--master_port={free_port()}")
     argv = ["--teachers", teachers_yaml, "--shards", shards(demo_out), "--out", out, "--batch-size", "4"]
-    command = [*torchrun, "-m", "unimed_train.teachers", *map(str, argv)]
+    command = torchrun("unimed_train.teachers", *argv)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     finished = subprocess.run(command, capture_output=True, text=True, timeout=600, env=env)
     assert finished.returncode == 0, finished.stderr[-3000:]

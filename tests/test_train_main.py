@@ -3,7 +3,6 @@
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -12,7 +11,7 @@ pytest.importorskip("open_clip", reason="needs the `train` extra")
 
 from unimed_train.main import main
 
-from tests.conftest import free_port
+from tests.conftest import torchrun
 from tests.tiny_models import shards, tiny_argv, tiny_local_dir
 
 
@@ -176,18 +175,10 @@ def test_distillation_on_the_real_biomedica_teacher_features(tmp_path: Path, sha
 def test_two_processes_with_torchrun_and_gloo(tmp_path: Path, demo_out: Path):
     """The same program under torchrun: 2 CPU ranks (gloo) train, rank 0 logs and checkpoints."""
     out = tmp_path / "ddp"
-    torchrun = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nproc_per_node=2",
-        "--master_addr=127.0.0.1",
-    ]
-    torchrun.append(f"--master_port={free_port()}")  # torchrun's static rendezvous needs a concrete port
     arguments = tiny_argv(
         tmp_path, shards(demo_out), out, "--batch-size", "4", "--steps", "3", "--warmup", "1"
     )
-    command = [*torchrun, "-m", "unimed_train.main", *arguments]
+    command = torchrun("unimed_train.main", *arguments)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     finished = subprocess.run(command, capture_output=True, text=True, timeout=120, env=env)
     assert finished.returncode == 0, finished.stderr[-3000:]
@@ -315,12 +306,10 @@ def test_under_torchrun_every_rank_stops_when_the_folder_is_refused(tmp_path: Pa
     out = tmp_path / "foreign"
     out.mkdir()
     (out / "notes.txt").write_text("mine")
-    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2"]
-    torchrun += ["--master_addr=127.0.0.1", f"--master_port={free_port()}"]
     arguments = tiny_argv(tmp_path, shards(demo_out), out, "--batch-size", "4", "--steps", "3")
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     finished = subprocess.run(
-        [*torchrun, "-m", "unimed_train.main", *arguments],
+        torchrun("unimed_train.main", *arguments),
         capture_output=True,
         text=True,
         timeout=120,
@@ -337,12 +326,10 @@ def test_one_shard_for_two_torchrun_ranks_splits_its_samples(tmp_path: Path, dem
     """Fewer shards than ranks (a small build with the default --shard-size): the ranks share the
     shard's samples instead of stopping with "1 shards cannot be split between 2 ranks"."""
     out = tmp_path / "one-shard"
-    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2"]
-    torchrun += ["--master_addr=127.0.0.1", f"--master_port={free_port()}"]
     data = str(demo_out / "train" / "unimed-000000.tar")
     arguments = tiny_argv(tmp_path, data, out, "--batch-size", "2", "--epochs", "1", "--warmup", "1")
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    command = [*torchrun, "-m", "unimed_train.main", *arguments]
+    command = torchrun("unimed_train.main", *arguments)
     finished = subprocess.run(command, capture_output=True, text=True, timeout=120, env=env)
     assert finished.returncode == 0, finished.stderr[-3000:]
     assert "--shard-size" in finished.stderr and "--resampled" in finished.stderr
