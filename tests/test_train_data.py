@@ -111,6 +111,14 @@ def test_parse_spec_weights_and_braces():
         parse_spec("x/t.tar::")
 
 
+def test_sizes_json_is_found_beside_shards_named_without_a_folder(corpus, monkeypatch):
+    from unimed_train.data.spec import dataset_size
+
+    pattern = corpus["a"]
+    monkeypatch.chdir(Path(pattern).parent)  # run from inside the shard folder
+    assert dataset_size(parse_spec(Path(pattern).name)) == dataset_size(parse_spec(pattern))
+
+
 def test_counts_from_sizes_json(corpus, tmp_path):
     loader = _loader(corpus["a"] + "::" + corpus["b"])
     assert loader.dataset_size == 60

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import posixpath
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -79,7 +80,7 @@ def dataset_size(sources: Sequence[Source]) -> int | None:
     """Total samples from each source's ``sizes.json``; None if any source has none."""
     total = 0
     for src in sources:
-        path = f"{src.urls[0].rsplit('/', 1)[0]}/sizes.json"
+        path = _beside(src, "sizes.json")
         sizes = _read_json(path)
         if sizes is None:
             return None
@@ -96,7 +97,7 @@ def teacher_widths(spec: str) -> dict[str, int]:
     `python -m unimed_train.teachers` writes it), in the order listed; {} where there is none."""
     widths: dict[str, int] = {}
     for src in parse_spec(spec):
-        path = f"{src.urls[0].rsplit('/', 1)[0]}/teachers.json"
+        path = _beside(src, "teachers.json")
         listed = _read_json(path)
         try:
             found = {str(t["name"]): int(t["width"]) for t in (listed or {}).get("teachers", [])}
@@ -106,6 +107,11 @@ def teacher_widths(spec: str) -> dict[str, int]:
             if widths.setdefault(name, width) != width:
                 raise UsageError(f"{path}: teacher {name} is {width} wide here, {widths[name]} elsewhere")
     return widths
+
+
+def _beside(src: Source, name: str) -> str:
+    """The file `name` in the folder of a source's shards (a local folder, `.`, or a URL's)."""
+    return posixpath.join(posixpath.dirname(src.urls[0]), name)
 
 
 def _read_json(path: str) -> dict | None:
