@@ -29,7 +29,7 @@ from pathlib import Path
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
 
-from unimed_data.download.http import redact_url
+from unimed_data.download.http import file_digest, redact_url
 from unimed_data.schema import SPLITS
 from unimed_data.tables import atomic_write_text
 from unimed_data.workspace import Workspace
@@ -79,18 +79,10 @@ def published_items(out: Path) -> list[Item]:
     items = []
     for path in published_files(out):
         try:
-            items.append(Item(path.relative_to(out).as_posix(), path, path.stat().st_size, sha256(path)))
+            items.append(Item(path.relative_to(out).as_posix(), path, path.stat().st_size, file_digest(path)))
         except OSError as exc:
             raise PublishError(f"{path}: cannot read ({exc.strerror or exc})") from None
     return items
-
-
-def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while block := handle.read(CHUNK):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def checksums(items: list[Item]) -> str:
@@ -188,11 +180,8 @@ def _already_there(fs, root: str, item: Item, state: _State) -> bool:
         return False
     if state.sent.get(item.name) == item.digest:
         return True
-    digest = hashlib.sha256()
     with fs.open(remote, "rb") as handle:
-        while block := handle.read(CHUNK):
-            digest.update(block)
-    return digest.hexdigest() == item.digest
+        return hashlib.file_digest(handle, "sha256").hexdigest() == item.digest
 
 
 def _send(fs, root: str, item: Item) -> Item:

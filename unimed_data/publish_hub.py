@@ -24,7 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from unimed_data.card import card_in_folder
-from unimed_data.publish import CHUNK, Item, PublishError, Report, checksums, published_items, redact, sha256
+from unimed_data.download.http import file_digest
+from unimed_data.publish import CHUNK, Item, PublishError, Report, checksums, published_items, redact
 from unimed_data.tables import atomic_write_text
 from unimed_data.workspace import Workspace
 
@@ -111,14 +112,14 @@ def _folder_card(out: Path, repo: HubRepo, card: Item) -> Item:
         return card
     path = Workspace(out).work / "publish" / "README.md"
     atomic_write_text(path, card_in_folder(card.path.read_text(encoding="utf-8"), repo.folder))
-    return Item(card.name, path, path.stat().st_size, sha256(path))
+    return Item(card.name, path, path.stat().st_size, file_digest(path))
 
 
 def _sums_item(out: Path, items: list[Item]) -> Item:
     """SHA256SUMS, written whole under OUT/work/publish/ so that it is sent like any other file."""
     path = Workspace(out).work / "publish" / "SHA256SUMS"
     atomic_write_text(path, checksums(items))
-    return Item("SHA256SUMS", path, path.stat().st_size, sha256(path))
+    return Item("SHA256SUMS", path, path.stat().st_size, file_digest(path))
 
 
 def _check_repo(api, repo: HubRepo, dest: str) -> None:

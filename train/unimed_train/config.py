@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -80,11 +81,13 @@ class TrainConfig:
     def teacher_dims(self) -> dict[str, int]:
         """Feature width of each distillation teacher: from the `teachers.json` beside the shards
         (which `python -m unimed_train.teachers` writes), else `teacher_dim`."""
-        widths = self.teacher_widths()
+        widths = self.teacher_widths
         return {name: widths.get(name, self.teacher_dim) for name in self.teachers}
 
+    @functools.cached_property
     def teacher_widths(self) -> dict[str, int]:
-        """Teacher name -> width, from the `teachers.json` files beside the shards of `train_data`."""
+        """Teacher name -> width, from the `teachers.json` files beside the shards of `train_data`
+        (read once: they may be remote)."""
         from unimed_train.data.spec import teacher_widths  # imports torch: not for --help
 
         return teacher_widths(self.train_data)

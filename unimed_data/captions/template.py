@@ -77,7 +77,7 @@ class TemplateCaptioner:
             raise ValueError("per_record must be at least 1")
         self.per_record = per_record
         self.seed = seed
-        folders = [_bundled_dir()]
+        folders = [bundled("prompts")]
         if templates_dir is not None:
             if not Path(templates_dir).is_dir():
                 raise FileNotFoundError(f"caption template folder {templates_dir} does not exist")
@@ -142,7 +142,3 @@ class TemplateCaptioner:
     def _unit_seed(self, unit: CaptionUnit) -> int:
         digest = hashlib.sha256(repr((self.seed, unit)).encode("utf-8")).digest()
         return int.from_bytes(digest[:8], "big")
-
-
-def _bundled_dir() -> Path:
-    return bundled("prompts")

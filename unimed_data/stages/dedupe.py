@@ -192,17 +192,17 @@ def run_dedupe(ctx: StageContext, _: None) -> StageSummary:
     slugs = [d.slug for d in ctx.datasets]
     tables = Tables([ws.captioned(slug) for slug in slugs], ws.work / "dedupe-thumbs.bin")
     sources = []
+    convert_options = ctx.config.convert.options()
     if settings.enabled:
         with tempfile.TemporaryDirectory(prefix="unimed-protect-") as scratch:
-            options = ctx.config.convert.options()
             sources = read_specs(
-                settings.protect, ctx.config.root, options, Path(scratch), seed=ctx.config.seed
+                settings.protect, ctx.config.root, convert_options, Path(scratch), seed=ctx.config.seed
             )
     inputs = [*tables.paths, *(path for source in sources for path in source.inputs)]
     options = {
         **settings.model_dump(mode="json"),
         "slugs": slugs,
-        "convert": vars(ctx.config.convert.options()),
+        "convert": vars(convert_options),
     }
     stamp = Stamp.of(ws.build_stamp(NAME), inputs, options)
     outputs = [*(ws.deduped(slug) for slug in slugs), ws.duplicates, ws.contamination]

@@ -155,7 +155,7 @@ def _schema_cfg(source: _Source, cache_dir: str | None) -> dict | None:
         path = hf_hub_download(
             source.name.removeprefix("hf-hub:"), "open_clip_config.json", cache_dir=cache_dir
         )
-    return json.loads(Path(path).read_text(encoding="utf-8")).get("model_cfg")
+    return _load_cfg(path)
 
 
 def _infer_embed_dim(model: nn.Module, cfg: dict | None) -> int:

@@ -40,7 +40,7 @@ class Distill(Objective):
     def check_config(cls, config) -> None:
         """No `--teachers`: every teacher of the `teachers.json` beside the shards."""
         if not config.teachers:
-            config.teachers = list(config.teacher_widths())
+            config.teachers = list(config.teacher_widths)
         if not config.teachers:
             raise UsageError(
                 "--loss distill needs --teachers NAME[,NAME...] (or shards with a teachers.json "
