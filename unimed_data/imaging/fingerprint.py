@@ -61,9 +61,9 @@ def thumb_difference(a: bytes, b: bytes) -> float:
     taken out) at the best of nine one-pixel shifts (a crop of a few per cent moves the content by
     a pixel or two). Infinite when either is flat: blank images of any grey would otherwise agree,
     so they match only on identical pixels."""
-    if _spread(a) < FLAT or _spread(b) < FLAT:
-        return float("inf")
     x, y = _standardised(a), _standardised(b)
+    if x is None or y is None:
+        return float("inf")
     best = float("inf")
     for dy in (-1, 0, 1):
         for dx in (-1, 0, 1):
@@ -73,11 +73,10 @@ def thumb_difference(a: bytes, b: bytes) -> float:
     return best
 
 
-def _spread(thumb: bytes) -> float:
-    return float(np.frombuffer(thumb, dtype=np.uint8).std())
-
-
-def _standardised(thumb: bytes) -> np.ndarray:
-    arr = np.frombuffer(thumb, dtype=np.uint8).astype(np.float32).reshape(THUMB_SIDE, THUMB_SIDE)
-    spread = arr.std()
-    return (arr - arr.mean()) / spread if spread > 0 else arr - arr.mean()
+def _standardised(thumb: bytes) -> np.ndarray | None:
+    """The thumbnail with its mean and spread taken out; None when it is flat (spread below FLAT)."""
+    pixels = np.frombuffer(thumb, dtype=np.uint8)
+    if float(pixels.std()) < FLAT:
+        return None
+    arr = pixels.astype(np.float32).reshape(THUMB_SIDE, THUMB_SIDE)
+    return (arr - arr.mean()) / arr.std()
