@@ -5,7 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from unimed_data.captions import CaptionUnit, DatasetHints, OpenAICaptioner, TemplateCaptioner, make_captioner
+from unimed_data.captions import CaptionUnit, DatasetHints, TemplateCaptioner, make_captioner
+from unimed_data.captions.openai_backend import OpenAICaptioner
 from unimed_data.config import CaptionConfig, LLMConfig
 
 UNITS = [CaptionUnit("chexpert", "xray", ("Cardiomegaly",)), CaptionUnit("odir", "fundus", ("glaucoma",))]

@@ -58,15 +58,15 @@ def test_convert_and_shard_tasks_run_on_any_executor_with_the_same_output(tmp_pa
     for name, executor in (("local", LocalExecutor(2)), ("pickled", PicklingExecutor())):
         (tmp_path / name).mkdir()
         ws, _ = convert_setup(tmp_path / name)
-        convert_dataset(ws, "mixed", ConvertOptions(max_side=64), executor=executor)
+        convert_dataset(ws, "mixed", ConvertOptions(max_side=64), executor=executor, chunk_rows=2)
         shard_ws = Workspace(tmp_path / name / "shards")
         make_captioned(shard_ws, "chest", 30)
         shard_datasets(shard_ws, ["chest"], ShardOptions(shard_size=4), executor=executor)
-        images = sorted(p.relative_to(ws.out) for p in ws.images("mixed").rglob("*.jpg"))
+        chunks = sorted(p.relative_to(ws.out) for p in ws.images("mixed").glob("*.tar"))
         tars = sorted(shard_ws.out.glob("*/*.tar"))
-        outputs.append(([(p, (ws.out / p).read_bytes()) for p in images], [t.read_bytes() for t in tars]))
+        outputs.append(([(p, (ws.out / p).read_bytes()) for p in chunks], [t.read_bytes() for t in tars]))
     assert outputs[0] == outputs[1] and outputs[0][0] and outputs[0][1]
-    assert executor.tasks == 5 + len(outputs[0][1])  # one task per record, one per shard
+    assert executor.tasks == 3 + len(outputs[0][1])  # one task per slice of 2 records, one per shard
 
 
 @pytest.mark.parametrize(

@@ -1,12 +1,18 @@
-"""Convert stage: every record becomes a JPEG or an error row; reruns reuse finished images."""
+"""Convert stage: every record becomes a JPEG in a chunk file or an error row; reruns reuse finished
+images."""
 
+import hashlib
+import io
 import os
 import shutil
+import tarfile
 from pathlib import Path
 
 import pydicom.data
 from PIL import Image
 
+from unimed_data.convert_chunk import CRASHED
+from unimed_data.image_chunks import read_images
 from unimed_data.imaging import ConvertOptions
 from unimed_data.schema import RECORD_SCHEMA, make_key
 from unimed_data.stages.convert import convert_dataset
@@ -51,39 +57,72 @@ def setup(tmp_path: Path) -> tuple[Workspace, list[Path]]:
     return ws, sources
 
 
+def images_of(ws: Workspace) -> dict[str, bytes]:
+    """Each converted record's JPEG, read from its chunk, by source file name."""
+    rows = list(iter_rows(ws.converted("mixed")))
+    jpegs = read_images(rows)
+    return {Path(r["source_path"]).name: jpegs[r["key"]] for r in rows}
+
+
+def chunk_files(ws: Workspace) -> dict[str, tuple[int, int]]:
+    """Every chunk file, with its inode and modification time (a rewrite changes them)."""
+    return {p.name: (p.stat().st_ino, p.stat().st_mtime_ns) for p in ws.images("mixed").glob("chunk-*")}
+
+
 def test_each_record_is_converted_or_recorded_as_an_error(tmp_path: Path):
     ws, _ = setup(tmp_path)
     summary = convert_dataset(ws, "mixed", ConvertOptions(max_side=64), workers=2)
     assert (summary.inputs, summary.outputs, summary.errors) == (5, 3, 2)
     rows = {Path(r["source_path"]).name: r for r in iter_rows(ws.converted("mixed"))}
     assert (rows["wide.png"]["width"], rows["wide.png"]["height"]) == (64, 21)
-    assert all(Path(r["image_path"]).is_file() and len(r["sha256"]) == 64 for r in rows.values())
+    for name, jpeg in images_of(ws).items():
+        assert hashlib.sha256(jpeg).hexdigest() == rows[name]["sha256"]
+        assert Image.open(io.BytesIO(jpeg)).size == (rows[name]["width"], rows[name]["height"])
     errors = {Path(e["source_path"]).name: e["reason"] for e in iter_rows(ws.errors("mixed", "convert"))}
     assert errors["missing.png"] == "file not found"
     assert errors["MR_truncated.dcm"].startswith("truncated pixel data")
+
+
+def test_records_are_converted_a_slice_at_a_time_into_one_chunk_file_each(tmp_path: Path):
+    ws, _ = setup(tmp_path)
+    convert_dataset(ws, "mixed", ConvertOptions(max_side=64), workers=2, chunk_rows=2)
+    names = sorted(chunk_files(ws))
+    assert [n for n in names if n.endswith(".parquet")] == [f"chunk-00000{i}.parquet" for i in range(3)]
+    assert len([n for n in names if n.endswith(".tar")]) == 3
+    with tarfile.open(next(ws.images("mixed").glob("chunk-000001.*.tar"))) as tar:
+        assert [m.name for m in tar] == [make_key("mixed", "wide.png") + ".jpg"]  # MR_truncated failed
+    # How records are sliced changes no image.
+    whole = Workspace(tmp_path / "whole")
+    whole.dataset_dir("mixed").mkdir(parents=True)
+    shutil.copy(ws.records("mixed"), whole.records("mixed"))
+    convert_dataset(whole, "mixed", ConvertOptions(max_side=64), workers=1)
+    assert images_of(whole) == images_of(ws)
 
 
 def test_rerun_reuses_finished_images_and_retries_only_what_failed(tmp_path: Path):
     ws, _ = setup(tmp_path)
     convert_dataset(ws, "mixed", ConvertOptions(max_side=64), workers=1)
     table_time = ws.converted("mixed").stat().st_mtime_ns
-    image = ws.image_file("mixed", make_key("mixed", "CT_small.dcm"))
-    image_time = image.stat().st_mtime_ns
-    # Failed items are retried, finished ones reused; an unchanged result leaves the table untouched.
+    chunks = chunk_files(ws)
+    # Failed items are retried, finished ones reused; an unchanged result leaves every file untouched.
     summary = convert_dataset(ws, "mixed", ConvertOptions(max_side=64), workers=1)
     assert (summary.outputs, summary.errors) == (3, 2)
     assert ws.converted("mixed").stat().st_mtime_ns == table_time
-    assert image.stat().st_mtime_ns == image_time
-    # Finished images are not even read again: their sizes and digests come from the last table.
-    with open(image, "r+b") as handle:
-        handle.seek(200)
+    assert chunk_files(ws) == chunks
+    # Finished images are not even read again: their sizes and digests come from the chunk's table.
+    tar = next(ws.images("mixed").glob("*.tar"))
+    with open(tar, "r+b") as handle:
+        handle.seek(1024)
         handle.write(b"\0\0\0\0")
-    os.utime(image, ns=(image_time, image_time))
     convert_dataset(ws, "mixed", ConvertOptions(max_side=64), workers=1)
     assert ws.converted("mixed").stat().st_mtime_ns == table_time
-    # The missing image arrives: the next run picks it up.
+    # The missing image arrives: the next run converts it and copies the others' bytes as they are.
+    before = images_of(ws)
     Image.new("L", (40, 40)).save(tmp_path / "raw" / "missing.png")
     assert convert_dataset(ws, "mixed", ConvertOptions(max_side=64), workers=1).outputs == 4
+    after = images_of(ws)
+    assert set(after) == {*before, "missing.png"} and all(after[n] == before[n] for n in before)
+    assert not tar.exists() and len(list(ws.images("mixed").glob("*.tar"))) == 1  # the old tar is gone
 
 
 def test_without_errors_a_rerun_is_skipped(tmp_path: Path):
@@ -101,7 +140,7 @@ def test_a_replaced_source_is_converted_again(tmp_path: Path):
     Image.new("RGB", (100, 300), "blue").save(wide)
     os.utime(wide, ns=(1, 10**18))  # a different modification time, as a copy or download gives
     convert_dataset(ws, "mixed", ConvertOptions(max_side=64), workers=1)
-    assert Image.open(ws.image_file("mixed", make_key("mixed", "wide.png"))).size == (21, 64)
+    assert Image.open(io.BytesIO(images_of(ws)["wide.png"])).size == (21, 64)
 
 
 def test_new_options_reconvert_everything(tmp_path: Path):
@@ -109,7 +148,7 @@ def test_new_options_reconvert_everything(tmp_path: Path):
     convert_dataset(ws, "mixed", ConvertOptions(max_side=64), workers=1)
     summary = convert_dataset(ws, "mixed", ConvertOptions(max_side=32), workers=1)
     assert summary.outputs == 3
-    assert max(Image.open(ws.image_file("mixed", make_key("mixed", "wide.png"))).size) == 32
+    assert max(Image.open(io.BytesIO(images_of(ws)["wide.png"])).size) == 32
 
 
 def test_a_source_that_disappeared_is_an_error_not_a_stale_image(tmp_path: Path):
@@ -134,7 +173,7 @@ def test_images_below_the_minimum_side_are_filtered_with_a_reason_not_failed(tmp
         "missing.png": "image 1×1 px is smaller than the minimum side 32 px",
         "thin.png": "image 31×400 px is smaller than the minimum side 32 px",
     }
-    assert not ws.image_file("mixed", make_key("mixed", "thin.png")).exists()
+    assert "thin.png" not in images_of(ws)
     # A lower minimum keeps them; raising it again filters them as a fresh run would.
     summary = convert_dataset(ws, "mixed", ConvertOptions(max_side=64, min_side=1), workers=1)
     assert (summary.outputs, summary.filtered) == (5, 0)
@@ -150,15 +189,48 @@ def test_a_zero_byte_file_is_an_empty_file_error(tmp_path: Path):
     assert errors["missing.png"] == "empty file"
 
 
-def test_a_run_killed_before_its_table_reuses_finished_images_with_their_fingerprints(tmp_path: Path):
+def test_a_run_killed_before_its_table_reuses_finished_chunks_with_their_fingerprints(tmp_path: Path):
     ws, _ = setup(tmp_path)
-    convert_dataset(ws, "mixed", ConvertOptions(max_side=64), workers=1)
+    convert_dataset(ws, "mixed", ConvertOptions(max_side=64), workers=1, chunk_rows=2)
     rows = {r["key"]: r for r in iter_rows(ws.converted("mixed"))}
-    images = {key: Path(row["image_path"]).stat().st_ino for key, row in rows.items()}
-    ws.converted("mixed").unlink()  # as if killed after the images, before the table
+    chunks = chunk_files(ws)
+    ws.converted("mixed").unlink()  # as if killed after the chunks, before the table
     ws.stamp("mixed", "convert").unlink()
-    convert_dataset(ws, "mixed", ConvertOptions(max_side=64), workers=1)
+    convert_dataset(ws, "mixed", ConvertOptions(max_side=64), workers=1, chunk_rows=2)
     again = {r["key"]: r for r in iter_rows(ws.converted("mixed"))}
-    assert {key: Path(row["image_path"]).stat().st_ino for key, row in again.items()} == images
-    fingerprint = ("sha256", "pixels_sha256", "phash", "thumb", "width", "height")
-    assert all(again[k][f] == rows[k][f] for k in rows for f in fingerprint)
+    assert again == rows and chunk_files(ws) == chunks
+
+
+def test_a_run_killed_between_a_chunks_tar_and_its_table_leaves_nothing_behind(tmp_path: Path):
+    ws, _ = setup(tmp_path)
+    convert_dataset(ws, "mixed", ConvertOptions(max_side=64), workers=1, chunk_rows=2)
+    clean = images_of(ws)
+    folder = ws.images("mixed")
+    orphan = folder / "chunk-000001.0123456789abcdef.tar"  # renamed in; its table never was
+    orphan.write_bytes(b"half a chunk")
+    (folder / "chunk-000002.parquet").unlink()  # and a chunk whose table was never written
+    ws.stamp("mixed", "convert").unlink()
+    convert_dataset(ws, "mixed", ConvertOptions(max_side=64), workers=1, chunk_rows=2)
+    assert not orphan.exists() and images_of(ws) == clean
+    assert len(list(folder.glob("*.tar"))) == len(list(folder.glob("*.parquet"))) == 3
+
+
+def test_an_image_that_crashes_its_worker_costs_only_that_image(tmp_path: Path, monkeypatch):
+    """A segfault in a native decoder kills the process converting a whole slice: the slice is
+    converted again with each image in a process of its own, so the others are kept."""
+    ws, _ = setup(tmp_path)
+    import unimed_data.convert_chunk as unit
+
+    real = unit.encode_source
+
+    def crash_on_wide(source, options):
+        if source.name == "wide.png":
+            os._exit(1)  # what a segfault or an OOM kill looks like to the pool
+        return real(source, options)
+
+    monkeypatch.setattr(unit, "encode_source", crash_on_wide)
+    summary = convert_dataset(ws, "mixed", ConvertOptions(max_side=64), workers=2)
+    assert (summary.outputs, summary.errors) == (2, 3)
+    errors = {Path(e["source_path"]).name: e["reason"] for e in iter_rows(ws.errors("mixed", "convert"))}
+    assert errors["wide.png"] == CRASHED
+    assert set(images_of(ws)) == {"CT_small.dcm", "MR_small_RLE.dcm"}

@@ -1,5 +1,6 @@
 """Shard stage: seeded shuffle across datasets, fixed-size tars, resumable to identical bytes."""
 
+import hashlib
 import io
 import json
 import shutil
@@ -11,6 +12,7 @@ import pytest
 from PIL import Image
 
 from tests.test_unimed_txt import trainer_candidates
+from unimed_data.image_chunks import results_file, write_chunk
 from unimed_data.schema import RECORD_SCHEMA, SAMPLE_JSON_FIELDS, make_key
 from unimed_data.stages.order import STAGE_NAMES
 from unimed_data.stages.shard import shard_datasets
@@ -27,19 +29,18 @@ def make_captioned(
     """A captioned table of `n` records with small real JPEGs, as the caption stage leaves it, and the
     same rows as the deduped table the shard stage reads; with `reports`, every other record has a
     report."""
-    rows = []
+    rows, images = [], {}
     for i in range(n):
         key = make_key(dataset, f"img{i}.png")
-        image = ws.image_file(dataset, key)
-        image.parent.mkdir(parents=True, exist_ok=True)
-        Image.new("L", (8 + i % 5, 8), color=i % 256).save(image, format="JPEG")
+        jpeg = io.BytesIO()
+        Image.new("L", (8 + i % 5, 8), color=i % 256).save(jpeg, format="JPEG")
+        images[key] = jpeg.getvalue()
         rows.append(
             {
                 "key": key,
                 "dataset": dataset,
                 "modality": "xray",
                 "source_path": f"/raw/{dataset}/img{i}.png",
-                "image_path": str(image),
                 "labels": [f"class{i % 3}"],
                 "uncertain_labels": [],
                 "report": f"Report of image {i}." if reports and i % 2 else None,
@@ -50,12 +51,23 @@ def make_captioned(
                 "license": "CC-BY-4.0",
                 "width": 8 + i % 5,
                 "height": 8,
-                "sha256": None,
+                "sha256": hashlib.sha256(images[key]).hexdigest(),
             }
         )
+    ws.images(dataset).mkdir(parents=True, exist_ok=True)
+    placed = write_chunk(results_file(ws.images(dataset), 0), [chunk_row(r) for r in rows], images)
+    rows = [{**row, **{f: chunk[f] for f in PLACE}} for row, chunk in zip(rows, placed, strict=True)]
     write_rows(ws.captioned(dataset), RECORD_SCHEMA, rows)
     write_rows(ws.deduped(dataset), RECORD_SCHEMA, rows)
     return [r["key"] for r in rows]
+
+
+PLACE = ("image_path", "image_offset", "image_size")
+
+
+def chunk_row(row: dict) -> dict:
+    """A converted image's row of a chunk's results table."""
+    return {"key": row["key"], "source_path": row["source_path"], "sha256": row["sha256"]}
 
 
 def tar_keys(path: Path) -> list[str]:

@@ -167,6 +167,8 @@ def build(
     max_side: opt.MaxSideOpt = None,
     min_side: opt.MinSideOpt = None,
     jpeg_quality: opt.QualityOpt = None,
+    jpeg_optimize: opt.OptimizeOpt = None,
+    reencode: opt.ReencodeOpt = None,
     max_error_rate: opt.MaxErrorRateOpt = None,
     protect: opt.ProtectOpt = None,
     dedupe: opt.DedupeOpt = None,

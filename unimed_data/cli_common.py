@@ -143,6 +143,23 @@ QualityOpt = Annotated[
         show_default=from_config(ConvertOptions.jpeg_quality),
     ),
 ]
+OptimizeOpt = Annotated[
+    bool | None,
+    typer.Option(
+        "--jpeg-optimize/--no-jpeg-optimize",
+        help="Optimal Huffman tables: ~8 % smaller JPEGs for ~2x the encode time.",
+        show_default=from_config("off"),
+    ),
+]
+ReencodeOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--reencode",
+        help="auto: a source JPEG that fits the cap keeps its data (metadata removed); always: "
+        "decode and encode every image.",
+        show_default=from_config(ConvertOptions.reencode),
+    ),
+]
 MaxErrorRateOpt = Annotated[
     float | None,
     typer.Option(

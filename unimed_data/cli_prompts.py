@@ -14,7 +14,7 @@ from unimed_data.cli_common import OFF, fail, os_problem, print_caption_plan
 from unimed_data.config import LLMConfig
 
 if TYPE_CHECKING:
-    from unimed_data.captions import OpenAICaptioner
+    from unimed_data.captions.openai_backend import OpenAICaptioner
     from unimed_data.evalset.class_prompts import ClassSet
 
 _DEFAULTS = LLMConfig()

@@ -9,6 +9,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from unimed_data.bundled import bundled
+from unimed_data.image_chunks import CHUNK_ROWS
 from unimed_data.imaging import ConvertOptions
 from unimed_data.stages.shard_options import ShardOptions
 
@@ -44,9 +45,14 @@ class ConvertConfig(_Strict):
     jpeg_quality: int = Field(ConvertOptions.jpeg_quality, ge=1, le=100)
     max_pixels: int = Field(ConvertOptions.max_pixels, ge=1)
     frame: Literal["first", "middle", "last"] = ConvertOptions.frame
+    reencode: Literal["auto", "always"] = ConvertOptions.reencode
+    jpeg_optimize: bool = ConvertOptions.jpeg_optimize
+    # Records per task and per chunk file: big enough that per-task costs vanish, small enough
+    # that a killed run loses little and every worker gets many tasks.
+    chunk_rows: int = Field(CHUNK_ROWS, ge=1, le=1 << 20)
 
     def options(self) -> ConvertOptions:
-        return ConvertOptions(**self.model_dump())
+        return ConvertOptions(**self.model_dump(exclude={"chunk_rows"}))
 
 
 class LLMConfig(_Strict):

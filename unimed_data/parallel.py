@@ -1,20 +1,21 @@
 """Ordered parallel map over a stream, with bounded memory, a progress bar and crash isolation.
 
-Items are submitted in fixed-size windows, so memory stays flat however long the stream is, and
-results come back in input order (needed for deterministic output). A worker that dies outright
-(a segfault or an out-of-memory kill inside a native decoder) breaks the pool; the items still
-pending are then re-run one process each, so the one that kills its process is found, reported
-through `on_crash`, and the rest go on, instead of the whole map hanging or failing.
+At most a window of items is in flight (one goes in as one comes out), so memory stays flat
+however long the stream is, and results come back in input order (needed for deterministic
+output). A worker that dies outright (a segfault or an out-of-memory kill inside a native decoder)
+breaks the pool; the item at the head then runs in a process of its own and the rest go to a new
+pool, so the one that kills its process is found and reported through `on_crash`, and the rest go
+on, instead of the whole map hanging or failing.
 """
 
 from __future__ import annotations
 
 import multiprocessing
 import os
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
-from itertools import islice
 from typing import TypeVar
 
 from tqdm import tqdm
@@ -34,14 +35,16 @@ def ordered_map(
     workers: int,
     desc: str,
     total: int | None = None,
-    window: int = 512,
+    window: int | None = None,
     on_crash: Callable[[T], R] | None = None,
 ) -> Iterator[R]:
-    """Yield fn(item) for each item, in input order, on `workers` processes (1 = in-process).
+    """Yield fn(item) for each item, in input order, on `workers` processes (1 = in-process), with
+    at most `window` items in flight (default: four per worker).
 
     `on_crash(item)` gives the result for an item whose worker process died; without it such a
     crash raises BrokenProcessPool.
     """
+    window = window or 4 * workers
     bar = tqdm(total=total, desc=desc, unit="item", dynamic_ncols=True, disable=None)
     iterator = iter(items)
     executor: ProcessPoolExecutor | None = None
@@ -51,22 +54,32 @@ def ordered_map(
                 yield fn(item)
                 bar.update()
             return
-        while chunk := list(islice(iterator, window)):
-            executor = executor or _pool(workers)
-            futures = [executor.submit(fn, item) for item in chunk]
-            for item, future in zip(chunk, futures, strict=True):
-                try:
-                    result = future.result()
-                except BrokenProcessPool:
-                    executor.shutdown(cancel_futures=True)
-                    executor = None
-                    result = _isolated(fn, item, on_crash)
-                yield result
-                bar.update()
+        pending: deque[tuple[T, Future]] = deque()
+        while True:
+            while len(pending) < window and (item := next(iterator, _END)) is not _END:
+                executor = executor or _pool(workers)
+                pending.append((item, executor.submit(fn, item)))
+            if not pending:
+                return
+            item, future = pending.popleft()
+            try:
+                result = future.result()
+            except BrokenProcessPool:
+                # The pool is gone with every task in it: this one runs alone (so a crash is
+                # pinned on it), the others go to a new pool.
+                executor.shutdown(cancel_futures=True)
+                result = _isolated(fn, item, on_crash)
+                executor = _pool(workers)
+                pending = deque((waiting, executor.submit(fn, waiting)) for waiting, _ in pending)
+            yield result
+            bar.update()
     finally:
         if executor is not None:
             executor.shutdown(cancel_futures=True)
         bar.close()
+
+
+_END = object()
 
 
 def _pool(workers: int) -> ProcessPoolExecutor:
@@ -75,10 +88,16 @@ def _pool(workers: int) -> ProcessPoolExecutor:
 
 def _isolated(fn: Callable[[T], R], item: T, on_crash: Callable[[T], R] | None) -> R:
     """Run one item in a process of its own, so a crash is pinned on that item."""
+    try:
+        return run_isolated(fn, item)
+    except BrokenProcessPool:
+        if on_crash is None:
+            raise
+        return on_crash(item)
+
+
+def run_isolated(fn: Callable[..., R], *args) -> R:
+    """fn(*args) in a process of its own; its crash (a native decoder's segfault) raises
+    BrokenProcessPool here, pinned on these arguments."""
     with _pool(1) as single:
-        try:
-            return single.submit(fn, item).result()
-        except BrokenProcessPool:
-            if on_crash is None:
-                raise
-            return on_crash(item)
+        return single.submit(fn, *args).result()

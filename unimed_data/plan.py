@@ -53,6 +53,8 @@ class SourceOptions:
     max_side: int | None = None
     min_side: int | None = None
     jpeg_quality: int | None = None
+    jpeg_optimize: bool | None = None
+    reencode: str | None = None
     max_error_rate: float | None = None
     protect: list[str] | None = None
     dedupe: bool | None = None
@@ -141,6 +143,8 @@ def _override(config: BuildConfig, given: SourceOptions) -> None:
         (config.convert, "max_side", given.max_side),
         (config.convert, "min_side", given.min_side),
         (config.convert, "jpeg_quality", given.jpeg_quality),
+        (config.convert, "jpeg_optimize", given.jpeg_optimize),
+        (config.convert, "reencode", given.reencode),
         (captions, "backend", given.captioner),
         (captions, "limit", given.limit),
         (llm, "base_url", given.llm_base_url),

@@ -29,6 +29,7 @@ from pathlib import Path
 
 from PIL import Image
 
+from unimed_data.convert_chunk import ConvertResult, encode_source
 from unimed_data.dataset_folders import dataset_root
 from unimed_data.executor import Executor
 from unimed_data.imaging import ConvertOptions
@@ -36,7 +37,6 @@ from unimed_data.imaging.encode import capped
 from unimed_data.imaging.fingerprint import fingerprint
 from unimed_data.layouts import LayoutError, annotation_files
 from unimed_data.manifest import ManifestError, bundled_manifest_paths, find_manifest, load_manifest
-from unimed_data.stages.convert import ConvertResult, encode_source
 from unimed_data.stages.ingest import ingest_dataset
 from unimed_data.tables import iter_rows
 from unimed_data.wds_tar import read_member, sample_members

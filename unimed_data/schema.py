@@ -33,7 +33,10 @@ RECORD_SCHEMA = pa.schema(
         pa.field("dataset", pa.string(), nullable=False),
         pa.field("modality", pa.string(), nullable=False),
         pa.field("source_path", pa.string(), nullable=False),
+        # The converted JPEG: a byte range of a chunk file (image_chunks.py).
         pa.field("image_path", pa.string()),
+        pa.field("image_offset", pa.int64()),
+        pa.field("image_size", pa.int64()),
         pa.field("labels", pa.list_(pa.string())),
         # Labels the source marks as uncertain (CheXpert -1.0) and that the uncertainty
         # policy kept; captioners word them as possible, never as findings.

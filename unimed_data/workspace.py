@@ -2,7 +2,8 @@
 
 OUT/
   work/datasets/<dataset>/records.parquet        ingest
-  work/datasets/<dataset>/images/<xx>/<key>.jpg  convert (xx: last two key characters, small folders)
+  work/datasets/<dataset>/images/chunk-<n>.parquet, chunk-<n>.<digest>.tar
+                                                 convert: a slice of records' results and JPEGs
   work/datasets/<dataset>/converted.parquet      convert
   work/datasets/<dataset>/captioned.parquet      caption
   work/datasets/<dataset>/deduped.parquet        dedupe (work/dedupe.json: its stamp and counts)
@@ -129,9 +130,6 @@ class Workspace:
 
     def images(self, slug: str) -> Path:
         return self.dataset(slug).images
-
-    def image_file(self, slug: str, key: str) -> Path:
-        return self.images(slug) / key[-2:] / f"{key}.jpg"
 
     @property
     def shuffle(self) -> Path:

@@ -1,6 +1,7 @@
 """Caption backends behind one interface (see `base.Captioner`): offline templates, or an LLM.
 
-`template.py` is the offline backend. The `openai` one is `openai_backend.py`, which ties the
+`template.py` is the offline backend. The `openai` one is `openai_backend.py` (imported when
+chosen: the SDK takes most of a second to load), which ties the
 cache (`cache.py`) to the Batch API (`batch.py`) or the chat client (`client.py`) and to validation
 (`answers.py`); `requests.py` builds what it sends from `prompts.py`, and `planning.py` chooses a
 pilot's units and estimates a dry run's cost.
@@ -12,7 +13,6 @@ from pathlib import Path
 from typing import get_args
 
 from unimed_data.captions.base import Captioner, CaptionFailure, CaptionUnit
-from unimed_data.captions.openai_backend import OpenAICaptioner
 from unimed_data.captions.requests import DatasetHints
 from unimed_data.captions.template import TemplateCaptioner
 from unimed_data.config import CaptionConfig
@@ -22,7 +22,6 @@ __all__ = [
     "CaptionUnit",
     "Captioner",
     "DatasetHints",
-    "OpenAICaptioner",
     "TemplateCaptioner",
     "make_captioner",
 ]
@@ -51,6 +50,8 @@ def make_captioner(
         return TemplateCaptioner(
             seed=seed, per_record=captions.per_record, templates_dir=captions.templates_dir
         )
+    from unimed_data.captions.openai_backend import OpenAICaptioner  # the SDK loads only when used
+
     llm = captions.llm
     if not llm.model:
         raise ValueError("the openai caption backend needs a model: captions.llm.model or --llm-model")

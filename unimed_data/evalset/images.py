@@ -10,8 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from unimed_data.convert_chunk import CRASHED, ConvertResult, encode_source
 from unimed_data.imaging import ConvertOptions
-from unimed_data.stages.convert import CRASHED, ConvertResult, encode_source
 from unimed_data.wds_tar import read_member
 
 

@@ -1,16 +1,21 @@
 """One file in, one JPEG out: dispatch on content, decode, encode; every failure is an ImageError."""
 
+import io
 from pathlib import Path
 
 from PIL import Image
 
 from .dicom import has_dicom_magic, read_dicom
-from .encode import EncodedImage, encode_jpeg
+from .encode import EncodedImage, encode_jpeg, fit_size
 from .errors import ImageError, TooSmallError, UnrecognisedFormatError, describe
+from .fingerprint import fingerprint
+from .jpeg_segments import strip_metadata
 from .options import ConvertOptions
-from .raster import is_tiff, read_pillow, read_tiff
+from .raster import check_pixels, is_tiff, own_bomb_guard, read_pillow, read_tiff
 
 HEAD_SIZE = 132  # DICOM preamble (128 bytes) + 'DICM'; also covers the TIFF magic
+JPEG_MAGIC = b"\xff\xd8\xff"
+EXIF_ORIENTATION = 0x0112
 
 
 def convert_file(path: Path, options: ConvertOptions | None = None) -> EncodedImage:
@@ -22,6 +27,8 @@ def convert_file(path: Path, options: ConvertOptions | None = None) -> EncodedIm
     """
     options = options or ConvertOptions()
     try:
+        if options.reencode == "auto" and (kept := _kept_jpeg(Path(path), options)) is not None:
+            return kept
         image = _decode(Path(path), options)
         if min(image.size) < options.min_side:
             width, height = image.size
@@ -50,3 +57,33 @@ def _decode(path: Path, options: ConvertOptions) -> Image.Image:
         return read_pillow(path, options)
     except UnrecognisedFormatError:
         return Image.fromarray(read_dicom(path, options))  # a bare DICOM dataset, without preamble
+
+
+def _kept_jpeg(path: Path, options: ConvertOptions) -> EncodedImage | None:
+    """A source JPEG's own compressed data, metadata removed, when it needs no change: it fits the
+    cap, is upright (no EXIF rotation), is a sequential 8-bit grey or colour JPEG, and its kept
+    bytes decode in full (the decode the fingerprint needs anyway). None: convert it as usual."""
+    with path.open("rb") as file:
+        if file.read(len(JPEG_MAGIC)) != JPEG_MAGIC:
+            return None
+        data = JPEG_MAGIC + file.read()
+    kept = strip_metadata(data)
+    if kept is None:
+        return None
+    with _open(data) as source:
+        check_pixels(source.width * source.height, options)
+        upright = source.getexif().get(EXIF_ORIENTATION, 1) == 1
+        if not upright or fit_size(*source.size, options.max_side) != source.size:
+            return None
+    with _open(kept) as image:
+        if image.mode not in ("L", "RGB"):
+            return None
+        image.load()
+        if min(image.size) < options.min_side:
+            return None  # the usual path words the reason
+        return EncodedImage(kept, *image.size, fingerprint(image))
+
+
+def _open(data: bytes) -> Image.Image:
+    with own_bomb_guard():
+        return Image.open(io.BytesIO(data), formats=["JPEG"])

@@ -86,5 +86,5 @@ def encode_jpeg(image: Image.Image, options: ConvertOptions) -> EncodedImage:
     out = capped(image, options.max_side)
     out.info = {}  # Pillow re-emits some info entries (e.g. a JPEG comment) when saving
     buffer = io.BytesIO()
-    out.save(buffer, "JPEG", quality=options.jpeg_quality, optimize=True)
+    out.save(buffer, "JPEG", quality=options.jpeg_quality, optimize=options.jpeg_optimize)
     return EncodedImage(buffer.getvalue(), *out.size, fingerprint(out))

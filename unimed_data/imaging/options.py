@@ -3,6 +3,7 @@
 from dataclasses import dataclass
 
 FRAME_POLICIES = ("first", "middle", "last")
+REENCODE_POLICIES = ("auto", "always")
 
 
 @dataclass(frozen=True)
@@ -15,6 +16,10 @@ class ConvertOptions:
     decompression-bomb guard, checked against the size a file declares before any pixels are
     decoded. `frame` picks which frame of a multi-frame DICOM or page of a multi-page TIFF is kept:
     the middle one by default, as the first and last slices of a series are often the least typical.
+    `reencode`: "auto" keeps the compressed data of a source JPEG that needs no change (it fits the
+    cap and is a sequential 8-bit grey or colour JPEG), with its metadata segments removed; "always"
+    decodes and encodes every image. `jpeg_optimize` computes optimal Huffman tables when encoding:
+    files about 8 % smaller for about twice the encode time (off by default: see the README).
     """
 
     max_side: int = 512
@@ -22,6 +27,8 @@ class ConvertOptions:
     jpeg_quality: int = 90
     max_pixels: int = 200_000_000
     frame: str = "middle"
+    reencode: str = "auto"
+    jpeg_optimize: bool = False
 
     def __post_init__(self) -> None:
         if not isinstance(self.max_side, int) or self.max_side < 1:
@@ -34,6 +41,8 @@ class ConvertOptions:
             raise ValueError(f"max_pixels must be a positive integer, got {self.max_pixels!r}")
         if self.frame not in FRAME_POLICIES:
             raise ValueError(f"frame must be one of {', '.join(FRAME_POLICIES)}; got {self.frame!r}")
+        if self.reencode not in REENCODE_POLICIES:
+            raise ValueError(f"reencode must be one of {', '.join(REENCODE_POLICIES)}; got {self.reencode!r}")
 
     def frame_index(self, count: int) -> int:
         """Index of the frame to keep among `count` frames (count >= 1)."""

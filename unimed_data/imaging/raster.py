@@ -63,7 +63,7 @@ def read_pillow(path: Path, options: ConvertOptions) -> Image.Image:
     JPEGs are decoded at a reduced DCT scale (`draft`) when the output cap allows it: a 4x smaller
     decode of a 3000 x 3000 fundus photo is several times faster and loses nothing after resizing.
     """
-    with _own_bomb_guard():
+    with own_bomb_guard():
         try:
             image = Image.open(path)
         except UnidentifiedImageError as exc:
@@ -78,7 +78,7 @@ def read_pillow(path: Path, options: ConvertOptions) -> Image.Image:
 
 
 @contextmanager
-def _own_bomb_guard() -> Iterator[None]:
+def own_bomb_guard() -> Iterator[None]:
     """Switch off Pillow's own guard while opening: ours follows max_pixels and raises ImageError.
 
     Pillow's reads a module global and only warns below twice its limit; it is restored at once.

@@ -25,6 +25,7 @@ import pyarrow.parquet as pq
 
 from unimed_data.build_report import write_report
 from unimed_data.executor import Executor, LocalExecutor
+from unimed_data.image_chunks import read_images
 from unimed_data.schema import SAMPLE_JSON_FIELDS, SPLITS
 from unimed_data.stages.base import Stage, StageSummary
 from unimed_data.stages.shard_options import ShardOptions
@@ -37,7 +38,7 @@ from unimed_data.workspace import Workspace
 if TYPE_CHECKING:
     from unimed_data.runner import StageContext
 
-SAMPLE_COLUMNS = ["key", "image_path", *SAMPLE_JSON_FIELDS]
+SAMPLE_COLUMNS = ["key", "image_path", "image_offset", "image_size", *SAMPLE_JSON_FIELDS]
 INDEX_SCHEMA = pa.schema(
     [
         ("key", pa.string()),
@@ -213,6 +214,7 @@ def write_shard(task: ShardTask) -> list[dict]:
     if target.exists():
         return _index_existing(target)
     rows = _load_slices(task.slices)
+    images = read_images(rows)
     index = []
     tmp = temp_path(target)
     with tarfile.open(tmp, "w", format=tarfile.USTAR_FORMAT) as tar:
@@ -227,13 +229,13 @@ def write_shard(task: ShardTask) -> list[dict]:
                     "caption_source": row["caption_source"],
                 }
             )
-            sample = to_sample(row, task.txt_format, dict(task.txt_tags))
+            sample = to_sample(row, images[row["key"]], task.txt_format, dict(task.txt_tags))
             add_sample(tar, sample.pop("__key__"), sample)
     tmp.replace(target)
     return index
 
 
-def to_sample(row: dict, txt_format: str, tags: dict[str, str]) -> dict:
+def to_sample(row: dict, jpeg: bytes, txt_format: str, tags: dict[str, str]) -> dict:
     """A record as a WebDataset sample: jpg, txt (the primary caption, or UniMed's form of the
     captions), and everything else as json."""
     meta = {field: row[field] for field in SAMPLE_JSON_FIELDS}
@@ -241,7 +243,7 @@ def to_sample(row: dict, txt_format: str, tags: dict[str, str]) -> dict:
     meta["uncertain_labels"] = meta["uncertain_labels"] or []
     return {
         "__key__": row["key"],
-        "jpg": Path(row["image_path"]).read_bytes(),
+        "jpg": jpeg,
         "txt": txt_member(row, txt_format, tags).encode("utf-8"),
         "json": json.dumps(meta, ensure_ascii=False, sort_keys=True).encode("utf-8"),
     }

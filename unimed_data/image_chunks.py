@@ -1,0 +1,135 @@
+"""Converted images kept in chunk files: one tar of JPEGs per slice of records, beside one table
+of that slice's results, instead of one file per image.
+
+Millions of small files are what shared cluster filesystems (Lustre, GPFS, NFS) handle worst, and
+one file per image cost a mkdir, a temp file, a rename and a utime each. A chunk is written whole
+and renamed into place: `chunk-000012.parquet` (the slice's results: sizes, digests, fingerprints,
+errors, and each image's byte range) names the tar it describes, `chunk-000012.<digest>.tar`, so
+a new tar never replaces one a results table still points at. A run killed between the two renames
+leaves a tar no table names, which `sweep` removes. The shard stage reads an image by its byte
+range (`read_images`), in file order.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import tarfile
+from collections.abc import Iterable
+from io import BytesIO
+from itertools import groupby
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from unimed_data.tables import temp_path
+
+CHUNK_SCHEMA = pa.schema(
+    [
+        pa.field("key", pa.string(), nullable=False),
+        pa.field("source_path", pa.string(), nullable=False),
+        pa.field("mtime_ns", pa.int64()),  # the source's, when converted: a replaced source is redone
+        pa.field("error", pa.string()),
+        pa.field("filtered", pa.string()),
+        pa.field("width", pa.int32()),
+        pa.field("height", pa.int32()),
+        pa.field("sha256", pa.string()),
+        pa.field("pixels_sha256", pa.string()),
+        pa.field("phash", pa.int64()),
+        pa.field("thumb", pa.binary()),
+        pa.field("image_path", pa.string()),
+        pa.field("image_offset", pa.int64()),
+        pa.field("image_size", pa.int64()),
+    ]
+)
+CHUNK_ROWS = 1024  # records per chunk by default: ~40 MB of 512 px JPEGs
+_TAR_NAME = re.compile(r"^(chunk-\d+)\.[0-9a-f]+\.tar$")
+
+
+def results_file(folder: Path, index: int) -> Path:
+    return folder / f"chunk-{index:06d}.parquet"
+
+
+def read_results(path: Path) -> list[dict] | None:
+    """The rows of a chunk's results table, or None when there is none (or it cannot be read)."""
+    try:
+        return pq.read_table(path).to_pylist()
+    except (OSError, pa.ArrowInvalid):
+        return None
+
+
+def write_chunk(results: Path, rows: list[dict], images: dict[str, bytes]) -> list[dict]:
+    """Write the tar of `images` (by key, in row order) and then the results table naming it;
+    returns `rows` with each image's path and byte range filled in."""
+    digest = hashlib.sha256()
+    for row in rows:
+        digest.update(f"{row['key']}:{row['sha256']}\n".encode())
+    tar_path = results.with_name(f"{results.stem}.{digest.hexdigest()[:16]}.tar")
+    tmp = temp_path(tar_path)
+    placed = []
+    with tarfile.open(tmp, "w", format=tarfile.USTAR_FORMAT) as tar:
+        for row in rows:
+            data = images.get(row["key"])
+            if data is None:
+                placed.append({**row, "image_path": None, "image_offset": None, "image_size": None})
+                continue
+            info = tarfile.TarInfo(f"{row['key']}.jpg")
+            info.size, info.mode = len(data), 0o644
+            offset = tar.offset + tarfile.BLOCKSIZE  # after its one header block (ustar: no extensions)
+            tar.addfile(info, BytesIO(data))
+            placed.append(
+                {
+                    **row,
+                    "image_path": str(tar_path),
+                    "image_offset": offset,
+                    "image_size": len(data),
+                }
+            )
+    tmp.replace(tar_path)
+    table_tmp = temp_path(results)
+    pq.write_table(pa.Table.from_pylist(placed, CHUNK_SCHEMA), table_tmp)
+    table_tmp.replace(results)
+    return placed
+
+
+def read_images(rows: Iterable[dict]) -> dict[str, bytes]:
+    """The image bytes of each row (`key`, `image_path`, `image_offset`, `image_size`), read file by
+    file in offset order, so a chunk is read front to back however the rows are shuffled."""
+    images: dict[str, bytes] = {}
+    ordered = sorted(rows, key=lambda r: (r["image_path"], r["image_offset"]))
+    for path, group in groupby(ordered, key=lambda r: r["image_path"]):
+        with open(path, "rb") as handle:
+            for row in group:
+                handle.seek(row["image_offset"])
+                data = handle.read(row["image_size"])
+                if len(data) != row["image_size"]:
+                    raise OSError(f"{path}: truncated chunk file (image {row['key']} ends past its end)")
+                images[row["key"]] = data
+    return images
+
+
+def sweep(folder: Path) -> None:
+    """Remove the chunk tars no results table names: left by a run killed between writing a tar
+    and its table, or replaced by a newer tar of the same chunk."""
+    if not folder.is_dir():
+        return
+    tars: dict[str, list[Path]] = {}
+    for path in folder.iterdir():
+        if match := _TAR_NAME.match(path.name):
+            tars.setdefault(match.group(1), []).append(path)
+    for stem, paths in tars.items():
+        results = folder / f"{stem}.parquet"
+        if len(paths) == 1 and results.exists():
+            continue  # a tar is renamed in before its table: a lone tar with a table is that table's
+        named = set() if not results.exists() else set(_named_tars(results))
+        for path in paths:
+            if str(path) not in named:
+                path.unlink(missing_ok=True)
+
+
+def _named_tars(results: Path) -> list[str]:
+    try:
+        return pq.read_table(results, columns=["image_path"]).column(0).drop_null().to_pylist()
+    except (OSError, pa.ArrowInvalid):
+        return []
