@@ -62,8 +62,10 @@ def write_ct(path: Path, rng: np.random.Generator) -> None:
     ds.save_as(path, enforce_file_format=True)
 
 
-def write_fundus(path: Path, rng: np.random.Generator) -> None:
-    side = FUNDUS_SIDE // 4  # smooth structure at quarter resolution, then upsampled
+def write_fundus(
+    path: Path, rng: np.random.Generator, size: tuple[int, int] = (FUNDUS_SIDE, FUNDUS_SIDE)
+) -> None:
+    side = min(size) // 4  # smooth structure at quarter resolution, then upsampled to (width, height)
     yy, xx = np.mgrid[0:side, 0:side].astype(np.float32)
     radius = np.hypot(xx - side / 2, yy - side / 2) / (0.46 * side)
     disc = np.clip((1 - radius) * 40, 0, 1)  # the fundus disc with a soft edge, black outside
@@ -71,7 +73,7 @@ def write_fundus(path: Path, rng: np.random.Generator) -> None:
     optic = np.exp(-((xx - 0.7 * side) ** 2 + (yy - side / 2) ** 2) / (2 * (side / 27) ** 2))
     base = np.stack([210 * shade, 90 * shade, 30 * shade], axis=-1) + optic[..., None] * (45, 150, 130)
     small = Image.fromarray(np.clip(base * disc[..., None], 0, 255).astype(np.uint8))
-    rgb = np.asarray(small.resize((FUNDUS_SIDE, FUNDUS_SIDE), Image.Resampling.BICUBIC), dtype=np.int16)
+    rgb = np.asarray(small.resize(size, Image.Resampling.BICUBIC), dtype=np.int16)
     rgb = rgb + rng.integers(-6, 7, rgb.shape, dtype=np.int16)  # sensor noise and fine texture
     Image.fromarray(np.clip(rgb, 0, 255).astype(np.uint8)).save(path, quality=95)
 
