@@ -20,6 +20,7 @@ from PIL import Image
 
 THUMB_SIDE = 32
 PHASH_SIDE = 32  # imagehash.phash's own: hash_size 8 x highfreq_factor 4
+REDUCED_SIDE = 64  # the box-averaged copy both are made from: twice their side, or the image's own
 
 
 @dataclass(frozen=True)
@@ -34,13 +35,14 @@ def fingerprint(image: Image.Image) -> Fingerprint:
     grey = _as_grey_if_equal(image)
     digest = hashlib.sha256(f"{grey.mode} {grey.width}x{grey.height}\n".encode())
     digest.update(grey.tobytes())
-    # phash works on a 32x32 copy; made here with a box reduction first (Pillow's reducing_gap),
-    # that resize costs a fraction of a full Lanczos pass, and phash is made not to care how an
-    # image was scaled.
-    small = grey.convert("L").resize((PHASH_SIDE, PHASH_SIDE), Image.Resampling.LANCZOS, reducing_gap=2.0)
+    # Both small copies come from one box-averaged copy of about REDUCED_SIDE px, so the image's
+    # pixels are read once more, not twice; phash is made not to care how an image was scaled.
+    luma = grey.convert("L")
+    reduced = luma.reduce(max(1, min(luma.size) // REDUCED_SIDE))
+    small = reduced.resize((PHASH_SIDE, PHASH_SIDE), Image.Resampling.LANCZOS)
     bits = imagehash.phash(small).hash.flatten()
     value = int.from_bytes(np.packbits(bits).tobytes(), "big")
-    thumb = grey.convert("L").resize((THUMB_SIDE, THUMB_SIDE), Image.Resampling.BOX)
+    thumb = reduced.resize((THUMB_SIDE, THUMB_SIDE), Image.Resampling.BOX)
     return Fingerprint(digest.hexdigest(), to_signed(value), thumb.tobytes())
 
 

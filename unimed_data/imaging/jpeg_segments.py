@@ -12,6 +12,8 @@ any other source. Bytes after the end-of-image marker (appended files) are dropp
 
 from __future__ import annotations
 
+import re
+
 SOI, EOI, SOS, COM, APP0, APP14 = 0xD8, 0xD9, 0xDA, 0xFE, 0xE0, 0xEE
 PLAIN_JFIF = b"\xff\xe0\x00\x10JFIF\x00\x01\x01\x00\x00\x01\x00\x01\x00\x00"  # v1.1, 1:1, no thumbnail
 SEQUENTIAL_FRAMES = {0xC0, 0xC1}  # SOF0 baseline, SOF1 extended sequential (Huffman)
@@ -72,13 +74,10 @@ def _sequential_8bit(frame: bytes) -> bool:
 
 def _entropy_end(data: bytes, pos: int) -> int | None:
     """Where a scan's entropy-coded data ends: the next marker that is not a stuffed 0xFF00 or a
-    restart marker; None when the data ends first (a truncated file)."""
-    while True:
-        pos = data.find(b"\xff", pos)
-        if pos < 0 or pos + 1 >= len(data):
-            return None
-        following = data[pos + 1]
-        if following == 0x00 or 0xD0 <= following <= 0xD7 or following == 0xFF:
-            pos += 1 if following == 0xFF else 2
-            continue
-        return pos
+    restart marker (fill bytes before it included); None when the data ends first (a truncated
+    file)."""
+    found = _NEXT_MARKER.search(data, pos)
+    return None if found is None else found.end() - 2
+
+
+_NEXT_MARKER = re.compile(rb"\xff+[^\x00\xd0-\xd7\xff]")
