@@ -30,8 +30,9 @@ from unimed_data.config import DedupeConfig
 from unimed_data.hash_index import HashIndex
 from unimed_data.imaging import ConvertOptions, convert_file
 from unimed_data.imaging.encode import capped
-from unimed_data.imaging.fingerprint import Fingerprint, fingerprint, thumb_difference
-from unimed_data.protect import crop_variants
+from unimed_data.imaging.fingerprint import Fingerprint, fingerprint
+from unimed_data.imaging.thumb_compare import thumb_difference
+from unimed_data.protect_fingerprint import crop_variants
 
 DEFAULTS = DedupeConfig()
 RADIUS, MAX_THUMB_DIFFERENCE = DEFAULTS.radius, DEFAULTS.max_thumb_difference

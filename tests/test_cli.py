@@ -1,5 +1,7 @@
 """The command line: every command documents itself, and wrong source options fail with exit 2."""
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -278,3 +280,11 @@ def test_download_of_an_unknown_name_names_it_once(tmp_path: Path):
     assert result.exit_code == 1
     assert "error: no-such-source: no such manifest" in result.output
     assert "no-such-source: no-such-source" not in result.output
+
+
+def test_starting_the_cli_loads_no_decoder_and_no_llm_client():
+    """Every command imports the CLI; the imaging stack and the openai SDK load only when used."""
+    code = "import sys, unimed_data.cli; print(sorted({m.split('.')[0] for m in sys.modules}))"
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    for heavy in ("pydicom", "PIL", "tifffile", "imagehash", "openai", "httpx", "torch"):
+        assert f"'{heavy}'" not in loaded, heavy

@@ -9,7 +9,8 @@ from PIL import Image, ImageDraw
 
 from unimed_data.config import DedupeConfig
 from unimed_data.dedupe_match import hamming
-from unimed_data.imaging.fingerprint import fingerprint, thumb_difference
+from unimed_data.imaging.fingerprint import fingerprint
+from unimed_data.imaging.thumb_compare import thumb_difference
 
 RADIUS, MAX_THUMB_DIFFERENCE = DedupeConfig().radius, DedupeConfig().max_thumb_difference
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from unimed_data.hash_index import HashIndex, popcount
-from unimed_data.imaging.fingerprint import thumb_difference
+from unimed_data.imaging.thumb_compare import thumb_difference
 
 
 def digest64(hex_digest: str | None) -> int:

@@ -11,35 +11,25 @@ A spec names one of:
   `evalset --recipe unimed` reads it (by default under the build's raw root; the four annotation
   CSVs from EXTRACTED or EXTRACTED/local_data); sets not found are said once and left out.
 
-Each protected image is fingerprinted as the build fingerprints its own (same size cap), plus the
-perceptual hash and thumbnail of a few crops of it, so a pretraining copy cropped by a few per cent
-still meets one of them within the near-match radius.
+Each protected image is fingerprinted (protect_fingerprint.py) as the build fingerprints its own.
 """
 
 from __future__ import annotations
 
-import io
 import secrets
 import sys
 import tarfile
 import tempfile
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from PIL import Image
-
-from unimed_data.convert_chunk import ConvertResult, encode_source
 from unimed_data.dataset_folders import dataset_root
-from unimed_data.executor import Executor
 from unimed_data.imaging import ConvertOptions
-from unimed_data.imaging.encode import capped
-from unimed_data.imaging.fingerprint import fingerprint
 from unimed_data.layouts import LayoutError, annotation_files
 from unimed_data.manifest import ManifestError, bundled_manifest_paths, find_manifest, load_manifest
 from unimed_data.stages.ingest import ingest_dataset
 from unimed_data.tables import iter_rows
-from unimed_data.wds_tar import read_member, sample_members
+from unimed_data.wds_tar import sample_members
 from unimed_data.workspace import Workspace
 
 PROTECTED_SPLITS = ("test", "val")
@@ -251,32 +241,7 @@ def _tar_samples(shard: Path) -> dict:
         return sample_members(tar)
 
 
-def fingerprint_all(sources: list[Source], executor: Executor) -> Iterator[Protected]:
-    tasks = [task for source in sources for task in source.tasks]
-    return executor.map(fingerprint_task, tasks, desc="protect", total=len(tasks), on_crash=_unread)
-
-
-def fingerprint_task(task: ProtectTask) -> Protected:
-    """The image's pixel digest, and the hash and thumbnail of it and of its crops."""
-    image, pixels = _capped(task)
-    if image is None:
-        return _unread(task)
-    marks = [fingerprint(variant) for variant in crop_variants(image)]
-    return Protected(
-        task.eval_set,
-        task.eval_key,
-        task.path,
-        _tail(task),
-        pixels or marks[0].pixels,
-        tuple((mark.phash, mark.thumb) for mark in marks),
-    )
-
-
-def _unread(task: ProtectTask) -> Protected:
-    return Protected(task.eval_set, task.eval_key, task.path, _tail(task), None, ())
-
-
-def _tail(task: ProtectTask) -> str | None:
+def file_tail(task: ProtectTask) -> str | None:
     return path_tail(task.path) if task.member is None else None
 
 
@@ -285,39 +250,3 @@ def path_tail(path: str) -> str:
     two raw roots (`RAW/chexpert/CheXpert-v1.0-small/train/patient1/study1/view1.jpg` in a
     pretraining table, `.../train/patient1/study1/view1.jpg` in an evaluation CSV) has one tail."""
     return "/".join(Path(path).parts[-PATH_TAIL:]).casefold()
-
-
-def _capped(task: ProtectTask) -> tuple[Image.Image | None, str | None]:
-    """The image as the build would hold it (capped, 8-bit), and its exact digest where the
-    build's own converter made it."""
-    if task.member is None:
-        encoded = encode_source(Path(task.path), task.options)
-        if isinstance(encoded, ConvertResult):
-            return None, None
-        with Image.open(io.BytesIO(encoded.jpeg)) as image:
-            return image.convert(
-                image.mode if image.mode in ("L", "RGB") else "RGB"
-            ), encoded.fingerprint.pixels
-    try:
-        data = read_member(task.path, *task.member)
-        with Image.open(io.BytesIO(data)) as image:
-            image = image.convert("L" if image.mode in ("L", "I", "I;16") else "RGB")
-    except (OSError, ValueError, Image.DecompressionBombError):
-        return None, None
-    return capped(image, task.options.max_side), None
-
-
-def crop_variants(image: Image.Image) -> list[Image.Image]:
-    """The image and its crops: each amount of each side pair, at nine placements."""
-    return [image, *(crop for amount in CROPS for crop in _crops(image, amount))]
-
-
-def _crops(image: Image.Image, amount: float) -> Iterator[Image.Image]:
-    width, height = image.size
-    cut_w, cut_h = amount * width, amount * height
-    for fx in (0.0, 0.5, 1.0):
-        for fy in (0.0, 0.5, 1.0):
-            left, top = round(fx * cut_w), round(fy * cut_h)
-            right, bottom = width - round(cut_w - fx * cut_w), height - round(cut_h - fy * cut_h)
-            if right - left >= 8 and bottom - top >= 8:
-                yield image.crop((left, top, right, bottom))

@@ -23,8 +23,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from unimed_data import dedupe_match as match
-from unimed_data.imaging.fingerprint import THUMB_SIDE
-from unimed_data.protect import Protected, fingerprint_all, path_tail, read_specs
+from unimed_data.imaging.thumb_compare import THUMB_SIDE
+from unimed_data.protect import Protected, path_tail, read_specs
 from unimed_data.schema import RECORD_SCHEMA
 from unimed_data.stages.base import Stage, StageSummary
 from unimed_data.stamps import Stamp
@@ -187,6 +187,13 @@ def _sizes_differ(a: str, b: str) -> bool:
         return False
 
 
+def _fingerprints(sources: list, executor) -> list[Protected]:
+    """The protected images' fingerprints; the decoders load here, not at start-up."""
+    from unimed_data.protect_fingerprint import fingerprint_all
+
+    return list(fingerprint_all(sources, executor))
+
+
 def run_dedupe(ctx: StageContext, _: None) -> StageSummary:
     settings, ws = ctx.config.dedupe, ctx.ws
     slugs = [d.slug for d in ctx.datasets]
@@ -209,7 +216,7 @@ def run_dedupe(ctx: StageContext, _: None) -> StageSummary:
     stored = stamp.stored(outputs)
     if stored is not None:
         return StageSummary(NAME, "*", stored["inputs"], stored["outputs"], 0, stored["filtered"], True)
-    protected = list(fingerprint_all(sources, ctx.executor)) if settings.enabled else []
+    protected = _fingerprints(sources, ctx.executor) if settings.enabled else []
     try:
         summary = dedupe(ctx, tables, slugs, protected)
     finally:
