@@ -1,0 +1,133 @@
+"""Stage tasks on a Ray cluster: the local pool's ordered `map`, for builds past one machine.
+
+Ray is imported here only, and only when a build asks for it, so `unimed-data` runs without the
+`cluster` extra. Tasks are pickled by reference to module-level functions, so every node must run
+the driver's environment (the same venv on a shared filesystem, or the same image) and mount OUT at
+the same path; nothing is uploaded. At most `2 x` the cluster's CPUs tasks are in flight: enough to
+keep every CPU busy while results are collected, while the object store only ever holds a window
+of tasks and results, never a whole dataset.
+
+A task whose worker process or node dies is submitted again by this executor (Ray's own retries
+are off, so each retry is seen and counted) up to `max_retries` times; then `on_crash(task)` gives
+its result. Each finished task reports the node that ran it and its seconds; the figures of each
+map are kept in the build's work folder for stats.json (see `executor_figures`).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import time
+from collections import deque
+from pathlib import Path
+
+from tqdm import tqdm
+
+from unimed_data.executor_figures import Figures, save
+
+MISSING = (
+    "--executor ray needs Ray, which is not installed: `uv sync --extra cluster` "
+    "(or `pip install 'unimed-data[cluster]'`)"
+)
+# The failures a retry can mend: the worker process or its node died, or a result was lost with it.
+RETRYABLE = ("WorkerCrashedError", "NodeDiedError", "OutOfMemoryError", "ObjectLostError")
+
+
+class ExecutorError(RuntimeError):
+    """The Ray executor cannot be used here; its message is the one error line."""
+
+
+def _ray():
+    """The `ray` module, imported here only. Unless told otherwise, Ray must not start each worker
+    through `uv run` (its default when the driver was so started): the cluster's own environment is
+    the build's (see the module docstring)."""
+    os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")  # read as Ray is imported
+    import ray
+
+    return ray
+
+
+def _attempt(fn, task):
+    """One try of fn(task) on a worker: its result, the node that ran it and the seconds it took."""
+    start = time.perf_counter()
+    result = fn(task)
+    return result, _ray().get_runtime_context().get_node_id(), time.perf_counter() - start
+
+
+class RayExecutor:
+    """Tasks on the Ray cluster at `address` (`HOST:PORT`, `auto`, or None: RAY_ADDRESS, else a
+    Ray started on this machine for the build). Connects on the first map; `close` disconnects."""
+
+    def __init__(self, address: str | None, figures: Path | None = None, *, max_retries: int = 3):
+        if importlib.util.find_spec("ray") is None:
+            raise ExecutorError(MISSING)
+        self.address, self.figures, self.max_retries = address, figures, max_retries
+        self._remote = None
+        self._window = 0
+        self._ips: dict[str, str] = {}
+
+    def _connect(self):
+        if self._remote is None:
+            ray = _ray()
+            ray.init(address=self.address, log_to_driver=False)
+            self._window = max(2, 2 * int(ray.cluster_resources().get("CPU", 1)))
+            # SPREAD: tasks go to every node, not first to the driver's (which short tasks would fill).
+            self._remote = ray.remote(max_retries=0, scheduling_strategy="SPREAD")(_attempt)
+        return self._remote
+
+    def _address(self, node: str) -> str:
+        """The IP of a node, by its id (nodes may join during the build)."""
+        if node not in self._ips:
+            self._ips.update({n["NodeID"]: n["NodeManagerAddress"] for n in _ray().nodes()})
+        return self._ips.get(node, "")
+
+    def map(self, fn, tasks, *, desc, total=None, on_crash=None):
+        remote = self._connect()
+        figures = Figures("ray")
+        pending: deque = deque()  # (task, ref), in task order
+        source = iter(tasks)
+        bar = tqdm(total=total, desc=desc, unit="item", dynamic_ncols=True, disable=None)
+        try:
+            while True:
+                while len(pending) < self._window and (task := next(source, _END)) is not _END:
+                    pending.append((task, remote.remote(fn, task)))
+                if not pending:
+                    break
+                task, ref = pending.popleft()
+                yield self._result(remote, fn, task, ref, figures, on_crash)
+                bar.update()
+        finally:
+            bar.close()
+            for _, ref in pending:  # the map was abandoned (an error downstream): stop its tasks
+                _ray().cancel(ref)
+        if self.figures is not None:
+            save(self.figures, desc, figures)
+
+    def _result(self, remote, fn, task, ref, figures: Figures, on_crash):
+        """The task's result, submitting it again while its worker or node dies."""
+        ray = _ray()
+        retryable = tuple(getattr(ray.exceptions, name) for name in RETRYABLE)
+        retries = 0
+        while True:
+            try:
+                result, node, seconds = ray.get(ref)
+            except retryable:
+                if retries == self.max_retries:
+                    figures.crashed += 1
+                    if on_crash is None:
+                        raise
+                    return on_crash(task)
+                retries += 1
+                figures.retries += 1
+                ref = remote.remote(fn, task)
+                continue
+            figures.ran(node, self._address(node), seconds, retried=retries > 0)
+            return result
+
+    def close(self) -> None:
+        if self._remote is not None:
+            _ray().shutdown()
+            self._remote = None
+
+
+_END = object()
