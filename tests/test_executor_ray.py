@@ -17,8 +17,10 @@ from PIL import Image
 from tests.conftest import run_cli
 from tests.ray_cluster import RayCluster
 from unimed_data.demo import pydicom_test_files
+from unimed_data.executor_figures import Figures, save
+from unimed_data.executor_ray import RayExecutor
 
-pytest.importorskip("ray")
+ray = pytest.importorskip("ray")
 
 DICOMS = ("CT_small.dcm", "MR_small.dcm", "JPEG2000.dcm", "SC_rgb_rle.dcm", "examples_palette.dcm")
 CHOSEN = "MR_small.dcm"  # the conversion whose worker is killed
@@ -175,3 +177,21 @@ def test_executor_ray_without_ray_installed_names_the_extra(corpus, tmp_path):
     lines = [line for line in (done.stdout + done.stderr).splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("error:")
     assert "uv sync --extra cluster" in lines[0] and "pip install 'unimed-data[cluster]'" in lines[0]
+
+
+def test_a_ray_address_without_the_ray_executor_is_refused(corpus, tmp_path):
+    result = run_cli(*arguments(corpus, tmp_path / "out"), "--ray-address", "10.0.0.1:6379")
+    assert result.exit_code == 2
+    assert "--ray-address 10.0.0.1:6379 applies to --executor ray only" in result.output
+
+
+def test_every_build_and_stage_command_takes_the_executor_options():
+    for command in ("build", "ingest", "convert", "caption", "dedupe", "shard"):
+        shown = run_cli(command, "--help").output
+        assert "--executor" in shown and "--ray-address" in shown, command
+
+
+def test_a_map_with_no_task_reaches_no_cluster_and_keeps_no_figures(tmp_path):
+    save(tmp_path, "protect", Figures("ray"))  # an earlier run's, now stale
+    assert list(RayExecutor(None, tmp_path).map(len, [], desc="protect")) == []
+    assert not ray.is_initialized() and not list(tmp_path.iterdir())

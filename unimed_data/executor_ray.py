@@ -19,11 +19,12 @@ import importlib.util
 import os
 import time
 from collections import deque
+from itertools import chain
 from pathlib import Path
 
 from tqdm import tqdm
 
-from unimed_data.executor_figures import Figures, save
+from unimed_data.executor_figures import Figures, forget, save
 
 MISSING = (
     "--executor ray needs Ray, which is not installed: `uv sync --extra cluster` "
@@ -82,10 +83,15 @@ class RayExecutor:
         return self._ips.get(node, "")
 
     def map(self, fn, tasks, *, desc, total=None, on_crash=None):
+        source = iter(tasks)
+        if (first := next(source, _END)) is _END:  # nothing to run: no cluster to reach (or start)
+            if self.figures is not None:
+                forget(self.figures, desc)
+            return
+        source = chain([first], source)
         remote = self._connect()
         figures = Figures("ray")
         pending: deque = deque()  # (task, ref), in task order
-        source = iter(tasks)
         bar = tqdm(total=total, desc=desc, unit="item", dynamic_ncols=True, disable=None)
         try:
             while True:
@@ -111,11 +117,13 @@ class RayExecutor:
         while True:
             try:
                 result, node, seconds = ray.get(ref)
-            except retryable:
+            except retryable as exc:
                 if retries == self.max_retries:
                     figures.crashed += 1
                     if on_crash is None:
-                        raise
+                        raise ExecutorError(
+                            f"a task's worker died on all {retries + 1} attempts ({exc}); see the Ray logs of its nodes"
+                        ) from exc
                     return on_crash(task)
                 retries += 1
                 figures.retries += 1
