@@ -83,8 +83,8 @@ class RayCluster:
 
     @contextmanager
     def hooked(self, match: str):
-        """While inside, the first task whose argument (as text) contains `match` writes its pid to
-        hook/pid and waits until hook/released exists."""
+        """While inside, the first task whose argument (as text) contains `match` writes its process
+        and node to hook/pid and waits until hook/released exists."""
         (self.hook / "hook.json").write_text(json.dumps({"match": match}))
         try:
             yield self.hook
@@ -92,13 +92,16 @@ class RayCluster:
             for name in ("hook.json", "pid", "released"):
                 (self.hook / name).unlink(missing_ok=True)
 
-    def wait_for_pid(self, timeout: float = 60) -> int:
+    def wait_for_task(self, timeout: float = 60) -> tuple[int, str]:
+        """The process id and Ray node id of the task waiting in the hook."""
         deadline = time.monotonic() + timeout
         path = self.hook / "pid"
         while time.monotonic() < deadline:
-            if path.is_file() and (text := path.read_text()).strip():
-                return int(text)
-            time.sleep(0.05)
+            try:
+                held = json.loads(path.read_text())
+                return held["pid"], held["node"]
+            except (OSError, ValueError):
+                time.sleep(0.05)
         raise TimeoutError("no task reached the hook")
 
     def release(self) -> None:

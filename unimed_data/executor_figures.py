@@ -23,19 +23,25 @@ def figures_dir(work: Path) -> Path:
 
 @dataclass
 class Figures:
-    """One map's tasks, seconds and retries per node (a node id keys it: nodes may share an IP)."""
+    """One map's tasks, seconds and lost attempts per node (a node id keys it: nodes may share an IP)."""
 
     kind: str
     nodes: dict[str, dict] = field(default_factory=dict)
     retries: int = 0  # attempts that died with their worker or node and were submitted again
     crashed: int = 0  # tasks that still died after every retry (their result came from on_crash)
 
-    def ran(self, node: str, ip: str, seconds: float, *, retried: bool) -> None:
-        """A task that finished on `node`; `retried` when an earlier attempt of it died."""
-        entry = self.nodes.setdefault(node, {"ip": ip, "tasks": 0, "seconds": 0.0, "retried": 0})
+    def _node(self, node: str, ip: str) -> dict:
+        return self.nodes.setdefault(node, {"ip": ip, "tasks": 0, "seconds": 0.0, "died": 0})
+
+    def ran(self, node: str, ip: str, seconds: float) -> None:
+        """A task that finished on `node`."""
+        entry = self._node(node, ip)
         entry["tasks"] += 1
         entry["seconds"] += seconds
-        entry["retried"] += retried
+
+    def died(self, node: str, ip: str) -> None:
+        """An attempt whose worker process (or the whole node) died on `node`."""
+        self._node(node, ip)["died"] += 1
 
 
 def _file(folder: Path, desc: str) -> Path:
@@ -64,9 +70,9 @@ def collect(folder: Path) -> dict | None:
         stage["crashed"] += kept["crashed"]
         for node, figures in kept["nodes"].items():
             total = stage["nodes"].setdefault(
-                node, {"ip": figures["ip"], "tasks": 0, "seconds": 0.0, "retried": 0}
+                node, {"ip": figures["ip"], "tasks": 0, "seconds": 0.0, "died": 0}
             )
-            for name in ("tasks", "seconds", "retried"):
+            for name in ("tasks", "seconds", "died"):
                 total[name] += figures[name]
     for stage in stages.values():
         for figures in stage["nodes"].values():

@@ -9,8 +9,10 @@ of tasks and results, never a whole dataset.
 
 A task whose worker process or node dies is submitted again by this executor (Ray's own retries
 are off, so each retry is seen and counted) up to `max_retries` times; then `on_crash(task)` gives
-its result. Each finished task reports the node that ran it and its seconds; the figures of each
-map are kept in the build's work folder for stats.json (see `executor_figures`).
+its result. Each finished task reports the node that ran it and its seconds; each attempt also
+notes its node in Ray's key-value store as it starts (one small write), so a dead attempt is
+counted against the node it died on. The figures of each map are kept in the build's work folder
+for stats.json (see `executor_figures`).
 """
 
 from __future__ import annotations
@@ -18,7 +20,9 @@ from __future__ import annotations
 import importlib.util
 import os
 import time
+import uuid
 from collections import deque
+from dataclasses import dataclass
 from itertools import chain
 from pathlib import Path
 
@@ -32,6 +36,7 @@ MISSING = (
 )
 # The failures a retry can mend: the worker process or its node died, or a result was lost with it.
 RETRYABLE = ("WorkerCrashedError", "NodeDiedError", "OutOfMemoryError", "ObjectLostError")
+NAMESPACE = "unimed-data"  # of the attempts' notes in Ray's key-value store, removed after each map
 
 
 class ExecutorError(RuntimeError):
@@ -48,11 +53,19 @@ def _ray():
     return ray
 
 
-def _attempt(fn, task):
-    """One try of fn(task) on a worker: its result, the node that ran it and the seconds it took."""
+def _attempt(fn, task, tag: str):
+    """One try of fn(task) on a worker: its result, the node that ran it and the seconds it took.
+
+    The node is also noted under `tag` in the cluster's key-value store before the task starts, so
+    the driver can tell which node an attempt died on.
+    """
+    from ray.experimental.internal_kv import _internal_kv_put
+
+    node = _ray().get_runtime_context().get_node_id()
+    _internal_kv_put(tag, node, namespace=NAMESPACE)
     start = time.perf_counter()
     result = fn(task)
-    return result, _ray().get_runtime_context().get_node_id(), time.perf_counter() - start
+    return result, node, time.perf_counter() - start
 
 
 class RayExecutor:
@@ -76,40 +89,33 @@ class RayExecutor:
             self._remote = ray.remote(max_retries=0, scheduling_strategy="SPREAD")(_attempt)
         return self._remote
 
-    def _address(self, node: str) -> str:
-        """The IP of a node, by its id (nodes may join during the build)."""
-        if node not in self._ips:
-            self._ips.update({n["NodeID"]: n["NodeManagerAddress"] for n in _ray().nodes()})
-        return self._ips.get(node, "")
-
     def map(self, fn, tasks, *, desc, total=None, on_crash=None):
         source = iter(tasks)
         if (first := next(source, _END)) is _END:  # nothing to run: no cluster to reach (or start)
             if self.figures is not None:
                 forget(self.figures, desc)
             return
+        run = _Run(self._connect(), fn, f"{uuid.uuid4().hex}/", Figures("ray"))
+        pending: deque = deque()  # (task, ref, tag), in task order
         source = chain([first], source)
-        remote = self._connect()
-        figures = Figures("ray")
-        pending: deque = deque()  # (task, ref), in task order
         bar = tqdm(total=total, desc=desc, unit="item", dynamic_ncols=True, disable=None)
         try:
             while True:
                 while len(pending) < self._window and (task := next(source, _END)) is not _END:
-                    pending.append((task, remote.remote(fn, task)))
+                    pending.append((task, *run.submit(task)))
                 if not pending:
                     break
-                task, ref = pending.popleft()
-                yield self._result(remote, fn, task, ref, figures, on_crash)
+                yield self._result(run, *pending.popleft(), on_crash)
                 bar.update()
         finally:
             bar.close()
-            for _, ref in pending:  # the map was abandoned (an error downstream): stop its tasks
+            for _, ref, _ in pending:  # the map was abandoned (an error downstream): stop its tasks
                 _ray().cancel(ref)
+            run.forget_notes()
         if self.figures is not None:
-            save(self.figures, desc, figures)
+            save(self.figures, desc, run.figures)
 
-    def _result(self, remote, fn, task, ref, figures: Figures, on_crash):
+    def _result(self, run: _Run, task, ref, tag: str, on_crash):
         """The task's result, submitting it again while its worker or node dies."""
         ray = _ray()
         retryable = tuple(getattr(ray.exceptions, name) for name in RETRYABLE)
@@ -118,24 +124,61 @@ class RayExecutor:
             try:
                 result, node, seconds = ray.get(ref)
             except retryable as exc:
+                node = run.node_of(tag)
+                run.figures.died(node, self._address(node))
                 if retries == self.max_retries:
-                    figures.crashed += 1
+                    run.figures.crashed += 1
                     if on_crash is None:
                         raise ExecutorError(
-                            f"a task's worker died on all {retries + 1} attempts ({exc}); see the Ray logs of its nodes"
+                            f"a task's worker died on all {retries + 1} attempts ({exc}); "
+                            "see the Ray logs of its nodes"
                         ) from exc
                     return on_crash(task)
                 retries += 1
-                figures.retries += 1
-                ref = remote.remote(fn, task)
+                run.figures.retries += 1
+                ref, tag = run.submit(task)
                 continue
-            figures.ran(node, self._address(node), seconds, retried=retries > 0)
+            run.figures.ran(node, self._address(node), seconds)
             return result
+
+    def _address(self, node: str) -> str:
+        """The IP of a node, by its id (nodes may join during the build)."""
+        if node not in self._ips:
+            self._ips.update({n["NodeID"]: n["NodeManagerAddress"] for n in _ray().nodes()})
+        return self._ips.get(node, "")
 
     def close(self) -> None:
         if self._remote is not None:
             _ray().shutdown()
             self._remote = None
+
+
+@dataclass
+class _Run:
+    """One map's submissions: each attempt gets a tag of its own under the map's `prefix`."""
+
+    remote: object
+    fn: object
+    prefix: str
+    figures: Figures
+    submitted: int = 0
+
+    def submit(self, task) -> tuple[object, str]:
+        tag = f"{self.prefix}{self.submitted}"
+        self.submitted += 1
+        return self.remote.remote(self.fn, task, tag), tag
+
+    def node_of(self, tag: str) -> str:
+        """The node a dead attempt ran on ("unknown" if it died before it could say)."""
+        from ray.experimental.internal_kv import _internal_kv_get
+
+        node = _internal_kv_get(tag, namespace=NAMESPACE)
+        return node.decode() if node else "unknown"
+
+    def forget_notes(self) -> None:
+        from ray.experimental.internal_kv import _internal_kv_del
+
+        _internal_kv_del(self.prefix, del_by_prefix=True, namespace=NAMESPACE)
 
 
 _END = object()

@@ -2,8 +2,8 @@
 kill it mid-task. On the PYTHONPATH of the test cluster's nodes only (see tests/ray_cluster.py).
 
 The folder UNIMED_TEST_HOOK names may hold hook.json, {"match": TEXT}: the first call of a wrapped
-function whose first argument (as text) contains TEXT writes the process id to `pid` there and
-waits until `released` appears (or hook.json goes). Wrapped: image decoding (convert) and shard
+function whose first argument (as text) contains TEXT writes {"pid": its process id, "node": its Ray node
+id} to `pid` there and waits until `released` appears (or hook.json goes). Wrapped: image decoding (convert) and shard
 writing, patched as their modules are imported.
 """
 
@@ -26,7 +26,10 @@ def _hold_if_chosen(argument) -> None:
         return
     if match not in str(argument) or (FOLDER / "released").exists():
         return
-    (FOLDER / "pid").write_text(str(os.getpid()))
+    import ray  # a worker's: it runs a task
+
+    node = ray.get_runtime_context().get_node_id()
+    (FOLDER / "pid").write_text(json.dumps({"pid": os.getpid(), "node": node}))
     while (FOLDER / "hook.json").exists() and not (FOLDER / "released").exists():
         time.sleep(0.05)
 
