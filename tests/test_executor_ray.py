@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.conftest import run_cli
+from tests.conftest import free_port, run_cli
 from tests.ray_cluster import RayCluster
 from unimed_data.demo import pydicom_test_files
 from unimed_data.executor_figures import Figures, save
@@ -185,6 +185,14 @@ def test_a_ray_address_without_the_ray_executor_is_refused(corpus, tmp_path):
     result = run_cli(*arguments(corpus, tmp_path / "out"), "--ray-address", "10.0.0.1:6379")
     assert result.exit_code == 2
     assert "--ray-address 10.0.0.1:6379 applies to --executor ray only" in result.output
+
+
+def test_an_address_where_no_cluster_answers_fails_at_once(corpus, tmp_path):
+    address = f"127.0.0.1:{free_port()}"
+    result = run_cli(*arguments(corpus, tmp_path / "out"), "--executor", "ray", "--ray-address", address)
+    assert result.exit_code == 2
+    assert f"error: --ray-address {address}: no Ray cluster answers there" in result.output
+    assert "ray start --head" in result.output
 
 
 def test_every_build_and_stage_command_takes_the_executor_options():

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import socket
 import time
 import uuid
 from collections import deque
@@ -53,6 +54,22 @@ def _ray():
     return ray
 
 
+def _check_reachable(address: str | None) -> None:
+    """Fail at once when no cluster answers at HOST:PORT: Ray itself would keep retrying for minutes."""
+    given = "--ray-address" if address else "RAY_ADDRESS"
+    target = address or os.environ.get("RAY_ADDRESS") or ""
+    host, _, port = target.removeprefix("ray://").rpartition(":")
+    if not host or not port.isdigit():  # auto, or none: Ray finds (or starts) the cluster itself
+        return
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=5).close()
+    except OSError as exc:
+        raise ExecutorError(
+            f"{given} {target}: no Ray cluster answers there ({exc.strerror or exc}); start one "
+            "with `ray start --head` from this environment, or check the address"
+        ) from None
+
+
 def _attempt(fn, task, tag: str):
     """One try of fn(task) on a worker: its result, the node that ran it and the seconds it took.
 
@@ -70,11 +87,13 @@ def _attempt(fn, task, tag: str):
 
 class RayExecutor:
     """Tasks on the Ray cluster at `address` (`HOST:PORT`, `auto`, or None: RAY_ADDRESS, else a
-    Ray started on this machine for the build). Connects on the first map; `close` disconnects."""
+    Ray started on this machine for the build). Connects on the first map (a build whose stages
+    are all done reaches no cluster); `close` disconnects."""
 
     def __init__(self, address: str | None, figures: Path | None = None, *, max_retries: int = 3):
         if importlib.util.find_spec("ray") is None:
             raise ExecutorError(MISSING)
+        _check_reachable(address)  # before any stage runs, not after an hour of ingest
         self.address, self.figures, self.max_retries = address, figures, max_retries
         self._remote = None
         self._window = 0
