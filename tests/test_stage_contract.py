@@ -37,6 +37,7 @@ def test_each_stage_command_takes_the_options_its_stage_declares(stage):
     options = {p.name for p in command.params if p.param_type_name == "option"}
     build = {p.name for p in get_command(app).commands["build"].params if p.param_type_name == "option"}
     source = {"out", "recipe", "root", "strict", "demo", "from_folder", "modality", "license", "force"}
+    source |= {"executor", "ray_address"}  # where a stage's tasks run
     assert options == source | set(stage.options) and options <= build
     assert command.help.startswith(stage.help)
 

@@ -1,4 +1,5 @@
-"""What a finished build publishes beside its shards: all errors, stats.json and the dataset card."""
+"""What a finished build publishes beside its shards: all errors, stats.json (with the per-node
+figures of stages run on a cluster) and the dataset card."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import json
 from typing import TYPE_CHECKING
 
 from unimed_data.card import SourceInfo, write_card
+from unimed_data.executor_figures import collect, figures_dir
 from unimed_data.stats import collect_errors, compute_stats, write_stats
 from unimed_data.workspace import Workspace
 
@@ -27,6 +29,8 @@ def write_report(ctx: StageContext, tags: dict[str, str]) -> dict:
         config={"seed": config.seed, **config.shard.model_dump(), **({"txt_tags": tags} if tags else {})},
         reference=reference_counts(config.reference, datasets, ctx.left_out),
     )
+    if figures := collect(figures_dir(ws.work)):  # per-node figures of the stages run on a cluster
+        stats["executor"] = figures
     write_stats(ws, stats)
     sources = [
         SourceInfo(

@@ -161,6 +161,8 @@ def build(
     license: opt.LicenseOpt = "unknown",
     force: opt.ForceOpt = False,
     workers: opt.WorkersOpt = None,
+    executor: opt.ExecutorOpt = None,
+    ray_address: opt.RayAddressOpt = None,
     seed: opt.SeedOpt = None,
     shard_size: opt.ShardSizeOpt = None,
     txt_format: opt.TxtFormatOpt = None,
@@ -198,6 +200,8 @@ _SOURCE_OPTIONS = (
     "modality",
     "license",
     "force",
+    "executor",
+    "ray_address",
 )
 
 

@@ -11,7 +11,7 @@ import json
 import sys
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import typer
 
@@ -103,6 +103,23 @@ ForceOpt = Annotated[
 WorkersOpt = Annotated[
     int | None,
     typer.Option("--workers", min=1, help="Processes.", show_default=from_config("all cores")),
+]
+ExecutorOpt = Annotated[
+    Literal["local", "ray"] | None,
+    typer.Option(
+        "--executor",
+        help="Where convert, fingerprint and shard tasks run: local (this machine's processes) or ray "
+        "(a Ray cluster; needs the cluster extra and an OUT every node mounts).",
+        show_default=from_config("local"),
+    ),
+]
+RayAddressOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--ray-address",
+        help="With --executor ray: the cluster's head as HOST:PORT, or auto (a cluster started on this node).",
+        show_default=from_config("RAY_ADDRESS, else a Ray started for the build"),
+    ),
 ]
 SeedOpt = Annotated[
     int | None,

@@ -134,6 +134,13 @@ class BuildConfig(_Strict):
         False, description="build evaluation-only sources too (role: eval); by default they are left out"
     )
     workers: int | None = Field(None, ge=1, description="processes for convert/shard; default: all cores")
+    executor: Literal["local", "ray"] = Field(
+        "local", description="where convert, fingerprint and shard tasks run: this machine, or a Ray cluster"
+    )
+    ray_address: str | None = Field(
+        None,
+        description="the Ray cluster (HOST:PORT of its head, or auto); default: RAY_ADDRESS, else a local Ray",
+    )
     missing_parts: Literal["fail", "skip"] = Field(
         "fail",
         description="a dataset whose folder or annotation files are absent: fail the build, or report "

@@ -1,17 +1,20 @@
-"""Where a stage's tasks run: the interface every executor offers, and today's local process pool.
+"""Where a stage's tasks run: the interface every executor offers, the local process pool, and the
+one place that picks an executor for a build.
 
 A task is a picklable unit (one record's conversion, one shard) handed to a module-level function,
 so an executor may run it in another process or on another machine; results come back in task
-order, which the byte-identical outputs depend on. A distributed executor (Ray) goes behind the
-same `map`.
+order, which the byte-identical outputs depend on. The Ray executor (`executor_ray`, for builds
+past one machine) goes behind the same `map`; Ray is imported only when a build asks for it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol, TypeVar
 
+from unimed_data.executor_figures import forget
 from unimed_data.parallel import ordered_map
 
 T = TypeVar("T")
@@ -32,12 +35,35 @@ class Executor(Protocol):
         worker died."""
         ...
 
+    def close(self) -> None:
+        """Let go of what the maps started (a cluster connection)."""
+        ...
+
 
 @dataclass(frozen=True)
 class LocalExecutor:
-    """Tasks on this machine's processes (`workers` of them; 1 runs them in this process)."""
+    """Tasks on this machine's processes (`workers` of them; 1 runs them in this process).
+
+    With `figures` (a build's executor-figures folder), a finished map drops the figures an earlier
+    cluster run left for it: they no longer describe the work.
+    """
 
     workers: int
+    figures: Path | None = None
 
     def map(self, fn, tasks, *, desc, total=None, on_crash=None):
-        return ordered_map(fn, tasks, workers=self.workers, desc=desc, total=total, on_crash=on_crash)
+        yield from ordered_map(fn, tasks, workers=self.workers, desc=desc, total=total, on_crash=on_crash)
+        if self.figures is not None:
+            forget(self.figures, desc)
+
+    def close(self) -> None:
+        pass
+
+
+def make_executor(kind: str, *, workers: int, address: str | None, figures: Path) -> Executor:
+    """The executor a build asked for: `local` or `ray` (`address`: the Ray cluster's, if any)."""
+    if kind == "local":
+        return LocalExecutor(workers, figures)
+    from unimed_data.executor_ray import RayExecutor
+
+    return RayExecutor(address, figures)

@@ -47,6 +47,8 @@ class SourceOptions:
     strict: bool = False
     force: bool = False
     workers: int | None = None
+    executor: str | None = None
+    ray_address: str | None = None
     seed: int | None = None
     shard_size: int | None = None
     txt_format: str | None = None
@@ -81,6 +83,7 @@ def plan_build(given: SourceOptions, scratch: Path | None = None) -> BuildPlan:
 
     Raises `PlanError` (or the config's and manifests' own errors) for bad input.
     """
+    _check_out(given.out)
     sources = [given.config is not None, given.recipe is not None, given.demo, given.from_folder is not None]
     if sum(sources) != 1:
         raise PlanError("give exactly one of: a CONFIG file, --recipe NAME, --demo, or --from-folder DIR")
@@ -104,6 +107,17 @@ def plan_build(given: SourceOptions, scratch: Path | None = None) -> BuildPlan:
         claim_build_output(given.out, force=given.force)
     _override(config, given)
     return BuildPlan(config, datasets, tuple(left_out))
+
+
+def _check_out(out: Path) -> None:
+    """OUT is a folder every worker writes to (with Ray: on every node), never object storage."""
+    scheme = out.parts[0] if out.parts else ""
+    if scheme.endswith(":") and len(scheme) > 2:  # s3://bucket/x, as the shell passed it (not C:)
+        url = str(out).replace(":/", "://", 1)
+        raise PlanError(
+            f"--out {url}: a build writes to a folder (with --executor ray, one every node mounts), "
+            f"not to object storage; build to a shared folder, then `unimed-data publish OUT {url}`"
+        )
 
 
 def _from_config(given: SourceOptions):
@@ -135,6 +149,8 @@ def _override(config: BuildConfig, given: SourceOptions) -> None:
     captions, llm = config.captions, config.captions.llm
     for target, attribute, value in (
         (config, "workers", given.workers),
+        (config, "executor", given.executor),
+        (config, "ray_address", given.ray_address),
         (config, "seed", given.seed),
         (config, "max_error_rate", given.max_error_rate),
         (config.dedupe, "enabled", given.dedupe),
@@ -163,6 +179,8 @@ def _override(config: BuildConfig, given: SourceOptions) -> None:
             check_spec(spec, config.root)
         except ProtectError as exc:
             raise PlanError(str(exc)) from None
+    if config.ray_address is not None and config.executor != "ray":
+        raise PlanError(f"--ray-address {config.ray_address} applies to --executor ray only")
     if captions.backend not in ("template", "openai"):
         raise PlanError(f"--captioner {captions.backend}: use template or openai")
     if config.shard.txt_format not in ("plain", "unimed"):

@@ -1,5 +1,6 @@
 """The thin runner: stages in pipeline order over a build's datasets, each stage's input checked,
-the patient salt and the executor handed to them. Each stage skips work its stamp vouches for.
+the patient salt and the executor (local, or Ray: the config's choice) handed to them. Each stage
+skips work its stamp vouches for.
 """
 
 from __future__ import annotations
@@ -12,7 +13,8 @@ from pathlib import Path
 
 from unimed_data.captions import Captioner
 from unimed_data.config import BuildConfig
-from unimed_data.executor import Executor, LocalExecutor
+from unimed_data.executor import Executor, make_executor
+from unimed_data.executor_figures import figures_dir
 from unimed_data.parallel import default_workers
 from unimed_data.pipeline import Dataset, prepare
 from unimed_data.schema import SPLITS
@@ -68,12 +70,20 @@ def run_stages(
     ws = Workspace(out.resolve())
     if captioner is None:
         captioner = prepare(config, ws, datasets)
-    executor = LocalExecutor(config.workers or default_workers())
+    executor = make_executor(
+        config.executor,
+        workers=config.workers or default_workers(),
+        address=config.ray_address,
+        figures=figures_dir(ws.work),
+    )
     ctx = StageContext(config, ws, list(datasets), list(left_out), captioner, executor)
     _remove_stale_temp_files(ws)
-    for stage in STAGES:
-        if stage.name in stages:
-            run_stage(ctx, stage)
+    try:
+        for stage in STAGES:
+            if stage.name in stages:
+                run_stage(ctx, stage)
+    finally:
+        executor.close()
     return ctx.stats
 
 
