@@ -171,6 +171,7 @@ def build(
     jpeg_quality: opt.QualityOpt = None,
     jpeg_optimize: opt.OptimizeOpt = None,
     reencode: opt.ReencodeOpt = None,
+    chunk_rows: opt.ChunkRowsOpt = None,
     max_error_rate: opt.MaxErrorRateOpt = None,
     protect: opt.ProtectOpt = None,
     dedupe: opt.DedupeOpt = None,

@@ -17,6 +17,7 @@ import typer
 
 from unimed_data import terminal
 from unimed_data.config import BuildConfig, ConvertConfig, LLMConfig
+from unimed_data.image_chunks import CHUNK_ROWS
 from unimed_data.imaging import ConvertOptions
 from unimed_data.schema import MODALITIES
 from unimed_data.stages.shard_options import ShardOptions
@@ -175,6 +176,15 @@ ReencodeOpt = Annotated[
         help="auto: a source JPEG that fits the cap keeps its data (metadata removed); always: "
         "decode and encode every image.",
         show_default=from_config(ConvertOptions.reencode),
+    ),
+]
+ChunkRowsOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--chunk-rows",
+        min=1,
+        help="Records per convert task and per chunk file of converted images.",
+        show_default=from_config(CHUNK_ROWS),
     ),
 ]
 MaxErrorRateOpt = Annotated[

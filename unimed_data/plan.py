@@ -57,6 +57,7 @@ class SourceOptions:
     jpeg_quality: int | None = None
     jpeg_optimize: bool | None = None
     reencode: str | None = None
+    chunk_rows: int | None = None
     max_error_rate: float | None = None
     protect: list[str] | None = None
     dedupe: bool | None = None
@@ -161,6 +162,7 @@ def _override(config: BuildConfig, given: SourceOptions) -> None:
         (config.convert, "jpeg_quality", given.jpeg_quality),
         (config.convert, "jpeg_optimize", given.jpeg_optimize),
         (config.convert, "reencode", given.reencode),
+        (config.convert, "chunk_rows", given.chunk_rows),
         (captions, "backend", given.captioner),
         (captions, "limit", given.limit),
         (llm, "base_url", given.llm_base_url),

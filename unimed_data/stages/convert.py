@@ -129,6 +129,6 @@ STAGE = Stage(
     help="Convert source images to capped JPEGs.",
     reads=("records",),
     writes=("converted",),
-    options=("workers", "max_side", "min_side", "jpeg_quality", "jpeg_optimize", "reencode"),
+    options=("workers", "max_side", "min_side", "jpeg_quality", "jpeg_optimize", "reencode", "chunk_rows"),
     run=run_convert,
 )
