@@ -15,7 +15,7 @@ from unimed_data.convert_chunk import CRASHED
 from unimed_data.image_chunks import read_images
 from unimed_data.imaging import ConvertOptions
 from unimed_data.schema import RECORD_SCHEMA, make_key
-from unimed_data.stages.convert import convert_dataset
+from unimed_data.stages.convert import chunk_size, convert_dataset
 from unimed_data.tables import iter_rows, write_rows
 from unimed_data.workspace import Workspace
 
@@ -234,3 +234,10 @@ def test_an_image_that_crashes_its_worker_costs_only_that_image(tmp_path: Path, 
     errors = {Path(e["source_path"]).name: e["reason"] for e in iter_rows(ws.errors("mixed", "convert"))}
     assert errors["wide.png"] == CRASHED
     assert set(images_of(ws)) == {"CT_small.dcm", "MR_small_RLE.dcm"}
+
+
+def test_a_small_dataset_is_cut_into_many_chunks_so_every_worker_gets_some():
+    assert chunk_size(600, 1024) == 16  # at least 16 records a chunk
+    assert chunk_size(5000, 1024) == 20  # about 256 chunks
+    assert chunk_size(5_300_000, 1024) == 1024  # a large one: chunk_rows
+    assert chunk_size(5000, 8) == 8  # chunk_rows is the most

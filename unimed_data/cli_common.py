@@ -183,7 +183,7 @@ ChunkRowsOpt = Annotated[
     typer.Option(
         "--chunk-rows",
         min=1,
-        help="Records per convert task and per chunk file of converted images.",
+        help="Records per convert task and chunk file at most (small datasets: fewer, ~256 chunks).",
         show_default=from_config(CHUNK_ROWS),
     ),
 ]

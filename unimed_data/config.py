@@ -47,8 +47,8 @@ class ConvertConfig(_Strict):
     frame: Literal["first", "middle", "last"] = ConvertOptions.frame
     reencode: Literal["auto", "always"] = ConvertOptions.reencode
     jpeg_optimize: bool = ConvertOptions.jpeg_optimize
-    # Records per task and per chunk file: big enough that per-task costs vanish, small enough
-    # that a killed run loses little and every worker gets many tasks.
+    # Records per task and per chunk file at most: big enough that per-task costs vanish, small
+    # enough that a killed run loses little (smaller datasets get smaller chunks: chunk_size).
     chunk_rows: int = Field(CHUNK_ROWS, ge=1, le=1 << 20)
 
     def options(self) -> ConvertOptions:

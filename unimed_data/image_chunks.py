@@ -43,7 +43,9 @@ CHUNK_SCHEMA = pa.schema(
         pa.field("image_size", pa.int64()),
     ]
 )
-CHUNK_ROWS = 1024  # records per chunk by default: ~40 MB of 512 px JPEGs
+CHUNK_ROWS = 1024  # records per chunk at most by default: ~40 MB of 512 px JPEGs
+TARGET_CHUNKS = 256  # a smaller dataset is cut into about this many chunks...
+MIN_CHUNK_ROWS = 16  # ...of at least this many records
 _TAR_NAME = re.compile(r"^(chunk-\d+)\.[0-9a-f]+\.tar$")
 
 

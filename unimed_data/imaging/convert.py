@@ -5,31 +5,34 @@ from pathlib import Path
 
 from PIL import Image
 
-from .dicom import has_dicom_magic, read_dicom
 from .encode import EncodedImage, encode_jpeg, fit_size
 from .errors import ImageError, TooSmallError, UnrecognisedFormatError, describe
 from .fingerprint import fingerprint
+from .formats import HEAD_SIZE, has_dicom_magic, is_jpeg, is_tiff
 from .jpeg_segments import strip_metadata
 from .options import ConvertOptions
-from .raster import check_pixels, is_tiff, own_bomb_guard, read_pillow, read_tiff
+from .raster import check_pixels, own_bomb_guard, read_pillow, read_tiff
 
-HEAD_SIZE = 132  # DICOM preamble (128 bytes) + 'DICM'; also covers the TIFF magic
-JPEG_MAGIC = b"\xff\xd8\xff"
 EXIF_ORIENTATION = 0x0112
 
 
 def convert_file(path: Path, options: ConvertOptions | None = None) -> EncodedImage:
     """Convert a DICOM, TIFF or Pillow-readable image to a capped, metadata-free JPEG.
 
-    The format is recognised from the content, not the extension: medical archives are full of
-    DICOM files named `.jpg` or with no extension at all. Raises ImageError with a reason (not
-    repeating the path) for anything that cannot be converted, including unexpected decoder errors.
+    The format is recognised from the content, not the extension (formats.py). Raises ImageError
+    with a reason (not repeating the path) for anything that cannot be converted, including
+    unexpected decoder errors.
     """
     options = options or ConvertOptions()
+    path = Path(path)
     try:
-        if options.reencode == "auto" and (kept := _kept_jpeg(Path(path), options)) is not None:
+        with path.open("rb") as file:
+            head = file.read(HEAD_SIZE)
+        if not head:
+            raise ImageError("empty file")
+        if is_jpeg(head) and options.reencode == "auto" and (kept := _kept_jpeg(path, options)):
             return kept
-        image = _decode(Path(path), options)
+        image = _decode(path, head, options)
         if min(image.size) < options.min_side:
             width, height = image.size
             raise TooSmallError(
@@ -44,29 +47,28 @@ def convert_file(path: Path, options: ConvertOptions | None = None) -> EncodedIm
         raise ImageError(f"cannot read image ({describe(exc)})") from exc
 
 
-def _decode(path: Path, options: ConvertOptions) -> Image.Image:
-    with path.open("rb") as file:
-        head = file.read(HEAD_SIZE)
-    if not head:
-        raise ImageError("empty file")
+def _decode(path: Path, head: bytes, options: ConvertOptions) -> Image.Image:
     if has_dicom_magic(head):
-        return Image.fromarray(read_dicom(path, options))
+        return Image.fromarray(_read_dicom(path, options))
     if is_tiff(head):
         return read_tiff(path, options)
     try:
         return read_pillow(path, options)
     except UnrecognisedFormatError:
-        return Image.fromarray(read_dicom(path, options))  # a bare DICOM dataset, without preamble
+        return Image.fromarray(_read_dicom(path, options))  # a bare DICOM dataset, without preamble
+
+
+def _read_dicom(path: Path, options: ConvertOptions):
+    from .dicom import read_dicom  # pydicom loads with the first DICOM, not for every JPEG or PNG
+
+    return read_dicom(path, options)
 
 
 def _kept_jpeg(path: Path, options: ConvertOptions) -> EncodedImage | None:
     """A source JPEG's own compressed data, metadata removed, when it needs no change: it fits the
     cap, is upright (no EXIF rotation), is a sequential 8-bit grey or colour JPEG, and its kept
     bytes decode in full (the decode the fingerprint needs anyway). None: convert it as usual."""
-    with path.open("rb") as file:
-        if file.read(len(JPEG_MAGIC)) != JPEG_MAGIC:
-            return None
-        data = JPEG_MAGIC + file.read()
+    data = path.read_bytes()
     kept = strip_metadata(data)
     if kept is None:
         return None

@@ -36,11 +36,6 @@ SYNTAX_BY_ENCODING = {
 }
 
 
-def has_dicom_magic(head: bytes) -> bool:
-    """Whether a file's first bytes hold the DICOM File Format's 'DICM' marker after the preamble."""
-    return head[128:132] == b"DICM"
-
-
 def read_dicom(path: Path, options: ConvertOptions) -> np.ndarray:
     """Decode the chosen frame of a DICOM file into an 8-bit display array."""
     with _quiet_pydicom():

@@ -77,7 +77,9 @@ def _entropy_end(data: bytes, pos: int) -> int | None:
     restart marker (fill bytes before it included); None when the data ends first (a truncated
     file)."""
     found = _NEXT_MARKER.search(data, pos)
-    return None if found is None else found.end() - 2
+    return None if found is None else found.start()
 
 
-_NEXT_MARKER = re.compile(rb"\xff+[^\x00\xd0-\xd7\xff]")
+# A 0xFF before a marker code; of fill bytes (0xFF 0xFF ... code) the last. No quantifier, so the
+# regex engine scans for the literal 0xFF at C speed (twenty times faster than with `\xff+`).
+_NEXT_MARKER = re.compile(rb"\xff[^\x00\xd0-\xd7\xff]")

@@ -17,14 +17,8 @@ from .encode import fit_size, percentile_range, to_uint8
 from .errors import ImageError, UnrecognisedFormatError
 from .options import ConvertOptions
 
-TIFF_MAGICS = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")  # classic and BigTIFF, both byte orders
 ALPHA_MODES = {"LA": "L", "PA": "RGB", "RGBA": "RGB"}
 HIGH_DEPTH_MODES = {"I;16", "I;16L", "I;16B", "I;16N", "I", "F"}
-
-
-def is_tiff(head: bytes) -> bool:
-    """Whether a file's first bytes are a TIFF or BigTIFF header."""
-    return head[:4] in TIFF_MAGICS
 
 
 def check_pixels(pixels: int, options: ConvertOptions) -> None:

@@ -24,6 +24,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, field_validator
 
+from unimed_data.imaging.formats import HEAD_SIZE, has_dicom_magic
 from unimed_data.layouts.item import Filtered, Item, ItemError, LayoutError, RelPath
 
 DEFAULT_EXTENSIONS = [".dcm", ".dicom", ".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp"]
@@ -73,11 +74,8 @@ def _match_tree(tree: str, folders: tuple[str, ...]) -> dict[str, str] | None:
 
 
 def is_dicom(path: Path) -> bool:
-    # Imported here: the imaging package pulls in pydicom and numpy, which ingest otherwise never needs.
-    from unimed_data.imaging.dicom import has_dicom_magic
-
     with path.open("rb") as handle:
-        return has_dicom_magic(handle.read(132))
+        return has_dicom_magic(handle.read(HEAD_SIZE))
 
 
 def _walk(folder: Path) -> Iterator[Path]:

@@ -1,6 +1,6 @@
 """Convert stage: every record's source file becomes a capped JPEG, in parallel, resumably.
 
-Records are converted a slice at a time (`convert.chunk_rows` of them) into one chunk file each
+Records are converted a slice at a time (`chunk_size` of them) into one chunk file each
 (image_chunks.py), on the build's executor; a rerun keeps each chunk's finished images and
 converts only what is new, changed or failed before (convert_chunk.py). Each result carries the
 image's fingerprint for the dedupe stage. The table is streamed in batches and only a window of
@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 
 from unimed_data.convert_chunk import ChunkTask, convert_chunk, crashed
 from unimed_data.executor import Executor, LocalExecutor
-from unimed_data.image_chunks import CHUNK_ROWS, results_file, sweep
+from unimed_data.image_chunks import CHUNK_ROWS, MIN_CHUNK_ROWS, TARGET_CHUNKS, results_file, sweep
 from unimed_data.imaging import ConvertOptions
 from unimed_data.schema import ERROR_SCHEMA, RECORD_SCHEMA, error_row
 from unimed_data.stages.base import Stage, StageSummary
@@ -62,12 +62,13 @@ def convert_dataset(
     sweep(chunks)
 
     total = row_count(records)
+    rows_per_chunk = chunk_size(total, chunk_rows)
     in_flight: deque[list[dict]] = deque()
 
     def tasks():
         rows = iter_rows(records)
         index = 0
-        while batch := list(islice(rows, chunk_rows)):
+        while batch := list(islice(rows, rows_per_chunk)):
             in_flight.append(batch)
             items = tuple((row["key"], row["source_path"]) for row in batch)
             yield ChunkTask(str(results_file(chunks, index)), items, options)
@@ -80,7 +81,11 @@ def convert_dataset(
     ):
         executor = executor or LocalExecutor(workers)
         slices = executor.map(
-            convert_chunk, tasks(), desc=f"convert {slug}", total=-(-total // chunk_rows), on_crash=crashed
+            convert_chunk,
+            tasks(),
+            desc=f"convert {slug}",
+            total=-(-total // rows_per_chunk),
+            on_crash=crashed,
         )
         for results in slices:
             for row, result in zip(in_flight.popleft(), results, strict=True):
@@ -88,6 +93,13 @@ def convert_dataset(
     summary = StageSummary("convert", slug, total, ok.count, failed.count, dropped.count)
     stamp.write(summary.as_dict(), [records])
     return summary
+
+
+def chunk_size(total: int, chunk_rows: int) -> int:
+    """Records per chunk: `chunk_rows`, or fewer in a dataset too small to give every worker many
+    chunks (a dataset's chunks are its tasks). Depends on the dataset alone, so chunks do not move
+    when the worker count or the cluster changes."""
+    return min(chunk_rows, max(MIN_CHUNK_ROWS, -(-total // TARGET_CHUNKS)))
 
 
 IMAGE_FIELDS = ("image_path", "image_offset", "image_size", "width", "height", "sha256")
