@@ -202,13 +202,13 @@ def test_two_torchrun_ranks_split_the_shards_and_write_the_same_bytes(
 def test_a_failing_teacher_is_an_error_row_and_the_sample_keeps_the_others(demo_out, teachers_yaml, tmp_path):
     """A teacher giving NaN features (on every sample) and a corrupt image (for every teacher); the
     third teacher is one of our trainer's checkpoints."""
-    from unimed_data.wds_tar import add_sample
+    from unimed_data.wds_tar import TarWriter, add_sample
 
     folder = tmp_path / "in"
     folder.mkdir()
     demo = samples(demo_out / "train" / "unimed-000000.tar")
     corrupt = next(iter(demo))
-    with tarfile.open(folder / "one.tar", "w", format=tarfile.USTAR_FORMAT) as tar:
+    with TarWriter(folder / "one.tar") as tar:
         for key, members in demo.items():
             add_sample(tar, key, {**members, "jpg": b"not an image"} if key == corrupt else members)
     broken = teacher_dir(tmp_path / "broken", 16, 2, broken=True)

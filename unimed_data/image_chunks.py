@@ -14,9 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-import tarfile
 from collections.abc import Iterable
-from io import BytesIO
 from itertools import groupby
 from pathlib import Path
 
@@ -24,6 +22,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from unimed_data.tables import temp_path
+from unimed_data.wds_tar import TarWriter
 
 CHUNK_SCHEMA = pa.schema(
     [
@@ -70,23 +69,15 @@ def write_chunk(results: Path, rows: list[dict], images: dict[str, bytes]) -> li
     tar_path = results.with_name(f"{results.stem}.{digest.hexdigest()[:16]}.tar")
     tmp = temp_path(tar_path)
     placed = []
-    with tarfile.open(tmp, "w", format=tarfile.USTAR_FORMAT) as tar:
+    with TarWriter(tmp) as tar:
         for row in rows:
             data = images.get(row["key"])
             if data is None:
                 placed.append({**row, "image_path": None, "image_offset": None, "image_size": None})
                 continue
-            info = tarfile.TarInfo(f"{row['key']}.jpg")
-            info.size, info.mode = len(data), 0o644
-            offset = tar.offset + tarfile.BLOCKSIZE  # after its one header block (ustar: no extensions)
-            tar.addfile(info, BytesIO(data))
+            offset = tar.add(f"{row['key']}.jpg", data)
             placed.append(
-                {
-                    **row,
-                    "image_path": str(tar_path),
-                    "image_offset": offset,
-                    "image_size": len(data),
-                }
+                {**row, "image_path": str(tar_path), "image_offset": offset, "image_size": len(data)}
             )
     tmp.replace(tar_path)
     table_tmp = temp_path(results)

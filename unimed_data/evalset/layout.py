@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import json
 import re
-import tarfile
 from collections.abc import Iterable
 from pathlib import Path
 
 from unimed_data.schema import ERROR_SCHEMA, SPLITS
 from unimed_data.tables import atomic_write_text, publish, temp_path, write_rows
-from unimed_data.wds_tar import add_sample
+from unimed_data.wds_tar import TarWriter, add_sample
 
 CLASSIFICATION_FILES = ("classnames.txt", "zeroshot_classification_templates.txt", "prompts.json")
 METADATA_FILES = (
@@ -33,7 +32,7 @@ class SplitWriter:
     def __init__(self, folder: Path, shard_size: int):
         self.folder, self.shard_size = folder, shard_size
         self.count = self.shards = 0
-        self._tar: tarfile.TarFile | None = None
+        self._tar: TarWriter | None = None
         self._tmp: Path | None = None
 
     def __enter__(self) -> SplitWriter:
@@ -45,7 +44,7 @@ class SplitWriter:
     def write(self, key: str, members: dict[str, bytes]) -> None:
         if self._tar is None:
             self._tmp = temp_path(self.folder / f"{self.shards}.tar")
-            self._tar = tarfile.open(self._tmp, "w", format=tarfile.USTAR_FORMAT)  # noqa: SIM115 (spans calls)
+            self._tar = TarWriter(self._tmp)
         add_sample(self._tar, key, members)
         self.count += 1
         if self.count % self.shard_size == 0:

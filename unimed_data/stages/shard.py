@@ -32,7 +32,7 @@ from unimed_data.stages.shard_options import ShardOptions
 from unimed_data.stamps import Stamp
 from unimed_data.tables import atomic_write_text, iter_rows, table_writer, temp_path
 from unimed_data.unimed_txt import txt_member
-from unimed_data.wds_tar import add_sample, sample_members
+from unimed_data.wds_tar import TarWriter, add_sample, sample_members
 from unimed_data.workspace import Workspace
 
 if TYPE_CHECKING:
@@ -217,7 +217,7 @@ def write_shard(task: ShardTask) -> list[dict]:
     images = read_images(rows)
     index = []
     tmp = temp_path(target)
-    with tarfile.open(tmp, "w", format=tarfile.USTAR_FORMAT) as tar:
+    with TarWriter(tmp) as tar:
         for row in rows:
             index.append(
                 {

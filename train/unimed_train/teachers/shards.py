@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from unimed_data.wds_tar import add_sample
+from unimed_data.wds_tar import TarWriter, add_sample
 from unimed_train.data.remote import reason
 from unimed_train.data.samples import IMAGE_EXTS, sample_captions
 
@@ -109,7 +109,7 @@ class ShardWriter:
     def __init__(self, dest: Path, errors: Path):
         self.dest, self.errors = dest, errors
         self.tmp = dest.with_name(f".{dest.name}.tmp")
-        self.tar = tarfile.open(self.tmp, "w", format=tarfile.USTAR_FORMAT)  # noqa: SIM115 (closed by finish)
+        self.tar = TarWriter(self.tmp)
         self.rows: list[dict] = []
         self.samples = 0
 
