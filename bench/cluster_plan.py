@@ -6,8 +6,10 @@ A build's wall time is taken as max(CPU-bound, filesystem-bound) + the driver's 
 the table says which of the three is largest ("binds"):
 - CPU-bound: images / (convert images/s per CPU x CPUs), assuming linear scaling over CPUs (the
   bench measures a few processes on one machine; a cluster adds scheduling and stragglers).
-- filesystem-bound: (input + output bytes) / the shared filesystem's aggregate bandwidth, which
-  does not grow with nodes, so it binds first on large clusters.
+- filesystem-bound: bytes moved / the shared filesystem's aggregate bandwidth, which does not grow
+  with nodes, so it binds first on large clusters. Bytes moved: the sources read once, and the
+  output JPEGs three times (written into chunk files, read back by the shard tasks, written into
+  shards).
 - serial: ingest, caption, dedupe and shard of the 5,000 tree per record (CLI start-up taken off),
   scaled linearly. Shard's tar writing is parallel, so counting it serial is an upper bound.
 Input kinds stand in for real sources by size and codec (proxies, not the sources themselves):
@@ -51,7 +53,8 @@ def plan(mix: dict[str, int], figures: dict, nodes: int, args: argparse.Namespac
     kinds = figures["kinds"]
     cpu_seconds = sum(n / kinds[k]["convert_per_cpu_images_per_s"] for k, n in mix.items())
     data_bytes = sum(
-        n * (kinds[k]["input_bytes_per_image"] + kinds[k]["output_bytes_per_image"]) for k, n in mix.items()
+        n * (kinds[k]["input_bytes_per_image"] + 3 * kinds[k]["output_bytes_per_image"])
+        for k, n in mix.items()
     )
     cpu_bound = cpu_seconds / (nodes * args.cpus_per_node)
     fs_bound = data_bytes / (args.shared_fs_gbps * 1e9 / 8)
