@@ -107,14 +107,14 @@ def main() -> None:
         f"shared filesystem {args.shared_fs_gbps:g} Gbit/s\n"
     )
     print(
-        f"{'corpus':<14} {'nodes':>5} {'CPU h':>8} {'FS h':>8} {'serial h':>8} {'wall h':>8} "
+        f"{'corpus':<14} {'nodes':>5} {'convert h':>9} {'FS h':>8} {'serial h':>8} {'wall h':>8} "
         f"{'binds':>10} {'USD':>9} {'TB moved':>8}"
     )
     for corpus, mix in MIXES.items():
         for nodes in NODES:
             p = plan(mix, figures, nodes, args)
             print(
-                f"{corpus:<14} {nodes:>5} {p['cpu_h']:>8.2f} {p['fs_h']:>8.2f} {p['serial_h']:>8.2f} "
+                f"{corpus:<14} {nodes:>5} {p['cpu_h']:>9.2f} {p['fs_h']:>8.2f} {p['serial_h']:>8.2f} "
                 f"{p['wall_h']:>8.2f} {p['binds']:>10} {p['cost']:>9.0f} {p['tb']:>8.2f}"
             )
 

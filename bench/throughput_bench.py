@@ -2,7 +2,8 @@
 
 Issue 16's table. The design promises a local build near the bare decode -> resize -> encode ceiling
 (goal: ours/ceiling >= 0.8); this measures it on four input kinds with the same worker count, cap
-(512 px, Lanczos) and JPEG quality (90) for every tool. Our build is also timed stage by stage
+(512 px, Lanczos) and JPEG quality (90) for every tool (our build keeps a source JPEG that already fits
+the cap as it is, at its own quality: see the README's convert notes). Our build is also timed stage by stage
 (each stage command in its own process, as a user runs them) beside the CLI's start-up, since a
 small tree's build is mostly fixed costs. img2dataset runs in its own uvx environment (its pins are
 not ours) on file:// URLs; it reads no DICOM. Timed subprocesses may write bytecode (this machine

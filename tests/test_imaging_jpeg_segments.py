@@ -56,6 +56,35 @@ def test_the_adobe_marker_that_says_how_to_decode_colours_is_kept():
     assert adobe in kept and np.array_equal(pixels(kept), pixels(data))
 
 
+def test_only_the_defined_bytes_of_an_adobe_marker_are_kept():
+    buffer = io.BytesIO()
+    photo("RGB").save(buffer, "JPEG")
+    payload = b"Adobe\x00\x64\x00\x00\x00\x00\x01" + PATIENT.encode()  # defined bytes, then a name
+    data = buffer.getvalue()
+    data = data[:2] + b"\xff\xee" + (2 + len(payload)).to_bytes(2, "big") + payload + data[2:]
+    kept = strip_metadata(data)
+    assert b"\xff\xee\x00\x0eAdobe\x00\x64\x00\x00\x00\x00\x01" in kept and PATIENT.encode() not in kept
+    assert np.array_equal(pixels(kept), pixels(data))
+
+
+def without_segments(data: bytes, marker: int) -> bytes:
+    """`data` with every segment of one kind removed (before the first scan)."""
+    out, pos = bytearray(data[:2]), 2
+    while data[pos + 1] != 0xDA:
+        end = pos + 2 + int.from_bytes(data[pos + 2 : pos + 4], "big")
+        if data[pos + 1] != marker:
+            out += data[pos:end]
+        pos = end
+    return bytes(out + data[pos:])
+
+
+def test_a_jpeg_relying_on_default_huffman_tables_is_encoded_again():
+    """Motion-JPEG frames leave their Huffman tables out; not every decoder supplies them."""
+    data = jpeg_with_metadata(photo())
+    assert strip_metadata(without_segments(data, 0xC4)) is None
+    assert strip_metadata(without_segments(data, 0xE1)) is not None  # EXIF is not needed
+
+
 @pytest.mark.parametrize(
     "how",
     [

@@ -60,7 +60,7 @@ def setup(tmp_path: Path) -> tuple[Workspace, list[Path]]:
 def images_of(ws: Workspace) -> dict[str, bytes]:
     """Each converted record's JPEG, read from its chunk, by source file name."""
     rows = list(iter_rows(ws.converted("mixed")))
-    jpegs = read_images(rows)
+    jpegs = read_images(rows, ws.out)
     return {Path(r["source_path"]).name: jpegs[r["key"]] for r in rows}
 
 
@@ -88,7 +88,7 @@ def test_records_are_converted_a_slice_at_a_time_into_one_chunk_file_each(tmp_pa
     convert_dataset(ws, "mixed", ConvertOptions(max_side=64), workers=2, chunk_rows=2)
     names = sorted(chunk_files(ws))
     assert [n for n in names if n.endswith(".parquet")] == [f"chunk-00000{i}.parquet" for i in range(3)]
-    assert len([n for n in names if n.endswith(".tar")]) == 3
+    assert len([n for n in names if n.endswith(".tar")]) == 2  # the last chunk, missing.png, has no image
     with tarfile.open(next(ws.images("mixed").glob("chunk-000001.*.tar"))) as tar:
         assert [m.name for m in tar] == [make_key("mixed", "wide.png") + ".jpg"]  # MR_truncated failed
     # How records are sliced changes no image.
@@ -212,7 +212,7 @@ def test_a_run_killed_between_a_chunks_tar_and_its_table_leaves_nothing_behind(t
     ws.stamp("mixed", "convert").unlink()
     convert_dataset(ws, "mixed", ConvertOptions(max_side=64), workers=1, chunk_rows=2)
     assert not orphan.exists() and images_of(ws) == clean
-    assert len(list(folder.glob("*.tar"))) == len(list(folder.glob("*.parquet"))) == 3
+    assert (len(list(folder.glob("*.tar"))), len(list(folder.glob("*.parquet")))) == (2, 3)
 
 
 def test_an_image_that_crashes_its_worker_costs_only_that_image(tmp_path: Path, monkeypatch):
@@ -238,6 +238,40 @@ def test_an_image_that_crashes_its_worker_costs_only_that_image(tmp_path: Path, 
 
 def test_a_small_dataset_is_cut_into_many_chunks_so_every_worker_gets_some():
     assert chunk_size(600, 1024) == 16  # at least 16 records a chunk
-    assert chunk_size(5000, 1024) == 20  # about 256 chunks
+    assert chunk_size(5000, 1024) == 32  # about 256 chunks or fewer, a power of two
+    assert chunk_size(5100, 1024) == 32  # so a few more records move no chunk boundary
     assert chunk_size(5_300_000, 1024) == 1024  # a large one: chunk_rows
     assert chunk_size(5000, 8) == 8  # chunk_rows is the most
+
+
+def test_a_copied_build_converts_in_its_own_folder_and_leaves_the_original_alone(tmp_path: Path):
+    ws, _ = setup(tmp_path)
+    convert_dataset(ws, "mixed", ConvertOptions(max_side=64), workers=1)
+    original = chunk_files(ws)
+    copy = Workspace(tmp_path / "copy")
+    shutil.copytree(ws.out, copy.out)
+    wide = tmp_path / "raw" / "wide.png"
+    Image.new("RGB", (100, 300), "blue").save(wide)
+    os.utime(wide, ns=(1, 10**18))
+    convert_dataset(copy, "mixed", ConvertOptions(max_side=64), workers=1)
+    assert Image.open(io.BytesIO(images_of(copy)["wide.png"])).size == (21, 64)
+    assert chunk_files(ws) == original  # the copy's rewrite deleted nothing here
+    assert all(not r["image_path"].startswith("/") for r in iter_rows(copy.converted("mixed")))
+
+
+def test_images_of_a_tar_deleted_by_hand_are_converted_again(tmp_path: Path):
+    ws, _ = setup(tmp_path)
+    convert_dataset(ws, "mixed", ConvertOptions(max_side=64), workers=1)
+    before = images_of(ws)
+    next(ws.images("mixed").glob("*.tar")).unlink()
+    ws.stamp("mixed", "convert").unlink()
+    convert_dataset(ws, "mixed", ConvertOptions(max_side=64), workers=1)
+    assert images_of(ws) == before
+
+
+def test_chunks_past_a_shrunk_dataset_are_removed(tmp_path: Path):
+    ws, sources = setup(tmp_path)
+    convert_dataset(ws, "mixed", ConvertOptions(max_side=64), workers=1, chunk_rows=2)
+    write_rows(ws.records("mixed"), RECORD_SCHEMA, [record(s) for s in sources[:2]])
+    convert_dataset(ws, "mixed", ConvertOptions(max_side=64), workers=1, chunk_rows=2)
+    assert set(chunk_files(ws)) == {"chunk-000000.parquet", next(ws.images("mixed").glob("*.tar")).name}

@@ -56,7 +56,11 @@ def make_captioned(
         )
     ws.images(dataset).mkdir(parents=True, exist_ok=True)
     placed = write_chunk(results_file(ws.images(dataset), 0), [chunk_row(r) for r in rows], images)
-    rows = [{**row, **{f: chunk[f] for f in PLACE}} for row, chunk in zip(rows, placed, strict=True)]
+    folder = ws.images(dataset).relative_to(ws.out)
+    rows = [
+        {**row, **{f: chunk[f] for f in PLACE}, "image_path": str(folder / chunk["image_path"])}
+        for row, chunk in zip(rows, placed, strict=True)
+    ]
     write_rows(ws.captioned(dataset), RECORD_SCHEMA, rows)
     write_rows(ws.deduped(dataset), RECORD_SCHEMA, rows)
     return [r["key"] for r in rows]

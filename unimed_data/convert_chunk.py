@@ -3,8 +3,8 @@
 A slice is a few hundred to a few thousand records, so a task costs one pickle, one future, one
 tar and one table, not one of each per image. It is also the unit of resume: a rerun keeps every
 image of the chunk already on disk whose source is unchanged (same path, same modification time)
-and converts only the rest, the failed ones included (a missing file may have arrived); a chunk
-whose results would not change is not rewritten.
+and whose tar is intact, and converts only the rest, the failed ones included (a missing file may
+have arrived); a chunk whose results would not change is not rewritten.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from stat import S_ISREG
 from typing import TYPE_CHECKING
 
 from unimed_data import imaging
-from unimed_data.image_chunks import read_images, read_results, write_chunk
+from unimed_data.image_chunks import intact, read_images, read_results, write_chunk
 from unimed_data.imaging import ConvertOptions, ImageError, TooSmallError
 from unimed_data.parallel import run_isolated
 
@@ -69,8 +69,10 @@ def convert_chunk(task: ChunkTask) -> list[dict]:
     """Convert a slice into its chunk (or keep the chunk as it is); returns one results row per
     item, in order (image_chunks.CHUNK_SCHEMA)."""
     results = Path(task.results)
+    folder = results.parent
     before = read_results(results) or []
-    kept = {row["key"]: row for row in before if row["error"] is None}
+    whole = intact(folder, before)
+    kept = {r["key"]: r for r in before if r["error"] is None and r["image_path"] in (None, *whole)}
     rows, images, fresh = [], {}, []
     for key, source in task.items:
         mtime_ns = _mtime_ns(source)
@@ -86,10 +88,10 @@ def convert_chunk(task: ChunkTask) -> list[dict]:
             images[key] = jpeg
     if rows == before:
         return before
-    images.update(read_images(r for r in rows if r["key"] not in images and r["image_path"]))
+    images.update(read_images((r for r in rows if r["key"] not in images and r["image_path"]), folder))
     placed = write_chunk(results, [_unplaced(r) for r in rows], images)
     for stale in {r["image_path"] for r in before} - {r["image_path"] for r in placed} - {None}:
-        Path(stale).unlink(missing_ok=True)
+        (folder / stale).unlink(missing_ok=True)
     return placed
 
 

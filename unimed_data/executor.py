@@ -1,7 +1,7 @@
 """Where a stage's tasks run: the interface every executor offers, the local process pool, and the
 one place that picks an executor for a build.
 
-A task is a picklable unit (one record's conversion, one shard) handed to a module-level function,
+A task is a picklable unit (a slice of records to convert, one shard) handed to a module-level function,
 so an executor may run it in another process or on another machine; results come back in task
 order, which the byte-identical outputs depend on. The Ray executor (`executor_ray`, for builds
 past one machine) goes behind the same `map`; Ray is imported only when a build asks for it.

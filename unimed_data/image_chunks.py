@@ -4,8 +4,8 @@ of that slice's results, instead of one file per image.
 Millions of small files are what shared cluster filesystems (Lustre, GPFS, NFS) handle worst, and
 one file per image cost a mkdir, a temp file, a rename and a utime each. A chunk is written whole
 and renamed into place: `chunk-000012.parquet` (the slice's results: sizes, digests, fingerprints,
-errors, and each image's byte range) names the tar it describes, `chunk-000012.<digest>.tar`, so
-a new tar never replaces one a results table still points at. A run killed between the two renames
+errors, and each image's byte range) names the tar beside it, `chunk-000012.<digest>.tar`, so a
+new tar never replaces one a results table still points at (a chunk with no image has no tar). A run killed between the two renames
 leaves a tar no table names, which `sweep` removes. The shard stage reads an image by its byte
 range (`read_images`), in file order.
 """
@@ -46,6 +46,7 @@ CHUNK_ROWS = 1024  # records per chunk at most by default: ~40 MB of 512 px JPEG
 TARGET_CHUNKS = 256  # a smaller dataset is cut into about this many chunks...
 MIN_CHUNK_ROWS = 16  # ...of at least this many records
 _TAR_NAME = re.compile(r"^(chunk-\d+)\.[0-9a-f]+\.tar$")
+_TABLE_NAME = re.compile(r"^chunk-(\d+)\.parquet$")
 
 
 def results_file(folder: Path, index: int) -> Path:
@@ -61,63 +62,84 @@ def read_results(path: Path) -> list[dict] | None:
 
 
 def write_chunk(results: Path, rows: list[dict], images: dict[str, bytes]) -> list[dict]:
-    """Write the tar of `images` (by key, in row order) and then the results table naming it;
-    returns `rows` with each image's path and byte range filled in."""
+    """Write the tar of `images` (by key, in row order), when there are any, and then the results
+    table naming it; returns `rows` with each image's tar (its file name, beside the table: the
+    build folder may be moved) and byte range filled in."""
     digest = hashlib.sha256()
     for row in rows:
         digest.update(f"{row['key']}:{row['sha256']}\n".encode())
-    tar_path = results.with_name(f"{results.stem}.{digest.hexdigest()[:16]}.tar")
-    tmp = temp_path(tar_path)
-    placed = []
-    with TarWriter(tmp) as tar:
-        for row in rows:
-            data = images.get(row["key"])
-            if data is None:
-                placed.append({**row, "image_path": None, "image_offset": None, "image_size": None})
-                continue
-            offset = tar.add(f"{row['key']}.jpg", data)
-            placed.append(
-                {**row, "image_path": str(tar_path), "image_offset": offset, "image_size": len(data)}
-            )
-    tmp.replace(tar_path)
+    tar_name = f"{results.stem}.{digest.hexdigest()[:16]}.tar"
+    placed = [{**row, "image_path": None, "image_offset": None, "image_size": None} for row in rows]
+    if images:
+        tmp = temp_path(results.with_name(tar_name))
+        with TarWriter(tmp) as tar:
+            for row in placed:
+                if (data := images.get(row["key"])) is not None:
+                    offset = tar.add(f"{row['key']}.jpg", data)
+                    row.update(image_path=tar_name, image_offset=offset, image_size=len(data))
+        tmp.replace(results.with_name(tar_name))
     table_tmp = temp_path(results)
     pq.write_table(pa.Table.from_pylist(placed, CHUNK_SCHEMA), table_tmp)
     table_tmp.replace(results)
     return placed
 
 
-def read_images(rows: Iterable[dict]) -> dict[str, bytes]:
-    """The image bytes of each row (`key`, `image_path`, `image_offset`, `image_size`), read file by
-    file in offset order, so a chunk is read front to back however the rows are shuffled."""
+def read_images(rows: Iterable[dict], folder: Path) -> dict[str, bytes]:
+    """The image bytes of each row (`key`, `image_path` relative to `folder`, `image_offset`,
+    `image_size`), read file by file in offset order, so a chunk is read front to back however the
+    rows are shuffled."""
     images: dict[str, bytes] = {}
     ordered = sorted(rows, key=lambda r: (r["image_path"], r["image_offset"]))
     for path, group in groupby(ordered, key=lambda r: r["image_path"]):
-        with open(path, "rb") as handle:
+        with open(folder / path, "rb") as handle:
             for row in group:
                 handle.seek(row["image_offset"])
                 data = handle.read(row["image_size"])
                 if len(data) != row["image_size"]:
-                    raise OSError(f"{path}: truncated chunk file (image {row['key']} ends past its end)")
+                    raise OSError(
+                        f"{folder / path}: truncated chunk file (image {row['key']} ends past its end)"
+                    )
                 images[row["key"]] = data
     return images
 
 
-def sweep(folder: Path) -> None:
-    """Remove the chunk tars no results table names: left by a run killed between writing a tar
-    and its table, or replaced by a newer tar of the same chunk."""
+def intact(folder: Path, rows: list[dict]) -> set[str]:
+    """The tars (by name) that hold every byte the rows place in them: a tar deleted or cut short by
+    hand is not, and its images are converted again."""
+    ends: dict[str, int] = {}
+    for row in rows:
+        if row["image_path"] is not None:
+            end = row["image_offset"] + row["image_size"]
+            ends[row["image_path"]] = max(ends.get(row["image_path"], 0), end)
+    whole = set()
+    for name, end in ends.items():
+        try:
+            if (folder / name).stat().st_size >= end:
+                whole.add(name)
+        except OSError:
+            pass
+    return whole
+
+
+def sweep(folder: Path, chunks: int | None = None) -> None:
+    """Remove the chunk tars no results table names (left by a run killed between writing a tar and
+    its table, or replaced by a newer tar of the same chunk) and, given the dataset's number of
+    chunks, the tables and tars of chunks past it (the dataset shrank, or chunks grew)."""
     if not folder.is_dir():
         return
     tars: dict[str, list[Path]] = {}
     for path in folder.iterdir():
         if match := _TAR_NAME.match(path.name):
             tars.setdefault(match.group(1), []).append(path)
+        elif chunks is not None and (match := _TABLE_NAME.match(path.name)) and int(match.group(1)) >= chunks:
+            path.unlink()
     for stem, paths in tars.items():
         results = folder / f"{stem}.parquet"
         if len(paths) == 1 and results.exists():
-            continue  # a tar is renamed in before its table: a lone tar with a table is that table's
+            continue  # a tar is renamed in before its table, and a new table names its new tar
         named = set() if not results.exists() else set(_named_tars(results))
         for path in paths:
-            if str(path) not in named:
+            if path.name not in named:
                 path.unlink(missing_ok=True)
 
 

@@ -65,12 +65,12 @@ def ordered_map(
             try:
                 result = future.result()
             except BrokenProcessPool:
-                # The pool is gone with every task in it: this one runs alone (so a crash is
-                # pinned on it), the others go to a new pool.
+                # The pool is gone with every task in it: the others go to a new pool at once, and
+                # this one runs alone beside them (so a crash is pinned on it).
                 executor.shutdown(cancel_futures=True)
-                result = _isolated(fn, item, on_crash)
                 executor = _pool(workers)
                 pending = deque((waiting, executor.submit(fn, waiting)) for waiting, _ in pending)
+                result = _isolated(fn, item, on_crash)
             yield result
             bar.update()
     finally:

@@ -68,15 +68,14 @@ def _kept_jpeg(path: Path, options: ConvertOptions) -> EncodedImage | None:
     """A source JPEG's own compressed data, metadata removed, when it needs no change: it fits the
     cap, is upright (no EXIF rotation), is a sequential 8-bit grey or colour JPEG, and its kept
     bytes decode in full (the decode the fingerprint needs anyway). None: convert it as usual."""
-    data = path.read_bytes()
-    kept = strip_metadata(data)
-    if kept is None:
-        return None
-    with _open(data) as source:
+    with own_bomb_guard(), Image.open(path, formats=["JPEG"]) as source:  # reads the headers only
         check_pixels(source.width * source.height, options)
         upright = source.getexif().get(EXIF_ORIENTATION, 1) == 1
         if not upright or fit_size(*source.size, options.max_side) != source.size:
             return None
+    kept = strip_metadata(path.read_bytes())
+    if kept is None:
+        return None
     with _open(kept) as image:
         if image.mode not in ("L", "RGB"):
             return None
@@ -87,5 +86,4 @@ def _kept_jpeg(path: Path, options: ConvertOptions) -> EncodedImage | None:
 
 
 def _open(data: bytes) -> Image.Image:
-    with own_bomb_guard():
-        return Image.open(io.BytesIO(data), formats=["JPEG"])
+    return Image.open(io.BytesIO(data), formats=["JPEG"])

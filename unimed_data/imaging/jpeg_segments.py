@@ -1,70 +1,87 @@
 """A JPEG's marker segments, read far enough to keep its compressed data and drop its metadata.
 
 A source JPEG that already fits the size cap needs no re-encode (which costs time and a second
-generation of compression loss): its entropy-coded data is kept byte for byte, and only the
-segments that carry metadata go: APP1-APP13 and APP15 (EXIF/XMP/ICC/IPTC, thumbnails, vendor
-blocks), COM, and every APP0 but a JFIF one. Decoders read the colour space of three components
-from the JFIF and Adobe (APP14) markers, so both stay: the Adobe one as it is (a few flags), a
-JFIF one replaced by a plain one without its density or thumbnail. Only baseline or extended-sequential 8-bit JPEGs with one or three
-components qualify: progressive, lossless, hierarchical and 12-bit files are re-encoded like
-any other source. Bytes after the end-of-image marker (appended files) are dropped too.
+generation of compression loss): its entropy-coded data is kept byte for byte with the segments
+a decoder needs (frame header, Huffman and quantisation tables, restart interval, scans), and
+nothing else: EXIF, XMP, ICC, IPTC, comments, thumbnails, vendor blocks and any segment this
+module does not know all go. Decoders read the colour space of three components from the JFIF
+(APP0) and Adobe (APP14) markers, so those are rewritten, not dropped: a plain JFIF marker
+without density or thumbnail, and the Adobe marker's 12 defined bytes without anything after
+them. Only baseline or extended-sequential 8-bit JPEGs with one or three components and their own
+tables qualify: progressive, lossless, hierarchical, arithmetic-coded and 12-bit files (and
+motion-JPEG frames that rely on default tables) are re-encoded like any other source. Bytes
+after the end-of-image marker (appended files) are dropped too.
 """
 
 from __future__ import annotations
 
 import re
 
-SOI, EOI, SOS, COM, APP0, APP14 = 0xD8, 0xD9, 0xDA, 0xFE, 0xE0, 0xEE
-PLAIN_JFIF = b"\xff\xe0\x00\x10JFIF\x00\x01\x01\x00\x00\x01\x00\x01\x00\x00"  # v1.1, 1:1, no thumbnail
+SOI, EOI, SOS, COM, APP0, APP14, DNL = 0xD8, 0xD9, 0xDA, 0xFE, 0xE0, 0xEE, 0xDC
+DHT, DQT, DRI = 0xC4, 0xDB, 0xDD
 SEQUENTIAL_FRAMES = {0xC0, 0xC1}  # SOF0 baseline, SOF1 extended sequential (Huffman)
-OTHER_FRAMES = {0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
+NEEDED = {DHT, DQT, DRI, SOS}
 STANDALONE = {0x01, *range(0xD0, 0xD8)}  # TEM, RST0-7: markers without a length
+PLAIN_JFIF = b"\xff\xe0\x00\x10JFIF\x00\x01\x01\x00\x00\x01\x00\x01\x00\x00"  # v1.1, 1:1, no thumbnail
+ADOBE_BYTES = 12  # "Adobe", version, two flag words, colour transform
 
 
 def strip_metadata(data: bytes) -> bytes | None:
-    """`data` without metadata segments, or None when it is not a sequential 8-bit grey or colour
-    JPEG whose structure reads cleanly to its end-of-image marker."""
+    """`data` with only the segments a decoder needs, or None when it is not a sequential 8-bit
+    grey or colour JPEG whose structure reads cleanly to its end-of-image marker."""
     if data[:2] != b"\xff\xd8":
         return None
-    kept = bytearray(b"\xff\xd8")
-    pos, frame_ok = 2, False
-    while pos + 4 <= len(data):
-        if data[pos] != 0xFF:
+    kept, seen, pos = bytearray(b"\xff\xd8"), set(), 2
+    while (segment := _segment(data, pos)) is not None:
+        marker, start, end = segment
+        piece = _kept(marker, data[start:end], seen)
+        if piece is None:
             return None
-        marker = data[pos + 1]
-        if marker == 0xFF:  # fill bytes before a marker
-            pos += 1
-            continue
-        if marker in STANDALONE or marker in (SOI, EOI):
-            return None  # not expected between segments
-        length = int.from_bytes(data[pos + 2 : pos + 4], "big")
-        end = pos + 2 + length
-        if length < 2 or end > len(data):
-            return None
-        if marker in SEQUENTIAL_FRAMES:
-            frame_ok = _sequential_8bit(data[pos + 4 : end])
-            if not frame_ok:
-                return None
-        elif marker in OTHER_FRAMES:
-            return None
-        if marker == APP0 and data[pos + 4 : pos + 9] == b"JFIF\x00" and PLAIN_JFIF not in kept:
-            kept += PLAIN_JFIF
-        elif not _is_metadata(marker):
-            kept += data[pos:end]
+        kept += piece
+        seen.add(marker)
         pos = end
         if marker == SOS:
+            if not (seen & SEQUENTIAL_FRAMES and {DHT, DQT} <= seen):
+                return None
             scan_end = _entropy_end(data, pos)
             if scan_end is None:
                 return None
             kept += data[pos:scan_end]
             pos = scan_end
             if data[pos + 1] == EOI:
-                return bytes(kept + b"\xff\xd9") if frame_ok else None
+                return bytes(kept + b"\xff\xd9")
     return None
 
 
-def _is_metadata(marker: int) -> bool:
-    return marker == COM or (0xE0 <= marker <= 0xEF and marker != APP14)
+def _segment(data: bytes, pos: int) -> tuple[int, int, int] | None:
+    """The marker segment at `pos` (after any fill bytes): (marker, start, end); None when the
+    data is not a segment there."""
+    while data[pos : pos + 2] == b"\xff\xff":  # fill bytes before a marker
+        pos += 1
+    if pos + 4 > len(data) or data[pos] != 0xFF:
+        return None
+    marker = data[pos + 1]
+    length = int.from_bytes(data[pos + 2 : pos + 4], "big")
+    if marker in STANDALONE or marker in (SOI, EOI) or length < 2 or pos + 2 + length > len(data):
+        return None
+    return marker, pos, pos + 2 + length
+
+
+def _kept(marker: int, segment: bytes, seen: set[int]) -> bytes | None:
+    """What of a segment goes into the output (b"" for nothing), or None when the file does not
+    qualify."""
+    payload = segment[4:]
+    if marker in SEQUENTIAL_FRAMES:
+        return segment if _sequential_8bit(payload) else None
+    if marker in NEEDED or (marker == DNL and len(payload) == 2):
+        return segment
+    if marker == APP0 and payload[:5] == b"JFIF\x00" and APP0 not in seen:
+        return PLAIN_JFIF
+    if marker == APP14 and payload[:5] == b"Adobe" and len(payload) >= ADOBE_BYTES and APP14 not in seen:
+        return b"\xff\xee" + (2 + ADOBE_BYTES).to_bytes(2, "big") + payload[:ADOBE_BYTES]
+    if 0xE0 <= marker <= 0xEF or marker == COM:
+        return b""  # metadata
+    return None  # a frame type or segment that is not passed through
 
 
 def _sequential_8bit(frame: bytes) -> bool:

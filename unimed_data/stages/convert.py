@@ -58,12 +58,12 @@ def convert_dataset(
     # Failed items are retried on every run: a missing image may have arrived, a bad one been fixed.
     # Each chunk keeps its finished images, so a retry converts only what failed.
     chunks = ws.images(slug)
-    _reset_images_if_options_changed(chunks, option_dict)
-    sweep(chunks)
-
+    _reset_images_if_options_changed(chunks, {**option_dict, "fingerprint": FINGERPRINT_VERSION})
     total = row_count(records)
     rows_per_chunk = chunk_size(total, chunk_rows)
+    sweep(chunks, -(-total // rows_per_chunk))
     in_flight: deque[list[dict]] = deque()
+    chunk_folder = str(chunks.relative_to(ws.out))  # the converted table's image paths: OUT may move
 
     def tasks():
         rows = iter_rows(records)
@@ -89,7 +89,7 @@ def convert_dataset(
         )
         for results in slices:
             for row, result in zip(in_flight.popleft(), results, strict=True):
-                _write(row, result, ok, failed, dropped)
+                _write(row, result, chunk_folder, ok, failed, dropped)
     summary = StageSummary("convert", slug, total, ok.count, failed.count, dropped.count)
     stamp.write(summary.as_dict(), [records])
     return summary
@@ -98,16 +98,19 @@ def convert_dataset(
 def chunk_size(total: int, chunk_rows: int) -> int:
     """Records per chunk: `chunk_rows`, or fewer in a dataset too small to give every worker many
     chunks (a dataset's chunks are its tasks). Depends on the dataset alone, so chunks do not move
-    when the worker count or the cluster changes."""
-    return min(chunk_rows, max(MIN_CHUNK_ROWS, -(-total // TARGET_CHUNKS)))
+    when the worker count or the cluster changes; a power of two, so records appended to a dataset
+    rarely move the chunks before them."""
+    wanted = max(MIN_CHUNK_ROWS, -(-total // TARGET_CHUNKS))
+    return min(chunk_rows, 1 << (wanted - 1).bit_length())
 
 
 IMAGE_FIELDS = ("image_path", "image_offset", "image_size", "width", "height", "sha256")
 FINGERPRINT_FIELDS = ("pixels_sha256", "phash", "thumb")
 
 
-def _write(row: dict, result: dict, ok, failed, dropped) -> None:
-    """One record's outcome into the converted, errors or filtered table."""
+def _write(row: dict, result: dict, chunk_folder: str, ok, failed, dropped) -> None:
+    """One record's outcome into the converted, errors or filtered table (its image's path
+    relative to OUT)."""
     if result["error"] is not None:
         failed.write(error_row(row["dataset"], "convert", row["key"], row["source_path"], result["error"]))
     elif result["filtered"] is not None:
@@ -115,7 +118,8 @@ def _write(row: dict, result: dict, ok, failed, dropped) -> None:
             error_row(row["dataset"], "convert", row["key"], row["source_path"], result["filtered"])
         )
     else:
-        ok.write({**row, **{field: result[field] for field in (*IMAGE_FIELDS, *FINGERPRINT_FIELDS)}})
+        image = {field: result[field] for field in (*IMAGE_FIELDS, *FINGERPRINT_FIELDS)}
+        ok.write({**row, **image, "image_path": f"{chunk_folder}/{result['image_path']}"})
 
 
 def _reset_images_if_options_changed(images: Path, options: dict) -> None:

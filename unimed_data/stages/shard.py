@@ -59,6 +59,7 @@ class ShardTask:
     slices: tuple[tuple[str, int, int], ...]  # (bucket file, start, stop) in sorted bucket order
     txt_format: str
     txt_tags: tuple[tuple[str, str], ...]
+    root: str  # the build folder, which the records' image paths are relative to
 
 
 def shuffle_order(seed: int, key: str) -> int:
@@ -191,7 +192,13 @@ def _write_split(
         return 0
     folder.mkdir(parents=True, exist_ok=True)
     tasks = [
-        ShardTask(str(folder / f"{options.prefix}-{i:06d}.tar"), slices, options.txt_format, options.txt_tags)
+        ShardTask(
+            str(folder / f"{options.prefix}-{i:06d}.tar"),
+            slices,
+            options.txt_format,
+            options.txt_tags,
+            str(ws.out),
+        )
         for i, slices in enumerate(plan)
     ]
     sizes = {}
@@ -214,7 +221,7 @@ def write_shard(task: ShardTask) -> list[dict]:
     if target.exists():
         return _index_existing(target)
     rows = _load_slices(task.slices)
-    images = read_images(rows)
+    images = read_images(rows, Path(task.root))
     index = []
     tmp = temp_path(target)
     with TarWriter(tmp) as tar:
