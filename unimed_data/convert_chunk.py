@@ -17,7 +17,7 @@ from stat import S_ISREG
 from typing import TYPE_CHECKING
 
 from unimed_data import imaging
-from unimed_data.image_chunks import intact, read_images, read_results, write_chunk
+from unimed_data.image_chunks import IMAGE_FIELDS, intact, read_images, read_results, write_chunk
 from unimed_data.imaging import ConvertOptions, ImageError, TooSmallError
 from unimed_data.parallel import run_isolated
 
@@ -130,10 +130,7 @@ def _row(key: str, source: str, mtime_ns: int | None, encoded) -> tuple[dict, by
 
 
 _PLACE = dict.fromkeys(("image_path", "image_offset", "image_size"))
-_NO_IMAGE = {
-    **dict.fromkeys(("width", "height", "sha256", "pixels_sha256", "phash", "thumb")),
-    **_PLACE,
-}
+_NO_IMAGE = dict.fromkeys(IMAGE_FIELDS)
 
 
 def _unplaced(row: dict) -> dict:

@@ -21,25 +21,30 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from unimed_data.schema import RECORD_SCHEMA
 from unimed_data.tables import temp_path
 from unimed_data.wds_tar import TarWriter
 
+# The record's image fields (schema.py owns their types), with what a rerun needs to reuse a result.
+IMAGE_FIELDS = (
+    "width",
+    "height",
+    "sha256",
+    "pixels_sha256",
+    "phash",
+    "thumb",
+    "image_path",
+    "image_offset",
+    "image_size",
+)
 CHUNK_SCHEMA = pa.schema(
     [
-        pa.field("key", pa.string(), nullable=False),
-        pa.field("source_path", pa.string(), nullable=False),
+        RECORD_SCHEMA.field("key"),
+        RECORD_SCHEMA.field("source_path"),
         pa.field("mtime_ns", pa.int64()),  # the source's, when converted: a replaced source is redone
         pa.field("error", pa.string()),
         pa.field("filtered", pa.string()),
-        pa.field("width", pa.int32()),
-        pa.field("height", pa.int32()),
-        pa.field("sha256", pa.string()),
-        pa.field("pixels_sha256", pa.string()),
-        pa.field("phash", pa.int64()),
-        pa.field("thumb", pa.binary()),
-        pa.field("image_path", pa.string()),
-        pa.field("image_offset", pa.int64()),
-        pa.field("image_size", pa.int64()),
+        *(RECORD_SCHEMA.field(name) for name in IMAGE_FIELDS),
     ]
 )
 CHUNK_ROWS = 1024  # records per chunk at most by default: ~40 MB of 512 px JPEGs

@@ -19,7 +19,14 @@ from typing import TYPE_CHECKING
 
 from unimed_data.convert_chunk import ChunkTask, convert_chunk, crashed
 from unimed_data.executor import Executor, LocalExecutor
-from unimed_data.image_chunks import CHUNK_ROWS, MIN_CHUNK_ROWS, TARGET_CHUNKS, results_file, sweep
+from unimed_data.image_chunks import (
+    CHUNK_ROWS,
+    IMAGE_FIELDS,
+    MIN_CHUNK_ROWS,
+    TARGET_CHUNKS,
+    results_file,
+    sweep,
+)
 from unimed_data.imaging import ConvertOptions
 from unimed_data.schema import ERROR_SCHEMA, RECORD_SCHEMA, error_row
 from unimed_data.stages.base import Stage, StageSummary
@@ -104,10 +111,6 @@ def chunk_size(total: int, chunk_rows: int) -> int:
     return min(chunk_rows, 1 << (wanted - 1).bit_length())
 
 
-IMAGE_FIELDS = ("image_path", "image_offset", "image_size", "width", "height", "sha256")
-FINGERPRINT_FIELDS = ("pixels_sha256", "phash", "thumb")
-
-
 def _write(row: dict, result: dict, chunk_folder: str, ok, failed, dropped) -> None:
     """One record's outcome into the converted, errors or filtered table (its image's path
     relative to OUT)."""
@@ -118,7 +121,7 @@ def _write(row: dict, result: dict, chunk_folder: str, ok, failed, dropped) -> N
             error_row(row["dataset"], "convert", row["key"], row["source_path"], result["filtered"])
         )
     else:
-        image = {field: result[field] for field in (*IMAGE_FIELDS, *FINGERPRINT_FIELDS)}
+        image = {field: result[field] for field in IMAGE_FIELDS}
         ok.write({**row, **image, "image_path": f"{chunk_folder}/{result['image_path']}"})
 
 
