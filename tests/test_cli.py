@@ -283,8 +283,10 @@ def test_download_of_an_unknown_name_names_it_once(tmp_path: Path):
 
 
 def test_starting_the_cli_loads_no_decoder_and_no_llm_client():
-    """Every command imports the CLI; the imaging stack and the openai SDK load only when used."""
-    code = "import sys, unimed_data.cli; print(sorted({m.split('.')[0] for m in sys.modules}))"
+    """Every command imports the CLI, and every build or stage command its planner and runner; the
+    imaging stack and the openai SDK load only when used."""
+    modules = "unimed_data.cli, unimed_data.plan, unimed_data.runner"
+    code = f"import sys, {modules}; print(sorted({{m.split('.')[0] for m in sys.modules}}))"
     loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     for heavy in ("pydicom", "PIL", "tifffile", "imagehash", "openai", "httpx", "torch"):
         assert f"'{heavy}'" not in loaded, heavy

@@ -19,7 +19,6 @@ from unimed_data.config import (
     recipe_path,
     resolve_protect,
 )
-from unimed_data.demo import DEMO_MIN_SIDE, stage_demo
 from unimed_data.manifest import folder_manifest
 from unimed_data.parts import left_unread, missing_files, what_to_get
 from unimed_data.pipeline import Dataset, claim_build_output, resolve_datasets
@@ -94,6 +93,8 @@ def plan_build(given: SourceOptions, scratch: Path | None = None) -> BuildPlan:
     if given.config is not None or given.recipe is not None:
         config, datasets, left_out = _from_config(given)
     elif given.demo:
+        from unimed_data.demo import DEMO_MIN_SIDE, stage_demo  # pydicom: only the demo reads headers
+
         if not given.dry_run:
             claim_build_output(given.out, force=given.force)  # before the demo's raw copy is written
         raw = (scratch if given.dry_run else given.out / "work") / "demo-raw"
