@@ -67,7 +67,8 @@ def test_convert_and_shard_tasks_run_on_any_executor_with_the_same_output(tmp_pa
         tars = sorted(shard_ws.out.glob("*/*.tar"))
         outputs.append(([(p, (ws.out / p).read_bytes()) for p in chunks], [t.read_bytes() for t in tars]))
     assert outputs[0] == outputs[1] and outputs[0][0] and outputs[0][1]
-    assert executor.tasks == 3 + len(outputs[0][1])  # one task per slice of 2 records, one per shard
+    chunks = len(list(ws.images("mixed").glob("*.parquet")))
+    assert executor.tasks == chunks + len(outputs[0][1])  # one task per slice of records, one per shard
 
 
 @pytest.mark.parametrize(

@@ -8,6 +8,7 @@ import shutil
 import tarfile
 from pathlib import Path
 
+import pyarrow.parquet as pq
 import pydicom.data
 from PIL import Image
 
@@ -83,20 +84,49 @@ def test_each_record_is_converted_or_recorded_as_an_error(tmp_path: Path):
     assert errors["MR_truncated.dcm"].startswith("truncated pixel data")
 
 
+def chunk_tables(ws: Workspace) -> dict[Path, list[dict]]:
+    return {p: pq.read_table(p).to_pylist() for p in sorted(ws.images("mixed").glob("chunk-*.parquet"))}
+
+
 def test_records_are_converted_a_slice_at_a_time_into_one_chunk_file_each(tmp_path: Path):
-    ws, _ = setup(tmp_path)
+    ws, sources = setup(tmp_path)
     convert_dataset(ws, "mixed", ConvertOptions(max_side=64), workers=2, chunk_rows=2)
-    names = sorted(chunk_files(ws))
-    assert [n for n in names if n.endswith(".parquet")] == [f"chunk-00000{i}.parquet" for i in range(3)]
-    assert len([n for n in names if n.endswith(".tar")]) == 2  # the last chunk, missing.png, has no image
-    with tarfile.open(next(ws.images("mixed").glob("chunk-000001.*.tar"))) as tar:
-        assert [m.name for m in tar] == [make_key("mixed", "wide.png") + ".jpg"]  # MR_truncated failed
+    tables = chunk_tables(ws)
+    assert len(tables) > 1
+    keys = [row["key"] for rows in tables.values() for row in rows]
+    assert sorted(keys) == sorted(record(s)["key"] for s in sources)
+    for table, rows in tables.items():
+        assert table.name == f"chunk-{rows[0]['key']}.parquet"  # named by its first record
+        for tar in {row["image_path"] for row in rows} - {None}:
+            with tarfile.open(table.parent / tar) as members:
+                assert [m.name for m in members] == [
+                    r["key"] + ".jpg" for r in rows if r["image_path"] == tar
+                ]
     # How records are sliced changes no image.
     whole = Workspace(tmp_path / "whole")
     whole.dataset_dir("mixed").mkdir(parents=True)
     shutil.copy(ws.records("mixed"), whole.records("mixed"))
     convert_dataset(whole, "mixed", ConvertOptions(max_side=64), workers=1)
     assert images_of(whole) == images_of(ws)
+
+
+def test_a_record_inserted_mid_dataset_changes_only_its_own_chunk(tmp_path: Path):
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    for i in range(40):
+        Image.new("L", (40, 40), color=i * 6).save(raw / f"img{i:02d}.png")
+    ws = Workspace(tmp_path / "out")
+    sources = sorted(raw.iterdir())
+    write_rows(ws.records("mixed"), RECORD_SCHEMA, [record(s) for s in sources])
+    convert_dataset(ws, "mixed", ConvertOptions(max_side=64), workers=1, chunk_rows=4)
+    before = chunk_files(ws)
+    Image.new("L", (40, 40), color=255).save(raw / "img19b.png")
+    write_rows(ws.records("mixed"), RECORD_SCHEMA, [record(s) for s in sorted(raw.iterdir())])
+    assert convert_dataset(ws, "mixed", ConvertOptions(max_side=64), workers=1, chunk_rows=4).outputs == 41
+    after = chunk_files(ws)
+    changed = {name for name in before if after.get(name) != before[name]}
+    assert 0 < len(changed) <= 4  # the table and tar of the chunk it joined (or of the two it split)
+    assert len(before) >= 12
 
 
 def test_rerun_reuses_finished_images_and_retries_only_what_failed(tmp_path: Path):
@@ -204,15 +234,15 @@ def test_a_run_killed_before_its_table_reuses_finished_chunks_with_their_fingerp
 def test_a_run_killed_between_a_chunks_tar_and_its_table_leaves_nothing_behind(tmp_path: Path):
     ws, _ = setup(tmp_path)
     convert_dataset(ws, "mixed", ConvertOptions(max_side=64), workers=1, chunk_rows=2)
-    clean = images_of(ws)
-    folder = ws.images("mixed")
-    orphan = folder / "chunk-000001.0123456789abcdef.tar"  # renamed in; its table never was
-    orphan.write_bytes(b"half a chunk")
-    (folder / "chunk-000002.parquet").unlink()  # and a chunk whose table was never written
+    clean, tables = images_of(ws), chunk_tables(ws)
+    with_images = [table for table, rows in tables.items() if any(r["image_path"] for r in rows)]
+    orphan = with_images[0].with_name(f"{with_images[0].stem}.0123456789abcdef.tar")
+    orphan.write_bytes(b"half a chunk")  # renamed in; its table never was
+    with_images[-1].unlink()  # and a chunk whose table was never written
     ws.stamp("mixed", "convert").unlink()
     convert_dataset(ws, "mixed", ConvertOptions(max_side=64), workers=1, chunk_rows=2)
     assert not orphan.exists() and images_of(ws) == clean
-    assert (len(list(folder.glob("*.tar"))), len(list(folder.glob("*.parquet")))) == (2, 3)
+    assert len(list(ws.images("mixed").glob("*.tar"))) == len(with_images)
 
 
 def test_an_image_that_crashes_its_worker_costs_only_that_image(tmp_path: Path, monkeypatch):
@@ -269,9 +299,14 @@ def test_images_of_a_tar_deleted_by_hand_are_converted_again(tmp_path: Path):
     assert images_of(ws) == before
 
 
-def test_chunks_past_a_shrunk_dataset_are_removed(tmp_path: Path):
+def test_chunks_of_records_that_left_the_dataset_are_removed(tmp_path: Path):
     ws, sources = setup(tmp_path)
     convert_dataset(ws, "mixed", ConvertOptions(max_side=64), workers=1, chunk_rows=2)
     write_rows(ws.records("mixed"), RECORD_SCHEMA, [record(s) for s in sources[:2]])
     convert_dataset(ws, "mixed", ConvertOptions(max_side=64), workers=1, chunk_rows=2)
-    assert set(chunk_files(ws)) == {"chunk-000000.parquet", next(ws.images("mixed").glob("*.tar")).name}
+    tables = chunk_tables(ws)
+    assert sorted(r["key"] for rows in tables.values() for r in rows) == sorted(
+        record(s)["key"] for s in sources[:2]
+    )
+    named = {r["image_path"] for rows in tables.values() for r in rows} - {None}
+    assert {p.name for p in ws.images("mixed").glob("*.tar")} == named

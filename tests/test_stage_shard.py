@@ -55,7 +55,9 @@ def make_captioned(
             }
         )
     ws.images(dataset).mkdir(parents=True, exist_ok=True)
-    placed = write_chunk(results_file(ws.images(dataset), 0), [chunk_row(r) for r in rows], images)
+    placed = write_chunk(
+        results_file(ws.images(dataset), rows[0]["key"]), [chunk_row(r) for r in rows], images
+    )
     folder = ws.images(dataset).relative_to(ws.out)
     rows = [
         {**row, **{f: chunk[f] for f in PLACE}, "image_path": str(folder / chunk["image_path"])}

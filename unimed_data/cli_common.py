@@ -183,7 +183,7 @@ ChunkRowsOpt = Annotated[
     typer.Option(
         "--chunk-rows",
         min=1,
-        help="Records per convert task and chunk file at most (small datasets: fewer, ~256 chunks).",
+        help="Records per convert task and chunk file, on average (small datasets: ~256 chunks).",
         show_default=from_config(CHUNK_ROWS),
     ),
 ]

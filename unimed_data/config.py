@@ -47,7 +47,7 @@ class ConvertConfig(_Strict):
     frame: Literal["first", "middle", "last"] = ConvertOptions.frame
     reencode: Literal["auto", "always"] = ConvertOptions.reencode
     jpeg_optimize: bool = ConvertOptions.jpeg_optimize
-    # Records per task and per chunk file at most: big enough that per-task costs vanish, small
+    # Records per task and per chunk file on average: big enough that per-task costs vanish, small
     # enough that a killed run loses little (smaller datasets get smaller chunks: chunk_size).
     chunk_rows: int = Field(CHUNK_ROWS, ge=1, le=1 << 20)
 

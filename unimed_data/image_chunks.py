@@ -3,11 +3,12 @@ of that slice's results, instead of one file per image.
 
 Millions of small files are what shared cluster filesystems (Lustre, GPFS, NFS) handle worst, and
 one file per image cost a mkdir, a temp file, a rename and a utime each. A chunk is written whole
-and renamed into place: `chunk-000012.parquet` (the slice's results: sizes, digests, fingerprints,
-errors, and each image's byte range) names the tar beside it, `chunk-000012.<digest>.tar`, so a
-new tar never replaces one a results table still points at (a chunk with no image has no tar). A run killed between the two renames
-leaves a tar no table names, which `sweep` removes. The shard stage reads an image by its byte
-range (`read_images`), in file order.
+and renamed into place: `chunk-<first key>.parquet` (the slice's results: sizes, digests,
+fingerprints, errors, and each image's byte range) names the tar beside it,
+`chunk-<first key>.<digest>.tar`, so a new tar never replaces one a results table still points at
+(a chunk with no image has no tar). A run killed between the two renames leaves a tar no table
+names, which `sweep` removes. The shard stage reads an image by its byte range (`read_images`),
+in file order.
 """
 
 from __future__ import annotations
@@ -47,15 +48,16 @@ CHUNK_SCHEMA = pa.schema(
         *(RECORD_SCHEMA.field(name) for name in IMAGE_FIELDS),
     ]
 )
-CHUNK_ROWS = 1024  # records per chunk at most by default: ~40 MB of 512 px JPEGs
+CHUNK_ROWS = 1024  # records per chunk on average by default: ~40 MB of 512 px JPEGs
 TARGET_CHUNKS = 256  # a smaller dataset is cut into about this many chunks...
 MIN_CHUNK_ROWS = 16  # ...of at least this many records
-_TAR_NAME = re.compile(r"^(chunk-\d+)\.[0-9a-f]+\.tar$")
-_TABLE_NAME = re.compile(r"^chunk-(\d+)\.parquet$")
+_TAR_NAME = re.compile(r"^(chunk-[a-z0-9_-]+)\.[0-9a-f]+\.tar$")
+_TABLE_NAME = re.compile(r"^(chunk-[a-z0-9_-]+)\.parquet$")
 
 
-def results_file(folder: Path, index: int) -> Path:
-    return folder / f"chunk-{index:06d}.parquet"
+def results_file(folder: Path, first_key: str) -> Path:
+    """A chunk's results table, named by its first record's key (keys are safe in file names)."""
+    return folder / f"chunk-{first_key}.parquet"
 
 
 def read_results(path: Path) -> list[dict] | None:
@@ -126,17 +128,17 @@ def intact(folder: Path, rows: list[dict]) -> set[str]:
     return whole
 
 
-def sweep(folder: Path, chunks: int | None = None) -> None:
+def sweep(folder: Path, keep: set[str] | None = None) -> None:
     """Remove the chunk tars no results table names (left by a run killed between writing a tar and
-    its table, or replaced by a newer tar of the same chunk) and, given the dataset's number of
-    chunks, the tables and tars of chunks past it (the dataset shrank, or chunks grew)."""
+    its table, or replaced by a newer tar of the same chunk) and, given the chunks a run made (by
+    table stem), every other chunk: their records left the dataset, or moved to other chunks."""
     if not folder.is_dir():
         return
     tars: dict[str, list[Path]] = {}
     for path in folder.iterdir():
         if match := _TAR_NAME.match(path.name):
             tars.setdefault(match.group(1), []).append(path)
-        elif chunks is not None and (match := _TABLE_NAME.match(path.name)) and int(match.group(1)) >= chunks:
+        elif keep is not None and (match := _TABLE_NAME.match(path.name)) and match.group(1) not in keep:
             path.unlink()
     for stem, paths in tars.items():
         results = folder / f"{stem}.parquet"

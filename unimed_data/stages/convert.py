@@ -1,6 +1,6 @@
 """Convert stage: every record's source file becomes a capped JPEG, in parallel, resumably.
 
-Records are converted a slice at a time (`chunk_size` of them) into one chunk file each
+Records are converted a slice at a time (`slices`: about `chunk_size` of them) into one chunk each
 (image_chunks.py), on the build's executor; a rerun keeps each chunk's finished images and
 converts only what is new, changed or failed before (convert_chunk.py). Each result carries the
 image's fingerprint for the dedupe stage. The table is streamed in batches and only a window of
@@ -10,10 +10,11 @@ slices is in flight, so memory does not grow with the dataset.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import shutil
 from collections import deque
-from itertools import islice
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -38,6 +39,7 @@ if TYPE_CHECKING:
     from unimed_data.pipeline import Dataset
     from unimed_data.runner import StageContext
 
+LONGEST_SLICE = 4  # times the average: a run of keys with no cut is cut anyway
 FINGERPRINT_VERSION = 2  # in the stamp: tables converted with other fingerprints (or none) are redone
 
 
@@ -66,20 +68,20 @@ def convert_dataset(
     # Each chunk keeps its finished images, so a retry converts only what failed.
     chunks = ws.images(slug)
     _reset_images_if_options_changed(chunks, {**option_dict, "fingerprint": FINGERPRINT_VERSION})
+    sweep(chunks)
     total = row_count(records)
     rows_per_chunk = chunk_size(total, chunk_rows)
-    sweep(chunks, -(-total // rows_per_chunk))
     in_flight: deque[list[dict]] = deque()
+    made: set[str] = set()
     chunk_folder = str(chunks.relative_to(ws.out))  # the converted table's image paths: OUT may move
 
     def tasks():
-        rows = iter_rows(records)
-        index = 0
-        while batch := list(islice(rows, rows_per_chunk)):
+        for batch in slices(iter_rows(records), rows_per_chunk):
             in_flight.append(batch)
+            results = results_file(chunks, batch[0]["key"])
+            made.add(results.stem)
             items = tuple((row["key"], row["source_path"]) for row in batch)
-            yield ChunkTask(str(results_file(chunks, index)), items, options)
-            index += 1
+            yield ChunkTask(str(results), items, options)
 
     with (
         table_writer(converted, RECORD_SCHEMA) as ok,
@@ -87,26 +89,46 @@ def convert_dataset(
         table_writer(filtered, ERROR_SCHEMA) as dropped,
     ):
         executor = executor or LocalExecutor(workers)
-        slices = executor.map(
+        converted_slices = executor.map(
             convert_chunk,
             tasks(),
             desc=f"convert {slug}",
-            total=-(-total // rows_per_chunk),
             on_crash=crashed,
         )
-        for results in slices:
+        for results in converted_slices:
             for row, result in zip(in_flight.popleft(), results, strict=True):
                 _write(row, result, chunk_folder, ok, failed, dropped)
+    sweep(chunks, keep=made)  # chunks of records no longer in the dataset
     summary = StageSummary("convert", slug, total, ok.count, failed.count, dropped.count)
     stamp.write(summary.as_dict(), [records])
     return summary
 
 
+def slices(rows: Iterable[dict], rows_per_chunk: int) -> Iterator[list[dict]]:
+    """Records cut into slices after each key whose hash says so (one in `rows_per_chunk`), and
+    after LONGEST_SLICE times that many in a row: where the cuts fall depends on the keys around
+    them, not on positions, so a record inserted or removed changes its own slice only, and the
+    others (each named by its first key) keep their chunks."""
+    batch: list[dict] = []
+    for row in rows:
+        batch.append(row)
+        if len(batch) >= LONGEST_SLICE * rows_per_chunk or _cut_after(row["key"], rows_per_chunk):
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def _cut_after(key: str, rows_per_chunk: int) -> bool:
+    digest = hashlib.blake2b(key.encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") % rows_per_chunk == 0
+
+
 def chunk_size(total: int, chunk_rows: int) -> int:
-    """Records per chunk: `chunk_rows`, or fewer in a dataset too small to give every worker many
-    chunks (a dataset's chunks are its tasks). Depends on the dataset alone, so chunks do not move
-    when the worker count or the cluster changes; a power of two, so records appended to a dataset
-    rarely move the chunks before them."""
+    """Records per chunk on average: `chunk_rows`, or fewer in a dataset too small to give every
+    worker many chunks (a dataset's chunks are its tasks). Depends on the dataset alone, so chunks
+    do not move when the worker count or the cluster changes; a power of two, so it changes only
+    when a dataset doubles or halves."""
     wanted = max(MIN_CHUNK_ROWS, -(-total // TARGET_CHUNKS))
     return min(chunk_rows, 1 << (wanted - 1).bit_length())
 
