@@ -89,7 +89,7 @@ def convert_chunk(task: ChunkTask) -> list[dict]:
     if rows == before:
         return before
     images.update(read_images((r for r in rows if r["key"] not in images and r["image_path"]), folder))
-    placed = write_chunk(results, [_unplaced(r) for r in rows], images)
+    placed = write_chunk(results, rows, images)
     for stale in {r["image_path"] for r in before} - {r["image_path"] for r in placed} - {None}:
         (folder / stale).unlink(missing_ok=True)
     return placed
@@ -131,10 +131,6 @@ def _row(key: str, source: str, mtime_ns: int | None, encoded) -> tuple[dict, by
 
 _PLACE = dict.fromkeys(("image_path", "image_offset", "image_size"))
 _NO_IMAGE = dict.fromkeys(IMAGE_FIELDS)
-
-
-def _unplaced(row: dict) -> dict:
-    return {**row, **_PLACE}
 
 
 def _mtime_ns(source: str) -> int | None:

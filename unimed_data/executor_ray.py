@@ -96,6 +96,7 @@ class RayExecutor:
         _check_reachable(address)  # before any stage runs, not after an hour of ingest
         self.address, self.figures, self.max_retries = address, figures, max_retries
         self._remote = None
+        self._retryable: tuple[type[BaseException], ...] = ()
         self._window = 0
         self._ips: dict[str, str] = {}
 
@@ -106,6 +107,7 @@ class RayExecutor:
             self._window = max(2, 2 * int(ray.cluster_resources().get("CPU", 1)))
             # SPREAD: tasks go to every node, not first to the driver's (which short tasks would fill).
             self._remote = ray.remote(max_retries=0, scheduling_strategy="SPREAD")(_attempt)
+            self._retryable = tuple(getattr(ray.exceptions, name) for name in RETRYABLE)
         return self._remote
 
     def map(self, fn, tasks, *, desc, total=None, on_crash=None):
@@ -137,12 +139,11 @@ class RayExecutor:
     def _result(self, run: _Run, task, ref, tag: str, on_crash):
         """The task's result, submitting it again while its worker or node dies."""
         ray = _ray()
-        retryable = tuple(getattr(ray.exceptions, name) for name in RETRYABLE)
         retries = 0
         while True:
             try:
                 result, node, seconds = ray.get(ref)
-            except retryable as exc:
+            except self._retryable as exc:
                 node = run.node_of(tag)
                 run.figures.died(node, self._address(node))
                 if retries == self.max_retries:

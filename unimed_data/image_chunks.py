@@ -23,7 +23,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from unimed_data.schema import RECORD_SCHEMA
-from unimed_data.tables import temp_path
+from unimed_data.tables import temp_path, write_rows
 from unimed_data.wds_tar import TarWriter
 
 # The record's image fields (schema.py owns their types), with what a rerun needs to reuse a result.
@@ -85,9 +85,7 @@ def write_chunk(results: Path, rows: list[dict], images: dict[str, bytes]) -> li
                     offset = tar.add(f"{row['key']}.jpg", data)
                     row.update(image_path=tar_name, image_offset=offset, image_size=len(data))
         tmp.replace(results.with_name(tar_name))
-    table_tmp = temp_path(results)
-    pq.write_table(pa.Table.from_pylist(placed, CHUNK_SCHEMA), table_tmp)
-    table_tmp.replace(results)
+    write_rows(results, CHUNK_SCHEMA, placed)
     return placed
 
 
@@ -144,7 +142,7 @@ def sweep(folder: Path, keep: set[str] | None = None) -> None:
         results = folder / f"{stem}.parquet"
         if len(paths) == 1 and results.exists():
             continue  # a tar is renamed in before its table, and a new table names its new tar
-        named = set() if not results.exists() else set(_named_tars(results))
+        named = set(_named_tars(results))  # none when the table is missing
         for path in paths:
             if path.name not in named:
                 path.unlink(missing_ok=True)

@@ -37,7 +37,6 @@ from unimed_data.workspace import Workspace
 TOP_FILES = ("stats.json", "errors.parquet", "duplicates.parquet", "contamination.parquet", "README.md")
 SPLIT_FILES = ("sizes.json", "index.parquet")
 SECRET_VARIABLES = ("AWS_SECRET_ACCESS_KEY", "AWS_ACCESS_KEY_ID", "AWS_SESSION_TOKEN", "HF_TOKEN")
-CHUNK = 1 << 20
 # s3fs sends a file below this size in one PUT, whose sha256 S3 checks on receipt and keeps; a
 # multipart upload keeps only a digest of digests, so larger files are checked by size.
 S3_ONE_PART = 50 << 20
@@ -155,8 +154,7 @@ def _check_container(fs, root: str, dest: str) -> None:
     if isinstance(fs, LocalFileSystem):
         fs.makedirs(root, exist_ok=True)
         return
-    protocols = {fs.protocol} if isinstance(fs.protocol, str) else set(fs.protocol)
-    if not protocols & {"s3", "s3a", "gs", "gcs"}:
+    if not _protocols(fs) & {"s3", "s3a", "gs", "gcs"}:
         return
     bucket = root.split("/")[0]
     try:  # not `exists`, which answers False for a bucket the credentials may not see
@@ -200,8 +198,12 @@ def _send(fs, root: str, item: Item) -> Item:
 
 
 def _is_s3(fs) -> bool:
-    protocols = {fs.protocol} if isinstance(fs.protocol, str) else set(fs.protocol)
-    return bool(protocols & {"s3", "s3a"})
+    return bool(_protocols(fs) & {"s3", "s3a"})
+
+
+def _protocols(fs) -> set[str]:
+    """An fsspec filesystem's protocol names (one string, or a tuple of aliases)."""
+    return {fs.protocol} if isinstance(fs.protocol, str) else set(fs.protocol)
 
 
 def _s3_sha256(fs, remote: str) -> str | None:

@@ -25,7 +25,7 @@ from pathlib import Path
 
 from unimed_data.card import card_in_folder
 from unimed_data.download.http import file_digest
-from unimed_data.publish import CHUNK, Item, PublishError, Report, checksums, published_items, redact
+from unimed_data.publish import Item, PublishError, Report, checksums, published_items, redact
 from unimed_data.tables import atomic_write_text
 from unimed_data.workspace import Workspace
 
@@ -110,16 +110,19 @@ def _folder_card(out: Path, repo: HubRepo, card: Item) -> Item:
     OUT/work/publish/) whose configs name the folder's files from the root, as the Hub reads them."""
     if not repo.folder:
         return card
-    path = Workspace(out).work / "publish" / "README.md"
-    atomic_write_text(path, card_in_folder(card.path.read_text(encoding="utf-8"), repo.folder))
-    return Item(card.name, path, path.stat().st_size, file_digest(path))
+    return _work_item(out, card.name, card_in_folder(card.path.read_text(encoding="utf-8"), repo.folder))
 
 
 def _sums_item(out: Path, items: list[Item]) -> Item:
     """SHA256SUMS, written whole under OUT/work/publish/ so that it is sent like any other file."""
-    path = Workspace(out).work / "publish" / "SHA256SUMS"
-    atomic_write_text(path, checksums(items))
-    return Item("SHA256SUMS", path, path.stat().st_size, file_digest(path))
+    return _work_item(out, "SHA256SUMS", checksums(items))
+
+
+def _work_item(out: Path, name: str, text: str) -> Item:
+    """A file made for DEST (not one of the build's), written under OUT/work/publish/ to be sent."""
+    path = Workspace(out).work / "publish" / name
+    atomic_write_text(path, text)
+    return Item(name, path, path.stat().st_size, file_digest(path))
 
 
 def _check_repo(api, repo: HubRepo, dest: str) -> None:
@@ -157,11 +160,9 @@ def _matches(remote, item: Item) -> bool:
 
 def git_blob_id(path: Path) -> str:
     """The id git (and so the Hub) gives a regular file: sha1 of `blob <size>\\0` and the bytes."""
-    digest = hashlib.sha1(f"blob {path.stat().st_size}\0".encode())
+    header = f"blob {path.stat().st_size}\0".encode()
     with path.open("rb") as handle:
-        while block := handle.read(CHUNK):
-            digest.update(block)
-    return digest.hexdigest()
+        return hashlib.file_digest(handle, lambda: hashlib.sha1(header)).hexdigest()
 
 
 def _batches(items: list[Item]) -> Iterator[list[Item]]:
@@ -188,8 +189,8 @@ def _commit(api, repo: HubRepo, batch: list[Item], workers: int) -> None:
     )
     remote = _remote_files(api, repo, batch)
     for item in batch:
-        if not _matches(remote.get(repo.path(item.name)), item):
-            found = remote.get(repo.path(item.name))
+        found = remote.get(repo.path(item.name))
+        if not _matches(found, item):
             arrived = "is missing" if found is None else f"holds {found.size} bytes with another digest"
             raise PublishError(
                 f"{item.name}: the repo {arrived} after the commit ({item.size} bytes were sent)"

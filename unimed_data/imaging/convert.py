@@ -68,20 +68,20 @@ def _kept_jpeg(path: Path, options: ConvertOptions) -> EncodedImage | None:
     """A source JPEG's own compressed data, metadata removed, when it needs no change: it fits the
     cap, is upright (no EXIF rotation), is a sequential 8-bit grey or colour JPEG, and its kept
     bytes decode in full (the decode the fingerprint needs anyway). None: convert it as usual."""
-    with own_bomb_guard(), Image.open(path, formats=["JPEG"]) as source:  # reads the headers only
+    data = path.read_bytes()
+    with own_bomb_guard(), _open(data) as source:  # reads the headers only
         check_pixels(source.width * source.height, options)
         upright = source.getexif().get(EXIF_ORIENTATION, 1) == 1
-        if not upright or fit_size(*source.size, options.max_side) != source.size:
-            return None
-    kept = strip_metadata(path.read_bytes())
+        fits = fit_size(*source.size, options.max_side) == source.size
+        if not upright or not fits or min(source.size) < options.min_side:
+            return None  # the usual path turns, resizes, or words why the image is too small
+    kept = strip_metadata(data)
     if kept is None:
         return None
     with _open(kept) as image:
         if image.mode not in ("L", "RGB"):
             return None
         image.load()
-        if min(image.size) < options.min_side:
-            return None  # the usual path words the reason
         return EncodedImage(kept, *image.size, fingerprint(image))
 
 

@@ -59,9 +59,11 @@ def annotation_files(layout: VindrCxrLayout, dataset_root: Path) -> list[Path]:
     return [dataset_root / entry.path for entry in layout.csvs]
 
 
-def _grouped_rows(dataset_root: Path, relpath: str) -> Iterator[tuple[str, str, list[dict]] | ItemError]:
-    """(image id, where its first row is, its rows) per image in first-seen order; bad rows as errors."""
-    groups: dict[str, tuple[str, list[dict]]] = {}
+def _grouped_rows(
+    dataset_root: Path, relpath: str
+) -> Iterator[tuple[str, list[tuple[str, dict]]] | ItemError]:
+    """(image id, its (where, row) pairs) per image in first-seen order; bad rows as errors."""
+    groups: dict[str, list[tuple[str, dict]]] = {}
     for where, row in read_csv(dataset_root, relpath, ["image_id"]):
         if isinstance(row, str):
             yield ItemError(None, None, f"{where}: {row}")
@@ -70,22 +72,19 @@ def _grouped_rows(dataset_root: Path, relpath: str) -> Iterator[tuple[str, str, 
         if not _IMAGE_ID.fullmatch(image_id):
             yield ItemError(None, None, f"{where}: bad image_id {shown_cell(image_id)}")
             continue
-        groups.setdefault(image_id, (where, []))[1].append({**row, "_where": where})
-    for image_id, (where, rows) in groups.items():
-        yield image_id, where, rows
+        groups.setdefault(image_id, []).append((where, row))
+    yield from groups.items()
 
 
-def _combine(layout: VindrCxrLayout, rows: list[dict]) -> list[str] | str:
+def _combine(layout: VindrCxrLayout, rows: list[tuple[str, dict]]) -> list[str] | str:
     """The image's labels under the `readers` rule, or why a cell is unreadable."""
-    columns = [column for column in rows[0] if column not in _NOT_LABELS and column != "_where"]
+    columns = [column for column in rows[0][1] if column not in _NOT_LABELS]
     votes = dict.fromkeys(columns, 0)
-    for row in rows:
+    for where, row in rows:
         for column in columns:
             vote = _VOTES.get(str(row[column]).strip())
             if vote is None:
-                return (
-                    f"{row['_where']}: column {column!r}: expected 0 or 1, got {shown_cell(str(row[column]))}"
-                )
+                return f"{where}: column {column!r}: expected 0 or 1, got {shown_cell(str(row[column]))}"
             votes[column] += vote
     needed = 1 if layout.readers == "any" else len(rows) // 2 + 1
     found = [column for column in columns if column != layout.no_finding and votes[column] >= needed]
@@ -98,10 +97,12 @@ def iter_items(layout: VindrCxrLayout, dataset_root: Path) -> Iterator[Item | It
             if isinstance(group, ItemError):
                 yield group
                 continue
-            image_id, where, rows = group
+            image_id, rows = group
             source = relative_path(entry.images, image_id + layout.extension)
             labels = _combine(layout, rows)
             if isinstance(labels, str):
                 yield ItemError(source, source, labels)
                 continue
-            yield Item(item_id=source, source_path=source, labels=labels, split=entry.split, origin=where)
+            yield Item(
+                item_id=source, source_path=source, labels=labels, split=entry.split, origin=rows[0][0]
+            )

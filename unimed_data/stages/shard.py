@@ -222,6 +222,7 @@ def write_shard(task: ShardTask) -> list[dict]:
         return _index_existing(target)
     rows = _load_slices(task.slices)
     images = read_images(rows, Path(task.root))
+    tags = dict(task.txt_tags)
     index = []
     tmp = temp_path(target)
     with TarWriter(tmp) as tar:
@@ -236,7 +237,7 @@ def write_shard(task: ShardTask) -> list[dict]:
                     "caption_source": row["caption_source"],
                 }
             )
-            sample = to_sample(row, images[row["key"]], task.txt_format, dict(task.txt_tags))
+            sample = to_sample(row, images[row["key"]], task.txt_format, tags)
             add_sample(tar, sample.pop("__key__"), sample)
     tmp.replace(target)
     return index

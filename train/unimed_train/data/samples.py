@@ -29,9 +29,11 @@ def caption_index(seed: int, epoch: int, key: str, n: int) -> int:
 
 def sample_captions(sample: dict) -> list[str]:
     """The captions one is drawn from (the teacher features have one text row for each)."""
-    if "json" not in sample:
-        return []
-    meta = json.loads(sample["json"])
+    return captions_of(json.loads(sample["json"])) if "json" in sample else []
+
+
+def captions_of(meta) -> list[str]:
+    """The non-empty captions of a sample's decoded `json` member."""
     if not isinstance(meta, dict):
         return []
     return [c for c in (meta.get("captions") or []) if isinstance(c, str) and c.strip()]

@@ -62,12 +62,19 @@ def check_shards(spec: str) -> list[Source]:
     for source in sources:
         if is_fsspec_url(source.urls[0]):
             _check_remote(source)
-    missing = [u for s in sources for u in s.urls if not _is_remote(u) and not os.path.isfile(u)]
-    if missing:
-        shown = ", ".join(missing[:3]) + (", ..." if len(missing) > 3 else "")
-        total = sum(len(s.urls) for s in sources)
-        raise UsageError(f"{len(missing)} of the {total} shards of {spec} do not exist: {shown}")
+    local = [u for s in sources for u in s.urls if not _is_remote(u)]
+    if problem := missing_shards(local, sum(len(s.urls) for s in sources), spec):
+        raise UsageError(problem)
     return sources
+
+
+def missing_shards(paths: list[str], total: int, spec: str) -> str | None:
+    """What is wrong when some of the local shards a spec names are not files."""
+    missing = [p for p in paths if not os.path.isfile(p)]
+    if not missing:
+        return None
+    shown = ", ".join(missing[:3]) + (", ..." if len(missing) > 3 else "")
+    return f"{len(missing)} of the {total} shards of {spec} do not exist: {shown}"
 
 
 def _is_remote(url: str) -> bool:

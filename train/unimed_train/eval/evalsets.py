@@ -121,10 +121,9 @@ class EvalSet:
     info: dict[str, Any] = field(default_factory=dict)
 
     def shards(self, split: str) -> list[str]:
-        """Shard paths in index order (a list, not a brace pattern, so odd folder names are safe)."""
-        if isinstance(self.root, str):
-            return [f"{self.root}/{split}/{i}.tar" for i in range(self.splits[split])]
-        return [str(self.root / split / f"{i}.tar") for i in range(self.splits[split])]
+        """Shard paths or URLs in index order (a list, not a brace pattern, so odd folder names are
+        safe)."""
+        return [f"{self.root}/{split}/{i}.tar" for i in range(self.splits[split])]
 
     def prompt_ensembles(self) -> list[list[str]]:
         """Per class the prompts to average: prompts.json when present, else the templates filled in.

@@ -105,8 +105,8 @@ class TeacherFeatures:
 
     def __init__(self, teachers: Sequence[str], dims: Mapping[str, int] | None, urls: Sequence[str]):
         for t in teachers:
-            if teacher_name_problem(t):
-                raise UsageError(f"teacher key {t!r}: {teacher_name_problem(t)}")
+            if problem := teacher_name_problem(t):
+                raise UsageError(f"teacher key {t!r}: {problem}")
         self.teachers = tuple(teachers)
         self.dims = {(t, i): int(dims[t]) for t in self.teachers if t in (dims or {}) for i in (0, 1)}
         missing = [t for t in self.teachers if (t, 0) not in self.dims]

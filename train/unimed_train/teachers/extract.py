@@ -4,8 +4,6 @@
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import sys
 import tarfile
 import time
@@ -20,10 +18,12 @@ import torch.distributed as dist
 from tqdm import tqdm
 
 from unimed_data.outputs import claim_output, settle_output
+from unimed_data.tables import atomic_write_bytes, atomic_write_text
 from unimed_train.cli import UsageError
 from unimed_train.data.remote import reason
+from unimed_train.data.spec import missing_shards
 from unimed_train.main import init_distributed, rank0_verdict
-from unimed_train.teachers.config import TeacherSpec, read_teachers
+from unimed_train.teachers.config import FIELDS, TeacherSpec, read_teachers
 from unimed_train.teachers.models import Teacher, load_teacher
 from unimed_train.teachers.shards import Sample, ShardWriter, prepare, read_samples
 
@@ -48,10 +48,8 @@ def list_shards(pattern: str) -> list[Path]:
         raise UsageError(f"--shards {pattern!r}: names no shards")
     if any(":" in str(p).split("/", 1)[0] for p in paths):
         raise UsageError(f"--shards {pattern}: only local shards are read (copy remote ones first)")
-    missing = [str(p) for p in paths if not p.is_file()]
-    if missing:
-        shown = ", ".join(missing[:3]) + (", ..." if len(missing) > 3 else "")
-        raise UsageError(f"{len(missing)} of the {len(paths)} shards of {pattern} do not exist: {shown}")
+    if problem := missing_shards([str(p) for p in paths], len(paths), pattern):
+        raise UsageError(problem)
     if len({p.parent for p in paths}) > 1 or len({p.name for p in paths}) < len(paths):
         raise UsageError(f"--shards {pattern}: shards of one folder, each once (run once per folder)")
     return paths
@@ -174,7 +172,7 @@ def _claim(options: Options, specs: list[TeacherSpec], names: list[str], rank: i
 def _check_same_teachers(path: Path, specs: list[TeacherSpec]) -> None:
     if not path.is_file():
         return
-    held = [{k: t.get(k) for k in ("name", "model", "pretrained", "modalities")} for t in _teachers(path)]
+    held = [{k: t.get(k) for k in FIELDS} for t in _teachers(path)]
     wanted = [json.loads(json.dumps({"name": s.name, **s.source()})) for s in specs]
     if held != wanted:
         raise UsageError(
@@ -193,12 +191,9 @@ def _teachers(path: Path) -> list[dict]:
 def _describe(out: Path, teachers: list[Teacher], folder: Path) -> None:
     """`teachers.json` (what the trainer reads the widths from) and a copy of `sizes.json`."""
     text = json.dumps({"teachers": [t.describe() for t in teachers]}, indent=2) + "\n"
-    tmp = out / ".teachers.json.tmp"
-    tmp.write_text(text)
-    os.replace(tmp, out / "teachers.json")
+    atomic_write_text(out / "teachers.json", text)
     if (folder / "sizes.json").is_file():
-        shutil.copyfile(folder / "sizes.json", out / ".sizes.json.tmp")
-        os.replace(out / ".sizes.json.tmp", out / "sizes.json")
+        atomic_write_bytes(out / "sizes.json", (folder / "sizes.json").read_bytes())
     else:
         print(
             f"note: no sizes.json beside the shards in {folder}; train with --train-num-samples",

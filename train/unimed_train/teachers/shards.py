@@ -19,9 +19,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from unimed_data.tables import atomic_write_text
 from unimed_data.wds_tar import TarWriter, add_sample
 from unimed_train.data.remote import reason
-from unimed_train.data.samples import IMAGE_EXTS, sample_captions
+from unimed_train.data.samples import IMAGE_EXTS, captions_of
 
 MEMBER = re.compile(r"^((?:.*/|)[^./]+)\.([^/]*)$")  # WebDataset's key.ext split
 
@@ -89,7 +90,7 @@ def prepare(sample: Sample) -> Sample:
         sample.problem = f"json: {reason(exc)}"
         return sample
     sample.modality = sample.meta.get("modality") if isinstance(sample.meta, dict) else None
-    sample.texts = sample_captions(sample.members)
+    sample.texts = captions_of(sample.meta)
     if not sample.texts and "txt" in sample.members:
         sample.texts = [t for t in [sample.members["txt"].decode("utf-8", "replace")] if t.strip()]
     if data is None or not sample.texts:
@@ -125,10 +126,9 @@ class ShardWriter:
         self.tar.close()
         target = self.errors / f"{self.dest.name.removesuffix('.tar')}.jsonl"
         if self.rows:
-            self.errors.mkdir(parents=True, exist_ok=True)
-            tmp = target.with_name(f".{target.name}.tmp")
-            tmp.write_text("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in self.rows))
-            os.replace(tmp, target)
+            atomic_write_text(
+                target, "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in self.rows)
+            )
         else:
             target.unlink(missing_ok=True)
         os.replace(self.tmp, self.dest)
